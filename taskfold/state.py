@@ -1,0 +1,162 @@
+"""Frozen state of one queue as the fold sees it, and the verdicts it gives.
+
+The state holds a whole queue (tasks, the agents serving it, concurrency keys) because
+the fold decides capacity and concurrency rules itself (ARCHITECTURE §1). Maps are
+persistent (`immutables.Map`), so an evolve step copies only what it changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Literal
+
+from immutables import Map
+
+from taskfold.events import Backoff, Priority
+
+
+class TaskState(str, Enum):
+    blocked = "blocked"
+    scheduled = "scheduled"
+    queued = "queued"
+    assigned = "assigned"
+    running = "running"
+    retry_wait = "retry_wait"
+    completed = "completed"
+    dead_lettered = "dead_lettered"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for completed, dead_lettered and cancelled."""
+        return self in TERMINAL
+
+    @property
+    def in_flight(self) -> bool:
+        """True while an agent holds an attempt (assigned or running)."""
+        return self in (TaskState.assigned, TaskState.running)
+
+
+TERMINAL = frozenset({TaskState.completed, TaskState.dead_lettered, TaskState.cancelled})
+WAITING = frozenset({TaskState.blocked, TaskState.scheduled, TaskState.queued, TaskState.retry_wait})
+
+Outcome = Literal["accepted", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the fold concluded about one event; `ref` names the original task of a duplicate."""
+
+    outcome: Outcome
+    reason: str | None = None
+    ref: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "accepted"
+
+    def __str__(self) -> str:
+        return self.outcome if self.reason is None else f"{self.outcome}: {self.reason}"
+
+
+ACCEPTED = Verdict("accepted")
+
+
+def rejected(reason: str) -> Verdict:
+    """A rejection with a reason a person can read."""
+    return Verdict("rejected", reason)
+
+
+def duplicate(reason: str, ref: str | None = None) -> Verdict:
+    """A duplicate of an event (or submit) already accepted."""
+    return Verdict("duplicate", reason, ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One task's folded state."""
+
+    task_id: str
+    queue: str
+    task_type: str
+    priority: Priority
+    payload: str
+    state: TaskState
+    arrival: int
+    submitted_at: int
+    timeout_ms: int
+    max_attempts: int
+    backoff: Backoff
+    not_before: int | None = None
+    due_at: int | None = None
+    waiting_on: frozenset[str] = frozenset()
+    depends_on: tuple[str, ...] = ()
+    session_id: str | None = None
+    correlation_id: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int = 1
+    labels: tuple[tuple[str, str], ...] = ()
+    required_capabilities: frozenset[str] = frozenset()
+    idempotency_key: str | None = None
+    attempt: int = 0
+    agent_id: str | None = None
+    lease_ms: int | None = None
+    assigned_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    cancel_requested: bool = False
+    result: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    event_ids: frozenset[str] = frozenset()
+
+    def seen(self, event_id: str) -> bool:
+        """True when this task already accepted the event with that id."""
+        return event_id in self.event_ids
+
+    def noting(self, event_id: str, **changes: object) -> Task:
+        """A copy with the changes applied and the event id recorded."""
+        return replace(self, event_ids=self.event_ids | {event_id}, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An agent's seat in one queue: its slots, abilities and the attempts it holds."""
+
+    agent_id: str
+    slots: int
+    capabilities: frozenset[str] = frozenset()
+    labels: tuple[tuple[str, str], ...] = ()
+    active: bool = True
+    holding: frozenset[str] = frozenset()
+    joined_at: int = 0
+    left_at: int | None = None
+    event_ids: frozenset[str] = frozenset()
+
+    def seen(self, event_id: str) -> bool:
+        """True when this seat already accepted the event with that id."""
+        return event_id in self.event_ids
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """The fold of one queue's events."""
+
+    tasks: Map = field(default_factory=Map)  # task_id -> Task
+    members: Map = field(default_factory=Map)  # agent_id -> Member
+    idempotency: Map = field(default_factory=Map)  # idempotency key -> task_id
+    holders: Map = field(default_factory=Map)  # concurrency key -> frozenset of task ids
+    dependents: Map = field(default_factory=Map)  # dependency task id -> frozenset of task ids
+    arrivals: int = 0
+
+    def task(self, task_id: str) -> Task | None:
+        """The task with that id, if this queue knows it."""
+        return self.tasks.get(task_id)
+
+    def member(self, agent_id: str) -> Member | None:
+        """The agent's seat in this queue, if it ever joined."""
+        return self.members.get(agent_id)
+
+
+EMPTY = QueueState()
