@@ -2,7 +2,17 @@
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="taskfold: event-sourced coordination for workers and agents.")
+from taskfold.cli.dev import dev
+from taskfold.cli.replay import replay
+from taskfold.cli.submit import submit
+from taskfold.cli.tail import tail
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="taskfold: event-sourced coordination for workers and agents.")
+app.command()(dev)
+app.command()(submit)
+app.command()(tail)
+app.command()(replay)
 
 
 def main() -> None:

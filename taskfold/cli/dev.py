@@ -1,0 +1,50 @@
+"""`taskfold dev`: the whole service on one machine, on the embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+
+import typer
+from rich.console import Console
+
+from taskfold.broker.topics import TopicNames, ensure_topics
+from taskfold.cli.connect import session_file, write_session
+from taskfold.config import Settings
+
+
+def dev(
+    partitions: int = typer.Option(None, min=1, max=1024, help="partitions per topic (default TASKFOLD_PARTITIONS or 6)"),
+) -> None:
+    """Start the embedded broker and create the topics; Ctrl-C stops everything."""
+    from taskfold.broker.harness import start_broker
+
+    console = Console()
+    settings = Settings()
+    topics = TopicNames(settings.topic_prefix)
+    with console.status("starting the broker"):
+        broker = start_broker()
+    try:
+        created = asyncio.run(ensure_topics(broker.bootstrap, topics, partitions=partitions or settings.partitions))
+        path = write_session(settings, broker.bootstrap, broker.is_tansu)
+        console.print(f"[bold green]taskfold dev is up[/]  broker: {broker.kind} at [bold]{broker.bootstrap}[/]")
+        console.print(f"topics: {', '.join(f'{t} (new)' if new else t for t, new in created.items())}")
+        console.print(f"other commands in this directory find it through {path}; elsewhere use")
+        console.print(f"  export TASKFOLD_BOOTSTRAP={broker.bootstrap}")
+        if broker.is_tansu:
+            console.print("[yellow]the embedded broker keeps its log in memory: history ends when dev stops[/]")
+        console.print("Ctrl-C to stop.")
+        _wait_for_stop()
+    finally:
+        console.print("stopping")
+        session_file(settings).unlink(missing_ok=True)
+        broker.stop()
+
+
+def _wait_for_stop() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass

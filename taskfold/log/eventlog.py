@@ -1,0 +1,157 @@
+"""The typed log: append events, read them back decoded, and set poison aside.
+
+Everything in taskfold reads and writes events through `EventLog`. Events are keyed by
+queue, so one queue's events keep one total order (ARCHITECTURE §2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from schemas.codec import PoisonMessage
+from taskfold.broker.topics import TopicNames
+from taskfold.events import Event
+from taskfold.log.reader import LogReader
+from taskfold.log.records import ConsumedRecord, Position, RawRecord
+from taskfold.log.writer import LogWriter
+from taskfold.wire import decode_event, encode_event
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An event as the log holds it: the event and its position."""
+
+    event: Event
+    partition: int
+    offset: int
+    timestamp: int
+
+    @property
+    def position(self) -> Position:
+        return Position(self.partition, self.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A record that could not be decoded, and why."""
+
+    partition: int
+    offset: int
+    reason: str
+    key: str | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    @property
+    def position(self) -> Position:
+        return Position(self.partition, self.offset)
+
+
+Entry = Recorded | Poison
+
+
+def decode_record(record: ConsumedRecord) -> Entry:
+    """Decode one consumed record; undecodable bytes become a Poison entry, never an exception."""
+    if record.value is None:
+        return Poison(record.partition, record.offset, "empty record (no value)", record.key, None, record.headers)
+    try:
+        event = decode_event(record.value)
+    except PoisonMessage as exc:
+        return Poison(record.partition, record.offset, exc.reason, record.key, record.value, record.headers)
+    return Recorded(event, record.partition, record.offset, record.timestamp)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a replay stops: before the first event stamped after `until_ms` in each
+    partition, or before `offsets[p]` in partition p (unlisted partitions are left out)."""
+
+    until_ms: int | None = None
+    offsets: dict[int, int] | None = None
+
+
+class EventLog:
+    """Appends and reads the `events` topic and sets poison aside on the `poison` topic."""
+
+    def __init__(self, bootstrap: str, topics: TopicNames | None = None, *, tansu: bool = False) -> None:
+        self.topics = topics or TopicNames()
+        self.writer = LogWriter(bootstrap, tansu=tansu)
+        self.reader = LogReader(bootstrap, tansu=tansu)
+        self.poison_count = 0
+
+    async def start(self) -> None:
+        """Connect the writer and the reader."""
+        await self.writer.start()
+        await self.reader.start()
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        await self.writer.stop()
+        await self.reader.stop()
+
+    async def __aenter__(self) -> EventLog:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def append(self, events: Sequence[Event]) -> list[Position]:
+        """Append events (key = queue, headers type/task/agent) and wait for acks."""
+        records = []
+        for event in events:
+            value, headers = encode_event(event)
+            records.append(RawRecord(key=event.queue, value=value, headers=headers))
+        return await self.writer.append(self.topics.events, records)
+
+    async def end_offsets(self) -> dict[int, int]:
+        """{partition: next offset} of the events topic, from the Fetch high watermark."""
+        return await self.reader.end_offsets(self.topics.events)
+
+    async def read(
+        self, *, start: dict[int, int] | None = None, cut: Cut | None = None, live: bool = False
+    ) -> AsyncIterator[Entry]:
+        """Yield decoded entries in log order per partition, to the end (or the cut), or live.
+
+        A time cut is resolved through the events' own `occurred_at`, never through the
+        broker's offsets_for_times (wrong on Tansu): a partition is closed at its first
+        event stamped after `until_ms`.
+        """
+        cut = cut or Cut()
+        partitions = None
+        if cut.offsets is not None:
+            partitions = sorted(p for p, end in cut.offsets.items() if end > 0 and (start or {}).get(p, 0) < end)
+            if not partitions:
+                return
+        closed: set[int] = set()
+        stream = self.reader.read(self.topics.events, partitions=partitions, start=start,
+                                  to_end=not live, live=live)
+        async with aclosing(stream) as records:
+            async for record in records:
+                if record.partition in closed:
+                    continue
+                if cut.offsets is not None and record.offset >= cut.offsets[record.partition]:
+                    closed.add(record.partition)
+                    continue
+                entry = decode_record(record)
+                if isinstance(entry, Poison):
+                    self.poison_count += 1
+                elif cut.until_ms is not None and entry.event.occurred_at > cut.until_ms:
+                    closed.add(record.partition)
+                    continue
+                yield entry
+
+    async def quarantine(self, poison: Poison) -> Position:
+        """Copy an undecodable record to the poison topic with its reason and origin."""
+        headers = list(poison.headers) + [
+            ("poison-reason", poison.reason.encode()),
+            ("source-topic", self.topics.events.encode()),
+            ("source-position", str(poison.position).encode()),
+            ("quarantined-at", str(time.time_ns() // 1_000_000).encode()),
+        ]
+        record = RawRecord(key=poison.key or "", value=poison.value or b"", headers=headers)
+        (position,) = await self.writer.append(self.topics.poison, [record])
+        return position
