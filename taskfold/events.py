@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 QueueName = Annotated[str, Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._#:-]+$")]
-Millis = Annotated[int, Field(ge=0)]
+# Avro int is 32-bit and long 64-bit: bounds here keep every valid event encodable.
+INT_MAX = 2**31 - 1
+LONG_MAX = 2**63 - 1
+Millis = Annotated[int, Field(ge=0, le=LONG_MAX)]
+Attempt = Annotated[int, Field(ge=1, le=INT_MAX)]
 
 
 class Priority(str, Enum):
@@ -51,9 +55,9 @@ class _Record(BaseModel):
 class Backoff(_Record):
     """Retry delay policy: initial * multiplier^(attempt-1), capped, with deterministic jitter."""
 
-    initial_ms: Annotated[int, Field(ge=0)] = 1000
+    initial_ms: Millis = 1000
     multiplier: Annotated[float, Field(ge=1.0, le=100.0)] = 2.0
-    max_ms: Annotated[int, Field(ge=0)] = 60_000
+    max_ms: Millis = 60_000
     jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
 
 
@@ -61,9 +65,9 @@ class Candidate(_Record):
     """One agent the scheduler considered for an assignment, with its score."""
 
     agent_id: str
-    score: float
-    load: int = 0
-    slots: int = 0
+    score: Annotated[float, Field(allow_inf_nan=False)]
+    load: Annotated[int, Field(ge=0, le=INT_MAX)] = 0
+    slots: Annotated[int, Field(ge=0, le=INT_MAX)] = 0
     eligible: bool = True
     reason: str | None = None
 
@@ -76,8 +80,8 @@ class WorkflowNode(_Record):
     priority: Priority = Priority.medium
     payload: str = "null"
     depends_on: list[str] = Field(default_factory=list)
-    timeout_ms: Annotated[int, Field(gt=0)] = 300_000
-    max_attempts: Annotated[int, Field(ge=1)] = 3
+    timeout_ms: Annotated[int, Field(gt=0, le=LONG_MAX)] = 300_000
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 3
 
     @field_validator("payload")
     @classmethod
@@ -122,13 +126,13 @@ class TaskSubmitted(Event):
     priority: Priority = Priority.medium
     payload: str = "null"
     not_before: Millis | None = None
-    timeout_ms: Annotated[int, Field(gt=0)] = 300_000
+    timeout_ms: Annotated[int, Field(gt=0, le=LONG_MAX)] = 300_000
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 3
     backoff: Backoff = Field(default_factory=Backoff)
     depends_on: list[str] = Field(default_factory=list)
     session_id: str | None = None
     concurrency_key: str | None = None
-    concurrency_limit: Annotated[int, Field(ge=1)] = 1
+    concurrency_limit: Annotated[int, Field(ge=1, le=INT_MAX)] = 1
     labels: dict[str, str] = Field(default_factory=dict)
     required_capabilities: list[str] = Field(default_factory=list)
     idempotency_key: str | None = None
@@ -149,9 +153,9 @@ class DependencyResolved(Event):
 class TaskAssigned(Event):
     event_type: ClassVar[str] = "TaskAssigned"
     task_id: str
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     agent_id: str
-    lease_ms: Annotated[int, Field(gt=0)]
+    lease_ms: Annotated[int, Field(gt=0, le=LONG_MAX)]
     strategy: str
     candidates: list[Candidate] = Field(default_factory=list)
 
@@ -159,14 +163,14 @@ class TaskAssigned(Event):
 class TaskStarted(Event):
     event_type: ClassVar[str] = "TaskStarted"
     task_id: str
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     agent_id: str
 
 
 class TaskCompleted(Event):
     event_type: ClassVar[str] = "TaskCompleted"
     task_id: str
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     agent_id: str
     result: str = "null"
 
@@ -179,7 +183,7 @@ class TaskCompleted(Event):
 class TaskFailed(Event):
     event_type: ClassVar[str] = "TaskFailed"
     task_id: str
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     agent_id: str
     error: str
     retryable: bool = True
@@ -188,14 +192,14 @@ class TaskFailed(Event):
 class TaskLeaseExpired(Event):
     event_type: ClassVar[str] = "TaskLeaseExpired"
     task_id: str
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     agent_id: str
 
 
 class TaskTimedOut(Event):
     event_type: ClassVar[str] = "TaskTimedOut"
     task_id: str
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     agent_id: str
 
 
@@ -208,7 +212,7 @@ class TaskCancelRequested(Event):
 class TaskCancelled(Event):
     event_type: ClassVar[str] = "TaskCancelled"
     task_id: str
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     agent_id: str
 
 
@@ -259,12 +263,6 @@ AnyEvent = Union[
 EVENT_CLASSES: dict[str, type[Event]] = {
     cls.event_type: cls for cls in AnyEvent.__args__  # type: ignore[attr-defined]
 }
-
-TaskEventType = Literal[
-    "TaskSubmitted", "DependencyResolved", "TaskAssigned", "TaskStarted", "TaskCompleted",
-    "TaskFailed", "TaskLeaseExpired", "TaskTimedOut", "TaskCancelRequested", "TaskCancelled",
-    "TaskRedriven",
-]
 
 
 class UnknownEventType(ValueError):
