@@ -83,6 +83,7 @@ async def test_tail_prints_new_events_with_their_verdicts(broker, topics) -> Non
         tail.wait(timeout=10)
 
 
+@pytest.mark.integration
 def test_dev_starts_a_broker_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TASKFOLD_BOOTSTRAP", "TASKFOLD_BROKER")}
     env["TASKFOLD_BROKER"] = "tansu"

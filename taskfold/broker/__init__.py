@@ -1,0 +1,1 @@
+"""Brokers: the embedded Tansu, the test harness, topic layout, and broker compatibility."""

@@ -1,0 +1,141 @@
+"""Topic names and their idempotent creation (ARCHITECTURE §2).
+
+Every topic is created up front: a broker that auto-creates topics would pick the
+partition count itself (Tansu always picks 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code, NoError, TopicAlreadyExistsError
+
+DAY_MS = 24 * 3600 * 1000
+DEFAULT_PARTITIONS = 6
+
+
+class TopicMismatchError(RuntimeError):
+    """An existing topic does not have the partition count we asked for."""
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The names of taskfold's topics, all under one prefix."""
+
+    prefix: str = "taskfold."
+
+    @property
+    def events(self) -> str:
+        """Every task and agent-membership event, keyed by queue; kept forever."""
+        return f"{self.prefix}events"
+
+    @property
+    def heartbeats(self) -> str:
+        """Agent liveness and load samples, keyed by agent; compacted."""
+        return f"{self.prefix}heartbeats"
+
+    @property
+    def progress(self) -> str:
+        """Streamed output of running attempts, keyed by queue."""
+        return f"{self.prefix}progress"
+
+    @property
+    def poison(self) -> str:
+        """Bytes that could not be decoded, with the reason attached."""
+        return f"{self.prefix}poison"
+
+    def all(self) -> list[str]:
+        """All four names."""
+        return [self.events, self.heartbeats, self.progress, self.poison]
+
+
+def topic_configs(
+    names: TopicNames, *, progress_retention_ms: int = 7 * DAY_MS, poison_retention_ms: int = 30 * DAY_MS
+) -> dict[str, dict[str, str]]:
+    """The topic-level configs of each topic."""
+    return {
+        names.events: {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+        names.heartbeats: {"cleanup.policy": "compact"},
+        names.progress: {"cleanup.policy": "delete", "retention.ms": str(progress_retention_ms)},
+        names.poison: {"cleanup.policy": "delete", "retention.ms": str(poison_retention_ms)},
+    }
+
+
+async def ensure_topics(
+    bootstrap: str,
+    names: TopicNames = TopicNames(),
+    partitions: int | Mapping[str, int] = DEFAULT_PARTITIONS,
+    *,
+    replication_factor: int = 1,
+    progress_retention_ms: int = 7 * DAY_MS,
+    poison_retention_ms: int = 30 * DAY_MS,
+) -> dict[str, bool]:
+    """Create the topics if missing; return {topic: created now}. Safe to call repeatedly.
+
+    `partitions` is one count for all, or a count per topic name. A topic that already
+    exists keeps its configs; one with a different partition count raises
+    TopicMismatchError, because keys would hash to other partitions than expected.
+    """
+    configs = topic_configs(
+        names, progress_retention_ms=progress_retention_ms, poison_retention_ms=poison_retention_ms
+    )
+    wanted = {
+        topic: partitions if isinstance(partitions, int) else partitions.get(topic, DEFAULT_PARTITIONS)
+        for topic in configs
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(t, wanted[t], replication_factor, topic_configs=configs[t]) for t in configs]
+        )
+        created: dict[str, bool] = {}
+        for topic, error_code, *rest in response.topic_errors:
+            error = for_code(error_code)
+            if error is NoError:
+                created[topic] = True
+            elif error is TopicAlreadyExistsError:
+                created[topic] = False
+            else:
+                message = rest[0] if rest else None
+                raise error(f"creating topic {topic}: {message or error.__name__}")
+        existing = [t for t, new in created.items() if not new]
+        if existing:
+            mismatched = []
+            for meta in await admin.describe_topics(existing):
+                have = len(meta["partitions"])
+                if have != wanted[meta["topic"]]:
+                    mismatched.append(f"{meta['topic']} has {have} partitions, not {wanted[meta['topic']]}")
+            if mismatched:
+                raise TopicMismatchError(
+                    "existing topics differ from the requested layout: " + "; ".join(mismatched)
+                    + ". Queue keys would hash to other partitions; recreate the topics "
+                    "or ask for the existing partition count."
+                )
+        return created
+    finally:
+        await admin.close()
+
+
+async def describe_topic_configs(bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
+    """The topic-level configs the broker reports, {topic: {name: value}}."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+        )
+    finally:
+        await admin.close()
+    result: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for error_code, error_message, _type, name, entries in response.resources:
+            error = for_code(error_code)
+            if error is not NoError:
+                raise error(f"describing configs of {name}: {error_message}")
+            result[name] = {entry[0]: entry[1] for entry in entries}
+    return result

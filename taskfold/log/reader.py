@@ -1,0 +1,159 @@
+"""Read raw records from the log: replay to the end, or tail it live.
+
+No consumer group: partitions are assigned directly, so readers never rebalance and any
+number of them can read the same partitions. "The end" is always the Fetch high
+watermark (compat.end_offsets), never ListOffsets, which is wrong on Tansu (BROKER.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import UnknownTopicOrPartitionError
+
+from taskfold.broker import compat
+from taskfold.log.records import ConsumedRecord
+
+Start = dict[int, int] | int | None
+
+
+class LogReader:
+    """Reads topics partition by partition, in offset order, without a consumer group."""
+
+    def __init__(
+        self, bootstrap: str, *, tansu: bool = False, batch: int = 10_000, **consumer_kwargs: Any
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.batch = batch  # max records per getmany; big batches keep throughput up
+        # Readers never commit, and an explicit start offset that no longer exists should
+        # fail loudly (auto_offset_reset "none"), not silently restart from the beginning.
+        self._settings = {
+            **compat.consumer_settings(tansu),
+            "auto_offset_reset": "none",
+            "client_id": f"taskfold-reader-{uuid.uuid4().hex[:8]}",
+            **consumer_kwargs,
+        }
+        self._meta: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        """Connect (the connection serves metadata and end offsets)."""
+        if self._meta is None:
+            meta = self._consumer()
+            await meta.start()
+            self._meta = meta
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        meta, self._meta = self._meta, None
+        if meta is not None:
+            await meta.stop()
+
+    async def __aenter__(self) -> LogReader:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **self._settings)
+
+    async def partitions(self, topic: str) -> list[int]:
+        """The partition ids of `topic`; raises if it does not exist (it is not auto-created)."""
+        meta = self._require_started()
+        # Metadata for all topics never auto-creates one, unlike asking for the topic by
+        # name (Tansu would create it with 4 partitions). The consumer API only exposes
+        # topic names from that request, so read the cluster snapshot it returns.
+        cluster = await meta._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+        return sorted(partitions)
+
+    async def end_offsets(self, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
+        """{partition: next offset to be written}, from the Fetch high watermark."""
+        meta = self._require_started()
+        ids = list(partitions) if partitions is not None else await self.partitions(topic)
+        ends = await compat.end_offsets(meta, [TopicPartition(topic, p) for p in ids])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    async def read(
+        self,
+        topic: str,
+        partitions: Iterable[int] | None = None,
+        start: Start = None,
+        to_end: bool = True,
+        live: bool = False,
+    ) -> AsyncIterator[ConsumedRecord]:
+        """Yield records from `start` (default: the beginning), in offset order per partition.
+
+        `start` is one offset for every partition, or {partition: offset} (missing
+        partitions start at the beginning). With `to_end` (the default) the iteration ends
+        once every partition has reached the end captured when it began; with `live` it
+        never ends and yields new records as they arrive. Use it with
+        `contextlib.aclosing` when you may stop early, so the consumer is closed promptly.
+        """
+        if not (to_end or live):
+            raise ValueError("read() needs to_end=True or live=True, or it would never know when to stop")
+        ids = list(partitions) if partitions is not None else await self.partitions(topic)
+        tps = [TopicPartition(topic, p) for p in ids]
+        ends = None if live else await compat.end_offsets(self._require_started(), tps)
+
+        consumer = self._consumer()
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            from_beginning = []
+            for tp in tps:
+                offset = start.get(tp.partition) if isinstance(start, dict) else start
+                if offset is None:
+                    from_beginning.append(tp)
+                else:
+                    consumer.seek(tp, offset)
+            if from_beginning:
+                await consumer.seek_to_beginning(*from_beginning)
+
+            remaining = set(tps)
+            if ends is not None:
+                remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+                consumer.pause(*(set(tps) - remaining))
+            while live or remaining:
+                batches = await consumer.getmany(timeout_ms=500, max_records=self.batch)
+                for tp, messages in batches.items():
+                    end = ends[tp] if ends is not None else None
+                    for m in messages:
+                        if end is not None and m.offset >= end:
+                            break  # appended after the read began
+                        yield ConsumedRecord(
+                            topic=m.topic,
+                            partition=m.partition,
+                            offset=m.offset,
+                            timestamp=m.timestamp,
+                            key=m.key.decode("utf-8") if m.key is not None else None,
+                            value=m.value,
+                            headers=tuple(m.headers),
+                        )
+                if ends is not None:
+                    done = set()
+                    for tp in remaining:
+                        # Position, not the last offset seen: it also moves past offsets
+                        # that hold no record (compaction, transaction markers).
+                        if await consumer.position(tp) >= ends[tp]:
+                            done.add(tp)
+                    if done:
+                        consumer.pause(*done)
+                        remaining -= done
+        finally:
+            # aiokafka 0.14.0: stopping a no-group consumer before its coordinator task has
+            # run once raises CancelledError from stop(); let the task start first.
+            await asyncio.sleep(0)
+            await consumer.stop()
+
+    def _require_started(self) -> AIOKafkaConsumer:
+        if self._meta is None:
+            raise RuntimeError("LogReader is not started")
+        return self._meta

@@ -1,0 +1,52 @@
+"""Broker settings, without a broker: each Tansu fix is switched on only for Tansu."""
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from taskfold.broker import compat
+from taskfold.broker.topics import TopicNames, topic_configs
+
+
+async def test_settings_are_valid_aiokafka_kwargs_on_both_brokers() -> None:
+    for tansu in (True, False):
+        clients = [
+            AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", **compat.producer_settings(tansu)),
+            AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", **compat.consumer_settings(False, group_id="g")),
+            AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", **compat.consumer_settings(tansu)),
+        ]
+        for client in clients:  # never started; stop() only marks them closed
+            await client.stop()
+
+
+def test_tansu_fixes_only_for_tansu() -> None:
+    assert compat.producer_settings(True)["enable_idempotence"] is False
+    assert compat.producer_settings(False)["enable_idempotence"] is True
+    assert compat.producer_settings(True)["acks"] == "all"
+    assert compat.group_timeouts(False) == {}
+    assert compat.group_timeouts(True, fast=True) == {
+        "session_timeout_ms": 2000, "heartbeat_interval_ms": 500, "rebalance_timeout_ms": 2000,
+    }
+    assert compat.consumer_settings(True, group_id="g")["session_timeout_ms"] == 6000
+    assert "session_timeout_ms" not in compat.consumer_settings(False, group_id="g")
+    assert compat.consumer_settings(True)["fetch_max_wait_ms"] == 100
+    assert compat.consumer_settings(False)["fetch_max_wait_ms"] == 500
+
+
+def test_group_settings_install_the_leave_group_fix_only_for_tansu() -> None:
+    was = compat.leave_group_fix_installed()
+    try:
+        compat.uninstall_leave_group_fix()
+        compat.consumer_settings(False, group_id="g")
+        assert not compat.leave_group_fix_installed()
+        compat.consumer_settings(True, group_id="g")
+        assert compat.leave_group_fix_installed()
+    finally:
+        (compat.install_leave_group_fix if was else compat.uninstall_leave_group_fix)()
+
+
+def test_topic_names_and_configs() -> None:
+    names = TopicNames("acme.")
+    assert names.all() == ["acme.events", "acme.heartbeats", "acme.progress", "acme.poison"]
+    configs = topic_configs(names, progress_retention_ms=1000)
+    assert configs["acme.events"]["retention.ms"] == "-1"
+    assert configs["acme.heartbeats"]["cleanup.policy"] == "compact"
+    assert configs["acme.progress"]["retention.ms"] == "1000"
