@@ -49,6 +49,8 @@ def _admit(state: QueueState, event: TaskSubmitted) -> QueueState:
     waiting: set[str] = set()
     failed: str | None = None
     for dependency in sorted(set(event.depends_on)):
+        # Every dependency is indexed, waited on or not, so the index can be rebuilt from rows.
+        dependents = dependents.set(dependency, dependents.get(dependency, frozenset()) | {event.task_id})
         known = state.tasks.get(dependency)
         if known is not None and known.state == TaskState.completed:
             continue
@@ -56,7 +58,6 @@ def _admit(state: QueueState, event: TaskSubmitted) -> QueueState:
             failed = failed or dependency
             continue
         waiting.add(dependency)
-        dependents = dependents.set(dependency, dependents.get(dependency, frozenset()) | {event.task_id})
     idempotency = state.idempotency
     if event.idempotency_key is not None:
         idempotency = idempotency.set(event.idempotency_key, event.task_id)

@@ -203,3 +203,20 @@ def test_fold_is_the_same_under_different_hash_seeds() -> None:
 
 def _repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@common
+@given(sequences)
+def test_rows_touched_by_each_event_rebuild_the_same_state(events: list[Event]) -> None:
+    from taskfold.fold.rows import rebuild, touched
+
+    ledger = Ledger()
+    tasks, seats = {}, {}
+    for event in events:
+        before = ledger.state("q")
+        ledger.apply(event)
+        after = ledger.state("q")
+        changed_tasks, changed_seats = touched(before, after, event)
+        tasks.update((t.task_id, t) for t in changed_tasks)
+        seats.update((m.agent_id, m) for m in changed_seats)
+        assert rebuild(tasks.values(), seats.values()) == after, event
