@@ -2,10 +2,12 @@
 
 import typer
 
+from taskfold.cli.agent import agent
 from taskfold.cli.dev import dev
 from taskfold.cli.replay import replay
 from taskfold.cli.submit import submit
 from taskfold.cli.tail import tail
+from taskfold.cli.worker import worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="taskfold: event-sourced coordination for workers and agents.")
@@ -13,6 +15,8 @@ app.command()(dev)
 app.command()(submit)
 app.command()(tail)
 app.command()(replay)
+app.command()(worker)
+app.command()(agent)
 
 
 def main() -> None:
