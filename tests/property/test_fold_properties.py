@@ -220,3 +220,12 @@ def test_rows_touched_by_each_event_rebuild_the_same_state(events: list[Event]) 
         tasks.update((t.task_id, t) for t in changed_tasks)
         seats.update((m.agent_id, m) for m in changed_seats)
         assert rebuild(tasks.values(), seats.values()) == after, event
+
+
+@common
+@given(sequences, st.lists(st.integers(0, 10_000), max_size=10))
+def test_the_audit_finds_nothing_wrong_with_what_the_fold_accepts(events: list[Event], picks: list[int]) -> None:
+    from taskfold.audit import audit_events
+
+    report = audit_events(with_redeliveries(events, picks), require_terminal=False)
+    assert report.ok, report.violations
