@@ -6,12 +6,16 @@ log too and every worker that owns the queue reaches the same one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from immutables import Map
 
-STRATEGIES = ("least_loaded", "round_robin", "weighted", "performance")
+from taskfold.scheduling.strategies import SCORERS
+
+# The strategy names, read from the registry so a new strategy is declared in one place.
+STRATEGIES = tuple(SCORERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,25 @@ class QueuePolicy:
     weights: Mapping[str, float] = field(default_factory=dict)  # agent -> weight, for "weighted"
     ewma_alpha: float = 0.2  # weight of the newest sample in the EWMAs
     agent_lost_ms: int = 60_000  # silence after which an agent is declared lost (AgentLeft)
+    reference_latency_ms: float = 1_000.0  # "performance": the run time that halves a score
+
+    def __post_init__(self) -> None:
+        # Fail at configuration time, not in the middle of a scheduling round.
+        if self.strategy not in SCORERS:  # the live registry: a strategy added at run time counts
+            raise ValueError(f"QueuePolicy.strategy {self.strategy!r} is unknown; known: {', '.join(SCORERS)}")
+        for name in ("lease_ms", "breaker_failures", "agent_lost_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"QueuePolicy.{name} must be positive, got {getattr(self, name)}")
+        for name in ("session_fallback_ms", "breaker_cooldown_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"QueuePolicy.{name} must not be negative, got {getattr(self, name)}")
+        if not 0.0 < self.ewma_alpha <= 1.0:
+            raise ValueError(f"QueuePolicy.ewma_alpha must be in (0, 1], got {self.ewma_alpha}")
+        if not (math.isfinite(self.reference_latency_ms) and self.reference_latency_ms > 0):
+            raise ValueError(f"QueuePolicy.reference_latency_ms must be positive, got {self.reference_latency_ms}")
+        for agent, weight in sorted(self.weights.items()):
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"QueuePolicy.weights[{agent!r}] must be a finite number >= 0, got {weight}")
 
 
 @dataclass(frozen=True, slots=True)
