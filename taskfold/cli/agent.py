@@ -1,8 +1,98 @@
-"""`taskfold agent`: run an agent process (placeholder until the SDK lands)."""
+"""`taskfold agent`: run an agent process, the demo one (`--demo`) or one of yours (`module:attribute`)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import socket
 
 import typer
+from rich.console import Console
+
+from taskfold.agent import Agent, NoBroker
+from taskfold.agent.demo import demo_agent
 
 
-def agent(demo: bool = typer.Option(False, "--demo", help="run the demo agent")) -> None:
-    """Run an agent."""
-    raise typer.Exit(1)
+def agent(
+    target: str = typer.Argument(None, help="your agent as module:attribute (an Agent), e.g. myapp.agents:agent"),
+    demo: bool = typer.Option(False, "--demo", help="run the demo agent (handlers echo, sleep, flaky, streaming)"),
+    agent_id: str = typer.Option(None, "--agent-id", help="agent id (default: demo-<host>-<pid>)"),
+    queue: list[str] = typer.Option([], "--queue", "-q", help="queue=slots to serve (repeatable; default demo=4)"),
+    label: list[str] = typer.Option([], "--label", help="key=value label of the agent (repeatable)"),
+    capability: list[str] = typer.Option([], "--capability", help="capability the agent has (repeatable)"),
+    heartbeat_interval: float = typer.Option(1.0, min=0.05, help="seconds between heartbeats"),
+    drain_timeout: float = typer.Option(30.0, min=0.0, help="seconds to let running tasks finish on SIGTERM/Ctrl-C"),
+    bootstrap: str = typer.Option(None, help="broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log every attempt"),
+) -> None:
+    """Run an agent until SIGTERM or Ctrl-C, then drain and leave its queues."""
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:  # our own attempt lines, not aiokafka's chatter
+        logging.getLogger("taskfold").setLevel(logging.INFO)
+    if demo == bool(target):
+        console.print("[red]give either --demo or your agent as module:attribute[/]")
+        raise typer.Exit(2)
+    try:
+        if demo:
+            the_agent = demo_agent(
+                agent_id or f"demo-{socket.gethostname()}-{os.getpid()}", _queues(queue or ["demo=4"]),
+                labels=dict(_pair(item, "--label") for item in label), capabilities=capability,
+                heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout)
+        else:
+            the_agent = _load(target)
+    except ValueError as exc:
+        console.print(f"[red]invalid agent[/]: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(_serve(the_agent, bootstrap, console))
+    except NoBroker as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+async def _serve(the_agent: Agent, bootstrap: str | None, console: Console) -> None:
+    run = asyncio.create_task(the_agent.run(bootstrap))
+    ready = asyncio.create_task(the_agent.ready.wait())
+    await asyncio.wait({run, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done():
+        queues = ", ".join(f"{q} ({n} slots)" for q, n in the_agent.slots.items())
+        handlers = ", ".join(sorted(the_agent.handlers)) or "none"
+        console.print(f"agent [bold]{the_agent.agent_id}[/] serves {queues}; handles {handlers}. Ctrl-C to drain and stop.")
+    ready.cancel()
+    await run
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(the_agent.stats.items())) or "nothing"
+    console.print(f"agent {the_agent.agent_id} left its queues; {counts}")
+
+
+def _queues(items: list[str]) -> dict[str, int]:
+    queues = {}
+    for item in items:
+        name, sep, slots = item.partition("=")
+        try:
+            queues[name] = int(slots) if sep else 1
+        except ValueError:
+            raise ValueError(f"--queue: {item!r} is not name=slots") from None
+    return queues
+
+
+def _pair(item: str, option: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{option}: {item!r} is not key=value")
+    return key, value
+
+
+def _load(target: str) -> Agent:
+    module_name, sep, attribute = target.partition(":")
+    if not sep:
+        raise ValueError(f"{target!r} is not module:attribute")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load {target}: {exc}") from None
+    if not isinstance(found, Agent):
+        raise ValueError(f"{target} is a {type(found).__name__}, not a taskfold.agent.Agent")
+    return found

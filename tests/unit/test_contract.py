@@ -1,4 +1,5 @@
-"""The pydantic event classes and the current `.avsc` of each type describe the same records.
+"""The pydantic classes (events, and the telemetry records heartbeat and progress chunk) and
+the current `.avsc` of each type describe the same records.
 
 Same field names in the same order, same types (nullability, nested records and enums
 included) and same defaults. Failures name the event type and the field path.
@@ -15,8 +16,12 @@ from pydantic import BaseModel, TypeAdapter
 
 from schemas.catalog import NAMESPACE, Catalog
 from taskfold.events import EVENT_CLASSES
+from taskfold.telemetry import RECORD_CLASSES
 
 CATALOG = Catalog.load()
+# Every schema in the catalog is either an event (folded, with the envelope) or a telemetry record.
+ALL_CLASSES: dict[str, type[BaseModel]] = {**EVENT_CLASSES, **RECORD_CLASSES}
+EVENT_VERSIONS = [v for v in CATALOG.versions() if v.event_type in EVENT_CLASSES]
 PRIMITIVES = {str: ("string",), bool: ("boolean",), float: ("double",), int: ("int", "long")}
 ENVELOPE = ["event_id", "queue", "occurred_at", "actor", "causation_id", "correlation_id"]
 
@@ -118,22 +123,28 @@ def record_mismatches(model: type[BaseModel], record: dict[str, Any], names: dic
 
 
 def test_every_event_class_has_a_schema_and_every_schema_a_class() -> None:
-    classes, schemas = set(EVENT_CLASSES), set(CATALOG.event_types())
-    assert classes - schemas == set(), f"event classes without a schema in schemas/avro: {sorted(classes - schemas)}"
-    assert schemas - classes == set(), f"schemas without an event class in taskfold/events.py: {sorted(schemas - classes)}"
+    classes, schemas = set(ALL_CLASSES), set(CATALOG.event_types())
+    assert classes - schemas == set(), f"classes without a schema in schemas/avro: {sorted(classes - schemas)}"
+    assert schemas - classes == set(), (
+        f"schemas without a class in taskfold/events.py or taskfold/telemetry.py: {sorted(schemas - classes)}")
 
 
-@pytest.mark.parametrize("event_type", sorted(EVENT_CLASSES))
-def test_current_schema_matches_event_class(event_type: str) -> None:
-    if event_type not in CATALOG:
-        pytest.fail(f"{event_type}: no schema file schemas/avro/{event_type}.v<N>.avsc")
-    current = CATALOG.current(event_type)
-    problems = record_mismatches(
-        EVENT_CLASSES[event_type], current.schema, current.schema["__named_schemas"], event_type)
-    assert not problems, f"{current.path.name} differs from taskfold.events.{event_type}:\n  " + "\n  ".join(problems)
+def test_telemetry_records_are_not_events() -> None:
+    # The fold and EVENT_CLASSES hold only the event types of ARCHITECTURE section 4.
+    assert set(EVENT_CLASSES) & set(RECORD_CLASSES) == set()
 
 
-@pytest.mark.parametrize("entry", CATALOG.versions(), ids=lambda e: e.path.name)
+@pytest.mark.parametrize("type_name", sorted(ALL_CLASSES))
+def test_current_schema_matches_event_class(type_name: str) -> None:
+    if type_name not in CATALOG:
+        pytest.fail(f"{type_name}: no schema file schemas/avro/{type_name}.v<N>.avsc")
+    current = CATALOG.current(type_name)
+    cls = ALL_CLASSES[type_name]
+    problems = record_mismatches(cls, current.schema, current.schema["__named_schemas"], type_name)
+    assert not problems, f"{current.path.name} differs from {cls.__module__}.{type_name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("entry", EVENT_VERSIONS, ids=lambda e: e.path.name)
 def test_every_version_starts_with_the_envelope(entry) -> None:
     names = [f["name"] for f in entry.schema["fields"]]
     assert names[: len(ENVELOPE)] == ENVELOPE, f"{entry.path.name}: envelope fields must come first, in order"

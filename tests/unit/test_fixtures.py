@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from schemas.catalog import Catalog
-from taskfold.events import event_class
-from taskfold.wire import decode_event
+from taskfold.wire import decode_record, record_class
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE_NAME = re.compile(r"^(?P<type>[A-Za-z0-9]+)\.v(?P<version>[0-9]+)\.bin$")
@@ -40,5 +39,6 @@ def test_fixture_decodes_with_the_current_reader(path: Path) -> None:
     value = path.read_bytes()
     # The sample must really have been written with the version its name claims.
     assert value[2:10] == entry.fingerprint, f"{path.name} was not written with {entry.path.name}"
-    event = decode_event(value)
-    assert type(event) is event_class(match["type"])
+    # Events and telemetry records (heartbeats, progress chunks) alike.
+    record = decode_record(value)
+    assert type(record) is record_class(match["type"])

@@ -1,0 +1,271 @@
+"""The Agent: join queues, heartbeat, fold the log, run handlers for accepted assignments, drain.
+
+`run()` works in these steps:
+
+1. Resolve the broker and find the `events` partitions its queues hash to.
+2. Fold those partitions from the beginning with the shared fold (taskfold.fold.Ledger),
+   acting on nothing, so it knows what was accepted; then resume attempts it still holds
+   from an earlier run (their reports carry derived ids, so repeats fold as duplicates).
+3. Append AgentJoined once per queue (keyed by that queue), start heartbeating.
+4. Follow the partitions live: every folded event goes through `decide.react`, which
+   starts a handler for each accepted TaskAssigned to this agent, stops cancelled or
+   revoked ones, and acknowledges cancels that won a race against a completion.
+5. On `stop()` or SIGTERM, drain: see `Agent._drain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from contextlib import aclosing
+
+from taskfold.agent.attempts import DRAINING_ERROR, Handler, TaskContext, run_attempt
+from taskfold.agent.connection import connect
+from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Run, Stop, react, resume
+from taskfold.agent.process import queue_slots, signal_handlers
+from taskfold.agent.progress import ProgressStream
+from taskfold.agent.reports import AttemptKey, Outcome, Reporter
+from taskfold.agent.routing import partitions_of
+from taskfold.broker.topics import TopicNames
+from taskfold.events import Event, LeaveReason
+from taskfold.fold import Ledger
+from taskfold.log.eventlog import EventLog, Poison, decode_record
+from taskfold.log.records import ConsumedRecord, RawRecord
+from taskfold.state import Task
+from taskfold.wire import encode_record
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """An agent serving queues with a number of slots each; register handlers, then `await run()`."""
+
+    def __init__(
+        self, agent_id: str, queues: Mapping[str, int] | Iterable[str], *,
+        labels: Mapping[str, str] | None = None, capabilities: Iterable[str] = (),
+        heartbeat_interval: float = 1.0, drain_timeout: float = 30.0, cancel_grace: float = 5.0,
+        topics: TopicNames | None = None, tansu: bool | None = None, actor: str | None = None,
+    ) -> None:
+        if not agent_id:
+            raise ValueError("agent_id must not be empty")
+        self.agent_id = agent_id
+        self.slots = queue_slots(queues)
+        self.labels, self.capabilities = dict(labels or {}), sorted(set(capabilities))
+        self.heartbeat_interval, self.drain_timeout, self.cancel_grace = heartbeat_interval, drain_timeout, cancel_grace
+        self.topics, self.tansu = topics, tansu
+        self.handlers: dict[str, Handler] = {}
+        self.ready = asyncio.Event()  # set once caught up and joined
+        self.stats: Counter[str] = Counter()
+        self.reporter = Reporter(agent_id, actor)
+        self.ledger = Ledger()
+        self.draining = False
+        self._attempts: dict[AttemptKey, TaskContext] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._log: EventLog | None = None
+        self._progress: ProgressStream | None = None
+        self._run_task: asyncio.Task | None = None
+
+    def handler(self, task_type: str):  # noqa: ANN201 (a decorator)
+        """Decorator: register an `async def f(task: TaskContext)` for a task type."""
+        def register(fn: Handler) -> Handler:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError(f"handler for {task_type!r} must be an async function")
+            self.handlers[task_type] = fn
+            return fn
+        return register
+
+    def stop(self) -> None:
+        """Start draining; `run()` returns once drained. Call it from the agent's event loop."""
+        self._stopping.set()
+
+    def _on_signal(self) -> None:
+        # First signal drains; a second one means "now": tear down without a drain.
+        if self._stopping.is_set() and self._run_task is not None:
+            self._run_task.cancel()
+        self.stop()
+
+    def load(self) -> dict[str, int]:
+        """Attempts running now, per queue."""
+        counts = Counter(key.queue for key in self._attempts)
+        return {queue: counts.get(queue, 0) for queue in self.slots}
+
+    async def run(self, bootstrap: str | None = None, *, handle_signals: bool = True) -> None:
+        """Serve until `stop()` (or SIGTERM/SIGINT when handle_signals; a second one skips the drain), then drain and leave."""
+        self._run_task = asyncio.current_task()
+        target = await connect(bootstrap, self.topics, self.tansu)
+        self.topics = target.topics
+        self._log = EventLog(target.bootstrap, target.topics, tansu=target.tansu)
+        await self._log.start()
+        try:
+            with signal_handlers(self._on_signal, handle_signals):
+                await self._serve(self._log)
+        finally:
+            await self._log.stop()
+
+    async def _serve(self, log_: EventLog) -> None:
+        topics = log_.topics
+        partitions = list(partitions_of(self.slots, len(await log_.reader.partitions(topics.events))))
+        self._progress = ProgressStream(log_.writer, topics.progress)
+        background = [asyncio.create_task(self._progress.run())]
+        try:
+            start = await self._catch_up(log_, partitions)
+            for queue in self.slots:
+                self._act_all(resume(self.ledger.state(queue), self.agent_id, self._attempts, self.draining))
+            await log_.append([self.reporter.joined(q, n, self.capabilities, self.labels) for q, n in self.slots.items()])
+            follow = asyncio.create_task(self._follow(log_, partitions, start))
+            background += [follow, asyncio.create_task(self._heartbeats())]
+            self.ready.set()
+            stopping = asyncio.create_task(self._stopping.wait())
+            background.append(stopping)
+            await asyncio.wait({follow, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if follow.done():
+                follow.result()  # the log went away: raise, without a drain that could not be written
+            await self._drain(log_, follow)
+        finally:
+            for ctx in list(self._attempts.values()):
+                ctx.stop("revoked")  # torn down without a drain: the lease will give them back
+            for task in background + list(self._jobs):
+                task.cancel()
+            await asyncio.gather(*background, *self._jobs, return_exceptions=True)
+
+    async def _catch_up(self, log_: EventLog, partitions: list[int]) -> dict[int, int]:
+        """Fold history up to the current end, acting on nothing; return where to follow from."""
+        start: dict[int, int] = {}
+        async with aclosing(log_.reader.read(log_.topics.events, partitions, to_end=True)) as records:
+            async for record in records:
+                start[record.partition] = record.offset + 1
+                self._fold(record)
+        return start
+
+    async def _follow(self, log_: EventLog, partitions: list[int], start: dict[int, int]) -> None:
+        stream = log_.reader.read(log_.topics.events, partitions, start=start, live=True)
+        async with aclosing(stream) as records:
+            async for record in records:
+                self._act_all(self._fold(record))
+
+    def _fold(self, record: ConsumedRecord) -> list[Action]:
+        """Fold one record of our partitions; return what it calls for."""
+        if record.key not in self.slots:
+            return []  # another queue that hashes to the same partition
+        entry = decode_record(record)
+        if isinstance(entry, Poison):
+            self.stats["poison"] += 1
+            log.warning("skipping undecodable record at %s: %s", entry.position, entry.reason)
+            return []
+        event = entry.event
+        if event.queue not in self.slots:
+            return []
+        verdict = self.ledger.apply(event)
+        state = self.ledger.state(event.queue)
+        return react(state, event, verdict, self.agent_id, self._attempts, self.draining)
+
+    def _act_all(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Run(key, task):
+                    self._start(key, task)
+                case HandBack(key, task):
+                    outcome = Outcome("failed", error=DRAINING_ERROR, retryable=True)
+                    self._spawn(self._report(self.reporter.outcome(key, outcome, task.correlation_id), "handed_back"))
+                case AcknowledgeCancel(key, task):
+                    self._spawn(self._report(self.reporter.cancelled(key, task.correlation_id), "cancelled"))
+                case Stop(key, reason):
+                    if key in self._attempts:
+                        self._attempts[key].stop(reason)
+
+    def _start(self, key: AttemptKey, task: Task) -> None:
+        ctx = TaskContext(key, task, self.agent_id, self.reporter, self._progress.put)  # type: ignore[union-attr]
+        self._attempts[key] = ctx
+        self._spawn(self._attempt(ctx, task))
+
+    def _spawn(self, coro) -> None:  # noqa: ANN001
+        job = asyncio.create_task(coro)
+        self._jobs.add(job)
+        job.add_done_callback(self._job_done)
+
+    def _job_done(self, job: asyncio.Task[None]) -> None:
+        self._jobs.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            # A hand-back or acknowledgement that could not be appended; the lease covers it.
+            self.stats["report_errors"] += 1
+            log.error("could not append a report: %s", job.exception())
+
+    async def _attempt(self, ctx: TaskContext, task: Task) -> None:
+        """Report start, run the handler, flush its progress, report the outcome."""
+        key, correlation = ctx.key, task.correlation_id
+        try:
+            handler = self.handlers.get(task.task_type)
+            if handler is None:
+                known = ", ".join(sorted(self.handlers)) or "none"
+                outcome = Outcome("failed", retryable=False, error=(
+                    f"no handler for task type {task.task_type!r} on agent {self.agent_id} (it handles: {known})"))
+            else:
+                if ctx.stop_reason is None:
+                    await self._append(self.reporter.started(key, correlation))
+                    log.info("started %s (%s)", key, task.task_type)
+                outcome = await run_attempt(handler, ctx, grace_s=self.cancel_grace)
+            await self._progress.flush()  # type: ignore[union-attr]
+            await self._report(self.reporter.outcome(key, outcome, correlation), outcome.kind)
+        except Exception:
+            # The log is unreachable: the lease will expire and the task go back.
+            self.stats["report_errors"] += 1
+            log.exception("attempt %s could not be reported", key)
+        finally:
+            self._attempts.pop(key, None)
+
+    async def _report(self, event: Event | None, counter: str) -> None:
+        if event is not None:
+            await self._append(event)
+        self.stats[counter] += 1
+        log.info("%s %s", counter, event.task_id if event is not None else "(revoked, not reported)")  # type: ignore[union-attr]
+
+    async def _append(self, event: Event) -> None:
+        await self._log.append([event])  # type: ignore[union-attr]
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self._beat()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _beat(self) -> None:
+        beat = self.reporter.heartbeat(self.slots, self.load(), self.draining)
+        value, headers = encode_record(beat)
+        try:
+            await self._log.writer.append(self._log.topics.heartbeats, [  # type: ignore[union-attr]
+                RawRecord(key=self.agent_id, value=value, headers=headers)])
+            self.stats["heartbeats"] += 1
+        except Exception as exc:  # a missed beat is not fatal; the next one may land
+            log.warning("heartbeat failed: %s", exc)
+
+    async def _drain(self, log_: EventLog, follow: asyncio.Task[None]) -> None:
+        """Drain: refuse new work, let running attempts finish, hand back the rest, leave.
+
+        1. Mark draining and heartbeat at once, so schedulers stop choosing this agent;
+           assignments accepted from now on are handed back (TaskFailed, retryable).
+        2. Wait up to drain_timeout for running attempts to finish and report.
+        3. Stop the rest: each reports TaskFailed (retryable) "agent draining".
+        4. Stop following, wait for pending reports, append AgentLeft(drained) per queue.
+        """
+        self.draining = True
+        await self._beat()
+        await self._wait_attempts(self.drain_timeout)
+        for ctx in list(self._attempts.values()):
+            ctx.stop("drain")
+        await self._wait_attempts(self.cancel_grace + 10.0)
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        await log_.append([self.reporter.left(q, LeaveReason.drained) for q in self.slots])
+
+    async def _wait_attempts(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._attempts and loop.time() < deadline:
+            jobs = set(self._jobs)
+            if not jobs:
+                break
+            await asyncio.wait(jobs, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)

@@ -1,0 +1,28 @@
+"""Which `events` partitions an agent reads: the ones its queues hash to.
+
+Events are keyed by queue (ARCHITECTURE §2), and producers place a key with the Kafka
+default partitioner: murmur2 of the key bytes, made non-negative, modulo the partition
+count. The Java client and aiokafka agree on it, so computing it here finds a queue's
+partition without asking the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.partitioner import murmur2
+
+
+def queue_partition(queue: str, partitions: int) -> int:
+    """The partition of `partitions` that events keyed by `queue` land in."""
+    if partitions < 1:
+        raise ValueError(f"a topic has at least one partition, not {partitions}")
+    return (murmur2(queue.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def partitions_of(queues: Iterable[str], partitions: int) -> dict[int, list[str]]:
+    """{partition: the queues on it, sorted} for the given queues."""
+    placed: dict[int, list[str]] = {}
+    for queue in sorted(set(queues)):
+        placed.setdefault(queue_partition(queue, partitions), []).append(queue)
+    return dict(sorted(placed.items()))

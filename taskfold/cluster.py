@@ -1,0 +1,134 @@
+"""A local fleet of taskfold processes (workers, agents) and a live fold of the log to watch
+them by: what `taskfold dev`, the end-to-end tests and the benchmarks run on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taskfold.broker.topics import TopicNames
+from taskfold.events import Event
+from taskfold.fold import Ledger
+from taskfold.log.eventlog import EventLog, Poison
+from taskfold.state import Verdict
+
+
+@dataclass
+class LocalCluster:
+    """Child processes of `python -m taskfold …` sharing one broker and topic prefix."""
+
+    bootstrap: str
+    topics: TopicNames
+    tansu: bool
+    state_dir: Path
+    log_dir: Path | None = None
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        """The environment every child gets: where the broker, topics and state are."""
+        return {**os.environ, "TASKFOLD_BOOTSTRAP": self.bootstrap, "TASKFOLD_TOPIC_PREFIX": self.topics.prefix,
+                "TASKFOLD_BROKER": "tansu" if self.tansu else "kafka", "TASKFOLD_STATE_DIR": str(self.state_dir)}
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        """Start `python -m taskfold ARGS` under `name`; output goes to log_dir/name.log if set."""
+        if name in self.processes and self.processes[name].poll() is None:
+            raise ValueError(f"process {name} is already running")
+        out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+        self.processes[name] = subprocess.Popen([sys.executable, "-m", "taskfold", *args], env=self.env(),
+                                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return self.processes[name]
+
+    def worker(self, name: str, *args: str) -> subprocess.Popen:
+        """Start a scheduler worker with its own state directory."""
+        return self.spawn(name, "worker", "--worker-id", name, *args)
+
+    def agent(self, name: str, *args: str) -> subprocess.Popen:
+        """Start a demo agent called `name`."""
+        return self.spawn(name, "agent", "--demo", "--agent-id", name, *args)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to one child and, for SIGKILL, reap it."""
+        process = self.processes[name]
+        process.send_signal(sig)
+        if sig == signal.SIGKILL:
+            process.wait(timeout=10)
+
+    def stop(self, name: str, timeout: float = 30.0) -> int | None:
+        """SIGTERM one child and wait for it (SIGKILL past the timeout); its exit code."""
+        process = self.processes[name]
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        return process.returncode
+
+    def stop_all(self, timeout: float = 30.0) -> None:
+        """Stop every child: agents first (they drain), then workers."""
+        for name in sorted(self.processes, key=lambda n: "worker" in n):
+            self.stop(name, timeout)
+
+    def output(self, name: str) -> str:
+        """What a child printed (when log_dir is set)."""
+        path = self.log_dir / f"{name}.log" if self.log_dir else None
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+
+class LogWatcher:
+    """Folds the events topic live in the background; tests and benchmarks wait on its ledger."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.ledger = Ledger()
+        self.entries: list[tuple[Event, Verdict]] = []
+        self.seen_at: dict[str, float] = {}  # event id -> monotonic time it was read back
+        self.poison: list[Poison] = []
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> LogWatcher:
+        self._task = asyncio.create_task(self._follow())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _follow(self) -> None:
+        try:
+            async for entry in self.log.read(live=True):
+                if isinstance(entry, Poison):
+                    self.poison.append(entry)
+                else:
+                    self.seen_at.setdefault(entry.event.event_id, time.monotonic())
+                    self.entries.append((entry.event, self.ledger.apply(entry.event)))
+                async with self._changed:
+                    self._changed.notify_all()
+        finally:
+            async with self._changed:  # wake waiters so a dead reader is reported, not waited on
+                self._changed.notify_all()
+
+    def _failed(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def wait_for(self, condition: Callable[[Ledger], bool], timeout: float, what: str = "condition") -> None:
+        """Return once `condition(ledger)` holds; TimeoutError naming `what` after `timeout` seconds."""
+        async def check() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._failed() or condition(self.ledger))
+        try:
+            await asyncio.wait_for(check(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{what} did not happen within {timeout} s") from None
+        if not condition(self.ledger) and self._failed():
+            raise RuntimeError(f"the log reader stopped while waiting for {what}") from self._task.exception()
