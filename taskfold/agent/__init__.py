@@ -12,7 +12,7 @@
 
 from taskfold.agent.agent import Agent
 from taskfold.agent.attempts import NonRetryable, TaskContext
-from taskfold.agent.connection import NoBroker
+from taskfold.connection import NoBroker
 from taskfold.agent.routing import partitions_of, queue_partition
 from taskfold.telemetry import ChunkKind
 

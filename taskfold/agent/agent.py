@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import aclosing
 
 from taskfold.agent.attempts import DRAINING_ERROR, Handler, TaskContext, run_attempt
-from taskfold.agent.connection import connect
+from taskfold.connection import connect
 from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Run, Stop, react, resume
 from taskfold.agent.process import queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream

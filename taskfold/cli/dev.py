@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from taskfold.broker.topics import TopicNames, ensure_topics
-from taskfold.cli.connect import session_file, write_session
+from taskfold.connection import session_file, write_session
 from taskfold.config import Settings
 
 

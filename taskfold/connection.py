@@ -1,19 +1,24 @@
-"""Where an agent's broker is: an argument, TASKFOLD_BOOTSTRAP, or the running `taskfold dev`."""
+"""Where the broker is: an argument, TASKFOLD_BOOTSTRAP, or the running `taskfold dev`.
+
+`taskfold dev` records its broker in `<state_dir>/dev.json`; every other process (CLI
+commands, agents, workers) started in the same directory finds it there.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from taskfold.broker.harness import ENV_BROKER, fetch_cluster_id
 from taskfold.broker.topics import TopicNames
-from taskfold.cli.connect import session_file
 from taskfold.config import Settings
 
 
 class NoBroker(ConnectionError):
-    """No broker was named and no `taskfold dev` session was found."""
+    """No broker was named, or the one named does not answer."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,31 @@ class Connection:
     bootstrap: str
     tansu: bool
     topics: TopicNames
+
+
+def session_file(settings: Settings) -> Path:
+    """Where `taskfold dev` records the broker it started."""
+    return settings.state_dir / "dev.json"
+
+
+def write_session(settings: Settings, bootstrap: str, tansu: bool, extra: dict | None = None) -> Path:
+    """Record a running dev broker so other processes in this directory find it."""
+    path = session_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"bootstrap": bootstrap, "tansu": tansu, "topic_prefix": settings.topic_prefix,
+            "pid": os.getpid(), **(extra or {})}
+    path.write_text(json.dumps(body, indent=2))
+    return path
+
+
+def answers(bootstrap: str, timeout: float = 0.5) -> bool:
+    """True when the first broker address accepts a TCP connection."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 async def connect(
@@ -35,9 +65,12 @@ async def connect(
     if not chosen:
         path = session_file(settings)
         if not path.exists():
-            raise NoBroker("no broker: pass bootstrap, set TASKFOLD_BOOTSTRAP=host:port, "
+            raise NoBroker("no broker: pass --bootstrap, set TASKFOLD_BOOTSTRAP=host:port, "
                            "or start `taskfold dev` in this directory")
         session = json.loads(path.read_text())
+        if not answers(session["bootstrap"]):
+            raise NoBroker(f"the `taskfold dev` recorded in {path} ({session['bootstrap']}) does not answer; "
+                           "start it again or set TASKFOLD_BOOTSTRAP")
         chosen, prefix = session["bootstrap"], session.get("topic_prefix", prefix)
         tansu = session.get("tansu") if tansu is None else tansu
     if tansu is None:
