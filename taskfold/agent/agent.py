@@ -32,7 +32,7 @@ from taskfold.agent.routing import partitions_of
 from taskfold.broker.topics import TopicNames
 from taskfold.events import Event, LeaveReason
 from taskfold.fold import Ledger
-from taskfold.log.eventlog import EventLog, Poison, decode_record
+from taskfold.log.eventlog import EventLog, Poison, entry_of
 from taskfold.log.records import ConsumedRecord, RawRecord
 from taskfold.state import Task
 from taskfold.wire import encode_record
@@ -151,7 +151,7 @@ class Agent:
         """Fold one record of our partitions; return what it calls for."""
         if record.key not in self.slots:
             return []  # another queue that hashes to the same partition
-        entry = decode_record(record)
+        entry = entry_of(record)
         if isinstance(entry, Poison):
             self.stats["poison"] += 1
             log.warning("skipping undecodable record at %s: %s", entry.position, entry.reason)

@@ -53,7 +53,7 @@ class Poison:
 Entry = Recorded | Poison
 
 
-def decode_record(record: ConsumedRecord) -> Entry:
+def entry_of(record: ConsumedRecord) -> Entry:
     """Decode one consumed record; undecodable bytes become a Poison entry, never an exception."""
     if record.value is None:
         return Poison(record.partition, record.offset, "empty record (no value)", record.key, None, record.headers)
@@ -136,7 +136,7 @@ class EventLog:
                 if cut.offsets is not None and record.offset >= cut.offsets[record.partition]:
                     closed.add(record.partition)
                     continue
-                entry = decode_record(record)
+                entry = entry_of(record)
                 if isinstance(entry, Poison):
                     self.poison_count += 1
                 elif cut.until_ms is not None and entry.event.occurred_at > cut.until_ms:

@@ -25,7 +25,7 @@ from taskfold.broker.topics import TopicNames
 from taskfold.client import now_ms
 from taskfold.events import Event
 from taskfold.fold import Ledger
-from taskfold.log.eventlog import EventLog, Recorded, decode_record
+from taskfold.log.eventlog import EventLog, Recorded, entry_of
 from taskfold.state import TaskState, Verdict
 from taskfold.telemetry import Heartbeat, ProgressChunk
 from taskfold.testing import Events
@@ -65,7 +65,7 @@ class Probe:
     async def _follow_events(self) -> None:
         async with aclosing(self.log.reader.read(self.topics.events, live=True)) as records:
             async for record in records:
-                entry = decode_record(record)
+                entry = entry_of(record)
                 assert isinstance(entry, Recorded), entry
                 verdict = self.ledger.apply(entry.event)
                 async with self._changed:
