@@ -100,6 +100,7 @@ class Task:
     required_capabilities: frozenset[str] = frozenset()
     idempotency_key: str | None = None
     attempt: int = 0
+    free_attempts: int = 0  # attempts handed back by a draining agent: not charged to max_attempts
     agent_id: str | None = None
     lease_ms: int | None = None
     assigned_at: int | None = None
@@ -114,6 +115,11 @@ class Task:
     def seen(self, event_id: str) -> bool:
         """True when this task already accepted the event with that id."""
         return event_id in self.event_ids
+
+    @property
+    def charged_attempts(self) -> int:
+        """Attempts that count against max_attempts."""
+        return self.attempt - self.free_attempts
 
     def noting(self, event_id: str, **changes: object) -> Task:
         """A copy with the changes applied and the event id recorded."""

@@ -14,7 +14,7 @@ from taskfold.events import Event
 from taskfold.policies import retry_delay_ms
 from taskfold.state import QueueState, Task, TaskState
 
-Retry = Literal["backoff", "now", "never"]
+Retry = Literal["backoff", "now", "never", "free"]
 
 
 def put(state: QueueState, task: Task) -> QueueState:
@@ -94,7 +94,12 @@ def end_attempt(
     if task.cancel_requested:
         return finish(state, task, event, TaskState.cancelled, error=error,
                       reason=f"cancelled; attempt {task.attempt} ended: {error}")
-    if retry != "never" and task.attempt < task.max_attempts:
+    if retry == "free":
+        # Handed back by a draining agent: neither the task's fault nor the agent's.
+        state = free(state, task)
+        after = task.noting(event.event_id, state=TaskState.queued, due_at=None, free_attempts=task.free_attempts + 1)
+        return put(state, _cleared(after, error))
+    if retry != "never" and task.charged_attempts < task.max_attempts:
         state = free(state, task)
         if retry == "backoff":
             due = event.occurred_at + retry_delay_ms(task.backoff, task.attempt, task.task_id)
@@ -105,7 +110,7 @@ def end_attempt(
     if retry == "never":
         reason = f"failed without retry on attempt {task.attempt}: {error}"
     else:
-        reason = f"attempts exhausted ({task.attempt} of {task.max_attempts}): {error}"
+        reason = f"attempts exhausted ({task.charged_attempts} of {task.max_attempts}): {error}"
     return finish(state, task, event, TaskState.dead_lettered, error=error, reason=reason)
 
 

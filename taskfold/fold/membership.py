@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from taskfold.events import AgentJoined, AgentLeft
+from taskfold.events import AgentJoined, AgentLeft, LeaveReason
 from taskfold.fold.lifecycle import end_attempt
 from taskfold.state import ACCEPTED, Member, QueueState, Verdict, rejected
 
@@ -34,7 +34,8 @@ def leave(state: QueueState, event: AgentLeft) -> Step:
     error = f"agent {event.agent_id} left ({event.reason.value}) holding attempt"
     for task_id in sorted(seat.holding):
         task = state.tasks[task_id]
-        state = end_attempt(state, task, event, error=f"{error} {task.attempt}", retry="now")
+        retry = "free" if event.reason == LeaveReason.drained else "now"
+        state = end_attempt(state, task, event, error=f"{error} {task.attempt}", retry=retry)
     seat = state.members[event.agent_id]
     gone = replace(seat, active=False, left_at=event.occurred_at, holding=frozenset(),
                    event_ids=seat.event_ids | {event.event_id})

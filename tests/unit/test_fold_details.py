@@ -77,7 +77,7 @@ def test_duplicate_submit_by_idempotency_key_points_at_the_original_task() -> No
     assert verdicts[1].outcome == "duplicate" and verdicts[1].ref == "t1"
 
 
-def test_agent_leaving_requeues_every_held_attempt_and_counts_them() -> None:
+def test_agent_lost_requeues_every_held_attempt_and_counts_them() -> None:
     e = Events()
     ledger, _ = fold([e.join("a1", slots=2), e.submit("t1"), e.submit("t2", max_attempts=1),
                       e.assign("t1", "a1"), e.assign("t2", "a1"), e.leave("a1", reason="lost")])
@@ -85,6 +85,17 @@ def test_agent_leaving_requeues_every_held_attempt_and_counts_them() -> None:
     assert state.task("t1").state == TaskState.queued and state.task("t1").attempt == 1
     assert state.task("t2").state == TaskState.dead_lettered
     assert not state.member("a1").active and state.member("a1").holding == frozenset()
+
+
+def test_agent_drained_hands_back_without_charging_an_attempt() -> None:
+    e = Events()
+    ledger, verdicts = fold([e.join("a1"), e.join("a2"), e.submit("t1", max_attempts=1), e.assign("t1", "a1"),
+                             e.leave("a1", reason="drained"), e.assign("t1", "a2", attempt=2),
+                             e.fail("t1", "a2", attempt=2)])
+    assert all(v.accepted for v in verdicts), verdicts
+    task = ledger.state("q").task("t1")
+    assert task.state == TaskState.dead_lettered and task.attempt == 2 and task.free_attempts == 1
+    assert "1 of 1" in task.reason
 
 
 def test_redrive_grants_more_attempts() -> None:
