@@ -10,14 +10,17 @@ import typer
 from rich.console import Console
 
 from taskfold.broker.topics import TopicNames, ensure_topics
+from taskfold.cluster import LocalCluster
 from taskfold.connection import session_file, write_session
 from taskfold.config import Settings
 
 
 def dev(
     partitions: int = typer.Option(None, min=1, max=1024, help="partitions per topic (default TASKFOLD_PARTITIONS or 6)"),
+    demo: bool = typer.Option(False, "--demo", help="also start two demo agents serving the queue `demo`"),
+    workers: int = typer.Option(1, min=0, max=8, help="scheduler workers to start"),
 ) -> None:
-    """Start the embedded broker and create the topics; Ctrl-C stops everything."""
+    """Start the embedded broker, the topics, a scheduler worker (and demo agents); Ctrl-C stops everything."""
     from taskfold.broker.harness import start_broker
 
     console = Console()
@@ -25,6 +28,7 @@ def dev(
     topics = TopicNames(settings.topic_prefix)
     with console.status("starting the broker"):
         broker = start_broker()
+    cluster = None
     try:
         created = asyncio.run(ensure_topics(broker.bootstrap, topics, partitions=partitions or settings.partitions))
         path = write_session(settings, broker.bootstrap, broker.is_tansu)
@@ -34,10 +38,23 @@ def dev(
         console.print(f"  export TASKFOLD_BOOTSTRAP={broker.bootstrap}")
         if broker.is_tansu:
             console.print("[yellow]the embedded broker keeps its log in memory: history ends when dev stops[/]")
+        cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, settings.state_dir,
+                               log_dir=settings.state_dir / "logs")
+        cluster.log_dir.mkdir(parents=True, exist_ok=True)
+        for n in range(1, workers + 1):
+            cluster.worker(f"worker-{n}")
+        for n in range(1, 3 if demo else 1):
+            cluster.agent(f"demo-agent-{n}", "-q", "demo=4")
+        if cluster.processes:
+            console.print(f"started {', '.join(cluster.processes)} (logs in {cluster.log_dir})")
+        if demo:
+            console.print("try: taskfold submit demo echo --payload '{\"hello\": \"world\"}'  then  taskfold replay")
         console.print("Ctrl-C to stop.")
         _wait_for_stop()
     finally:
         console.print("stopping")
+        if cluster is not None:
+            cluster.stop_all(timeout=20)
         session_file(settings).unlink(missing_ok=True)
         broker.stop()
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,18 +85,25 @@ async def test_tail_prints_new_events_with_their_verdicts(broker, topics) -> Non
 
 
 @pytest.mark.integration
-def test_dev_starts_a_broker_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def test_dev_demo_runs_a_task_to_completion_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TASKFOLD_BOOTSTRAP", "TASKFOLD_BROKER")}
     env["TASKFOLD_BROKER"] = "tansu"
-    dev = subprocess.Popen([sys.executable, "-m", "taskfold", "dev"], env=env, cwd=tmp_path,
+    dev = subprocess.Popen([sys.executable, "-m", "taskfold", "dev", "--demo"], env=env, cwd=tmp_path,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out = Output(dev).wait_for("Ctrl-C to stop", deadline=60)
+        assert "worker-1" in out and "demo-agent-2" in out
         session = json.loads((tmp_path / ".taskfold" / "dev.json").read_text())
         assert session["bootstrap"] in out
-        assert taskfold(env, "submit", "q", "echo", cwd=tmp_path).returncode == 0  # found through dev.json
+        submitted = taskfold(env, "submit", "demo", "echo", "--task-id", "hello", "--payload", '{"hi": 1}', cwd=tmp_path)
+        assert submitted.returncode == 0, submitted.stderr  # found the broker through dev.json
+        deadline, states = time.monotonic() + 90, {}
+        while states.get("hello") != "completed":
+            assert time.monotonic() < deadline, f"task not completed in time: {states}"
+            done = taskfold(env, "replay", "--json", cwd=tmp_path)
+            states = {row["task_id"]: row["state"] for row in map(json.loads, done.stdout.splitlines())}
         dev.send_signal(signal.SIGINT)
-        assert dev.wait(timeout=20) == 0
+        assert dev.wait(timeout=60) == 0
     finally:
         if dev.poll() is None:
             dev.kill()
