@@ -52,7 +52,9 @@ class Outcome:
 
 def report_id(key: AttemptKey, step: int) -> str:
     """The derived event id of report `step` (STARTED, OUTCOME, CANCELLED) about an attempt."""
-    return derived_event_id(str(key), step)
+    # "/report" keeps these ids apart from the scheduler's ids for the same attempt
+    # (TaskAssigned, TaskLeaseExpired, TaskTimedOut use the bare attempt key).
+    return derived_event_id(f"{key}/report", step)
 
 
 def chunk_id(key: AttemptKey, seq: int) -> str:

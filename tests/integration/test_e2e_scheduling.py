@@ -14,7 +14,7 @@ from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.client import cancel_request, submission
 from taskfold.cluster import LocalCluster, LogWatcher
-from taskfold.events import TaskAssigned, TaskCompleted, TaskSubmitted
+from taskfold.events import TaskAssigned, TaskCompleted, TaskStarted, TaskSubmitted
 from taskfold.fold import Ledger
 from taskfold.log.eventlog import EventLog
 from taskfold.state import TERMINAL, TaskState
@@ -85,6 +85,8 @@ async def test_two_thousand_tasks_over_two_queues_and_four_agents_complete_exact
     completions = run.accepted(TaskCompleted)
     assert len(completions) == 2000 == len({(c.queue, c.task_id) for c in completions})
     assert {c.agent_id for c in completions} == set(agents)
+    started = [(e, v) for e, v in run.watcher.entries if isinstance(e, TaskStarted)]
+    assert len(started) >= 2000 and all(v.accepted for _, v in started[:2000]), "every attempt's start counts"
     run.audited()
 
 

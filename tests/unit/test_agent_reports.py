@@ -100,3 +100,11 @@ def test_telemetry_round_trips_and_is_poison_to_event_readers(record) -> None:
     assert header_value(headers, "task") == getattr(record, "task_id", None)
     with pytest.raises(PoisonMessage, match="no event class"):
         decode_event(value)  # a heartbeat on the events topic is set aside, not folded
+
+
+def test_report_ids_never_collide_with_the_schedulers_ids_for_the_same_attempt() -> None:
+    from taskfold.policies import derived_event_id
+
+    scheduler_ids = {derived_event_id(str(KEY), index) for index in range(4)}
+    report_ids = {report_id(KEY, step) for step in (STARTED, OUTCOME, CANCELLED)}
+    assert not scheduler_ids & report_ids
