@@ -52,6 +52,8 @@ def decide(
     for assigned in pending:
         round_.book_pending(assigned)
     decisions: list[TaskAssigned] = []
+    if not round_.has_room():
+        return decisions  # a backlog with every seat busy: skip sorting the whole queue
     for task in round_.waiting():
         if not round_.has_room():
             break  # every seat is full, silent or cooling: nothing more can be placed
