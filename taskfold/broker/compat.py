@@ -264,3 +264,113 @@ def consumer_settings(
         settings.update(group_timeouts(broker, fast=fast))
         apply_fixes(broker)
     return settings
+
+
+# --- (d) faust-streaming ---------------------------------------------------------------
+# The write side (streams/) is a faust app. Its settings and its Tansu fixes live here,
+# like the rest; faust is imported only inside these functions, so the CLI and the log
+# client never pay for importing it.
+
+
+def faust_settings(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str, Any]:
+    """faust App settings that work on this broker (BROKER.md, "faust settings that worked").
+
+    At-least-once (Tansu's transactions do not hide aborted records; the fold drops
+    duplicates), no web server (a second worker on the machine would die on port 6066),
+    no leader topic, and on Tansu the group timeouts of `group_timeouts` in seconds.
+    """
+    settings: dict[str, Any] = {
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+        "topic_replication_factor": 1,
+        "topic_disable_leader": True,
+        "broker_request_timeout": 30.0,
+        "broker_commit_interval": 1.0,
+        "web_enabled": False,
+        "producer_acks": -1,
+        # faust's default linger of 0 sends every changelog row and decision in its own
+        # request; 5 ms batches them (as producer_settings does for our own producers).
+        "producer_linger": 0.005,
+        "producer_max_batch_size": MAX_BATCH_BYTES,
+    }
+    timeouts = group_timeouts(broker, fast=fast)
+    if timeouts:
+        settings.update(
+            broker_session_timeout=timeouts["session_timeout_ms"] / 1000,
+            broker_heartbeat_interval=timeouts["heartbeat_interval_ms"] / 1000,
+            broker_rebalance_timeout=timeouts["rebalance_timeout_ms"] / 1000,
+        )
+    return settings
+
+
+def _faust_consumer_thread() -> type:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    return AIOKafkaConsumerThread
+
+
+_ORIGINAL_FAUST: dict[str, Any] = {}
+
+
+async def _faust_highwaters_from_fetch(self: Any, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    # Replaces AIOKafkaConsumerThread._highwaters, which returns aiokafka's end_offsets
+    # (ListOffsets) outside transactions; it runs in faust's consumer thread, on the
+    # loop of the consumer it reads from.
+    if self.consumer.in_transaction:
+        return await _ORIGINAL_FAUST["_highwaters"](self, partitions)
+    return await end_offsets(self._ensure_consumer(), partitions)
+
+
+def _faust_worker_consumer_with_short_fetch_wait(self: Any, transport: Any) -> AIOKafkaConsumer:
+    consumer = _ORIGINAL_FAUST["_create_worker_consumer"](self, transport)
+    # faust hard-codes fetch_max_wait_ms=1500; read before start() builds the fetcher.
+    consumer._fetch_max_wait_ms = TANSU_FETCH_MAX_WAIT_MS
+    return consumer
+
+
+_FAUST_FIXES = {
+    "_highwaters": _faust_highwaters_from_fetch,
+    "_create_worker_consumer": _faust_worker_consumer_with_short_fetch_wait,
+}
+
+
+def install_faust_fixes() -> None:
+    """Deviations that reach faust-streaming 0.15.3 through aiokafka; idempotent.
+
+    1. ListOffsets(LATEST) is short on Tansu (see `end_offsets`). faust asks for the ends
+       of changelog partitions in `faust/tables/recovery.py` (`_build_highwaters` ->
+       `consumer.highwaters` -> `AIOKafkaConsumerThread._highwaters` in
+       `faust/transport/drivers/aiokafka.py`, which calls aiokafka's `end_offsets`).
+       Recovery then stops early, or fails with `ConsistencyError: persisted offset >
+       highwater`. The replacement answers with `end_offsets` above (Fetch high watermark).
+    2. A parked Fetch is not woken by new data (see `fetch_max_wait_ms`), and faust's
+       worker consumer hard-codes `fetch_max_wait_ms=1500`: every record would wait up to
+       750 ms. The replacement `_create_worker_consumer` sets the compat value.
+    Both replace methods on the class, so they cover every faust app in the process.
+    """
+    cls = _faust_consumer_thread()
+    for name, fix in _FAUST_FIXES.items():
+        current = getattr(cls, name)
+        if current is not fix:
+            _ORIGINAL_FAUST.setdefault(name, current)
+            setattr(cls, name, fix)
+
+
+def uninstall_faust_fixes() -> None:
+    """Restore faust's own methods (for tests that show the deviations)."""
+    cls = _faust_consumer_thread()
+    for name, original in _ORIGINAL_FAUST.items():
+        setattr(cls, name, original)
+
+
+def faust_fixes_installed() -> bool:
+    """True if install_faust_fixes() is in effect."""
+    cls = _faust_consumer_thread()
+    return all(getattr(cls, name) is fix for name, fix in _FAUST_FIXES.items())
+
+
+def apply_faust_fixes(broker: BrokerLike | bool) -> None:
+    """Install every client fix a faust worker needs, only if the broker is Tansu."""
+    if is_tansu(broker):
+        install_leave_group_fix()
+        install_faust_fixes()

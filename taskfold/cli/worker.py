@@ -1,8 +1,68 @@
-"""`taskfold worker`: run the stream processors (placeholder until streams/ lands)."""
+"""`taskfold worker`: run the scheduler (the write side, `streams/`) against the broker.
+
+Start several, anywhere: with the same topic prefix they form one consumer group and
+split the partitions of `events`. SIGTERM or Ctrl-C stops a worker cleanly (it leaves
+the group, so the others take its partitions at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
 
 import typer
 
+from taskfold.cli.connect import resolve
+from taskfold.config import Settings
 
-def worker() -> None:
-    """Run the scheduler worker."""
-    raise typer.Exit(1)
+
+def worker(
+    worker_id: str = typer.Option(None, "--worker-id", help="state directory name; default: the first free worker-N"),
+    strategy: str = typer.Option("least_loaded", help="how agents are picked: least_loaded, round_robin, weighted, performance"),
+    lease_ms: int = typer.Option(30_000, min=1, help="an attempt's lease, renewed by its agent's heartbeats"),
+    agent_lost_ms: int = typer.Option(60_000, min=1, help="silence after which an agent is declared lost"),
+    tick_ms: int = typer.Option(200, min=10, help="how often timers look at leases, timeouts and due tasks"),
+    fast_rebalance: bool = typer.Option(False, "--fast-rebalance", help="2 s group sessions on Tansu (tests)"),
+    loglevel: str = typer.Option("warning", help="faust's log level: debug, info, warning, error"),
+    bootstrap: str = typer.Option(None, help="broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"),
+) -> None:
+    """Run a scheduler worker: fold the events of its partitions, assign tasks, expire leases."""
+    # streams (and faust) load only here: the other commands never pay for them.
+    from streams.app import WorkerOptions
+    from streams.run import claim_worker_id, run_worker
+    from taskfold.scheduling.model import QueuePolicy
+
+    settings = Settings()
+    target = resolve(bootstrap, settings)
+    try:
+        policy = QueuePolicy(strategy=strategy, lease_ms=lease_ms, agent_lost_ms=agent_lost_ms)
+        name = claim_worker_id(settings.state_dir, worker_id)
+    except (ValueError, RuntimeError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    partitions = asyncio.run(_events_partitions(target, settings.partitions))
+
+    def report(line: str) -> None:
+        typer.echo(f"taskfold worker {name}: {line}")
+
+    report(f"starting on {target.bootstrap} ({'tansu' if target.tansu else 'kafka'}), "
+           f"{target.topics.events} with {partitions} partitions, state in {settings.state_dir / 'workers' / name}")
+    options = WorkerOptions(worker_id=name, state_dir=settings.state_dir, policy=policy, tick_ms=tick_ms,
+                            fast_rebalance=fast_rebalance, report=report)
+    run_worker(target.bootstrap, target.topics, tansu=target.tansu, partitions=partitions,
+               options=options, loglevel=loglevel)
+    report("stopped")
+
+
+async def _events_partitions(target, default: int) -> int:
+    """The partition count of `events`, creating the topics first if they are missing."""
+    from aiokafka.errors import UnknownTopicOrPartitionError
+
+    from taskfold.broker.topics import ensure_topics
+    from taskfold.log import LogReader
+
+    async with LogReader(target.bootstrap, tansu=target.tansu) as reader:
+        try:
+            return len(await reader.partitions(target.topics.events))
+        except UnknownTopicOrPartitionError:
+            pass
+    await ensure_topics(target.bootstrap, target.topics, partitions=default)
+    return default

@@ -1,0 +1,199 @@
+"""The write side as a faust app (ARCHITECTURE §5): the topology, built by one function.
+
+`build()` wires the pieces and returns them; `create_app()` returns only the app. Tests
+call the same function with a memory store and a recording outbox. The faust parts stay
+thin: the agent hands each record to `Processor.on_record`, the timer calls `on_tick`,
+and the rebalance hooks drop the revoked queues and rebuild the owned ones from the
+table once it is recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faust
+from aiokafka import TopicPartition
+
+from streams import patches
+from streams.heartbeats import HeartbeatBoard
+from streams.pending import Pending
+from streams.processor import InRecord, Outbox, Processor, Progress, poison_headers, wall_ms
+from streams.scheduler import Scheduler
+from taskfold.broker import compat
+from taskfold.broker.topics import TopicNames
+from taskfold.events import Event
+from taskfold.log import LogReader
+from taskfold.scheduling.model import QueuePolicy
+from taskfold.wire import encode_event
+
+log = logging.getLogger(__name__)
+
+TABLE = "rows"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How one worker runs; every field has a default that suits one machine."""
+
+    worker_id: str = "worker-1"
+    state_dir: Path = Path(".taskfold")
+    store: str = "rocksdb://"  # tests: "memory://"
+    policy: QueuePolicy = QueuePolicy()
+    policies: Mapping[str, QueuePolicy] = field(default_factory=dict)  # per queue, over `policy`
+    tick_ms: int = 200
+    pending_timeout_s: float = 10.0
+    fast_rebalance: bool = False  # 2 s group sessions on Tansu (tests)
+    read_heartbeats: bool = True
+    report: Callable[[str], None] = log.info  # one line per lifecycle step (ready, revoked)
+
+    def policy_for(self, queue: str) -> QueuePolicy:
+        """The queue's policy."""
+        return self.policies.get(queue, self.policy)
+
+
+@dataclass
+class Topology:
+    """The app and the parts tests reach."""
+
+    app: faust.App
+    agent: faust.types.AgentT
+    table: faust.types.TableT
+    processor: Processor
+    board: HeartbeatBoard
+
+
+class FaustOutbox:
+    """Appends through the app's producer (key = queue; `poison` keeps the original key)."""
+
+    def __init__(self, app: faust.App, topics: TopicNames) -> None:
+        self.events = _raw_topic(app, topics.events)
+        self.poison = _raw_topic(app, topics.poison)
+        self.source = topics.events
+
+    async def append(self, events: Sequence[Event]) -> None:
+        """Hand events to the producer (not awaiting acks: a lost append is decided again)."""
+        for event in events:
+            value, headers = encode_event(event)
+            await self.events.send(key=event.queue.encode(), value=value, headers=headers)
+
+    async def quarantine(self, record: InRecord, reason: str) -> None:
+        """Copy an undecodable record to `poison`."""
+        headers = poison_headers(record, reason, self.source)
+        await self.poison.send(key=record.key, value=record.value or b"", headers=headers)
+
+
+def _raw_topic(app: faust.App, name: str, **kwargs: object) -> faust.TopicT:
+    # Bytes in, bytes out: decoding is ours (poison must never fail inside faust).
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", **kwargs)
+
+
+def create_app(bootstrap: str, topics: TopicNames, *, tansu: bool, partitions: int,
+               options: WorkerOptions = WorkerOptions()) -> faust.App:
+    """The scheduler worker's faust app for this broker and these topics."""
+    return build(bootstrap, topics, tansu=tansu, partitions=partitions, options=options).app
+
+
+def build(
+    bootstrap: str, topics: TopicNames, *, tansu: bool, partitions: int, options: WorkerOptions = WorkerOptions(),
+    outbox: Outbox | None = None, progress: Progress | None = None, clock_ms: Callable[[], int] = wall_ms,
+) -> Topology:
+    """Wire app, table, agent, timer, heartbeats and rebalance hooks; nothing starts yet."""
+    compat.apply_faust_fixes(tansu)
+    patches.install()  # a faust bug, on every broker
+    app_id = f"{topics.prefix}scheduler"  # the consumer group, and the changelog topics' prefix
+    datadir = options.state_dir / "workers" / options.worker_id / app_id
+    if not options.store.startswith("memory"):
+        datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
+    app = faust.App(
+        app_id, broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
+        store=options.store, datadir=str(datadir),
+        broker_client_id=options.worker_id, topic_partitions=partitions, table_standby_replicas=0,
+        autodiscover=False, **compat.faust_settings(tansu, fast=options.fast_rebalance),
+    )
+    table = app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=partitions,
+                      options={"driver": "rocksdict"} if options.store.startswith("rocksdb") else None)
+    board = HeartbeatBoard()
+    scheduler = Scheduler(table, partitions=partitions, policy=options.policy_for, heartbeats=board,
+                          pending=Pending(options.pending_timeout_s), actor=f"scheduler:{options.worker_id}")
+    progress = progress if progress is not None else _consumer_progress(app, topics.events)
+    processor = Processor(scheduler, outbox or FaustOutbox(app, topics), progress, clock_ms,
+                          ready=board.ready.is_set if options.read_heartbeats else lambda: True)
+    events = _raw_topic(app, topics.events, partitions=partitions)
+
+    async def schedule(stream: faust.StreamT) -> None:
+        async for record in stream.events():
+            m = record.message
+            yield await processor.on_record(InRecord(m.partition, m.offset, record.key, record.value,
+                                                     tuple(m.headers or ())))
+
+    agent = app.agent(events, name="scheduler")(schedule)
+    _hooks(app, table, processor, topics, options)
+    if options.read_heartbeats:
+        app.task(_heartbeats_reader(board, bootstrap, tansu, topics.heartbeats))
+    return Topology(app, agent, table, processor, board)
+
+
+def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topics: TopicNames,
+           options: WorkerOptions) -> None:
+    scheduler = processor.scheduler
+
+    @app.on_partitions_revoked.connect
+    async def drop_revoked(sender: object, revoked: set, **kwargs: object) -> None:
+        mine = {tp.partition for tp in revoked if tp.topic == topics.events}
+        scheduler.drop(mine)
+        processor.progress.forget(mine)
+        if mine:
+            options.report(f"revoked partitions {sorted(mine)}")
+
+    async def rebuild() -> None:
+        # After recovery the table holds exactly the rows of the partitions we now own.
+        queues = scheduler.load(table.items())
+        owned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events)
+        tasks = sum(len(q.state.tasks) for q in scheduler.queues.values())
+        options.report(f"ready: partitions {owned}, {queues} queues, {tasks} tasks")
+
+    table.on_recover(rebuild)
+
+    @app.timer(options.tick_ms / 1000, name="scheduler-tick")
+    async def tick(*_: object) -> None:
+        await processor.on_tick()
+
+
+def _heartbeats_reader(board: HeartbeatBoard, bootstrap: str, tansu: bool, topic: str) -> Callable:
+    async def read_heartbeats() -> None:
+        while True:  # liveness must outlive a broker hiccup; the board keeps what it has
+            try:
+                async with LogReader(bootstrap, tansu=tansu) as reader:
+                    await board.follow(reader, topic)
+            except Exception:
+                log.exception("reading %s failed; reading it again in 1 s", topic)
+                await asyncio.sleep(1.0)
+
+    return read_heartbeats
+
+
+def _consumer_progress(app: faust.App, topic: str) -> Progress:
+    """Progress read from the aiokafka consumer inside faust (its thread holds it)."""
+
+    def state(partition: int):  # noqa: ANN202 - aiokafka's TopicPartitionState, or None
+        # Private attributes: faust exposes no position, and the consumer lives in
+        # faust's consumer thread. Anything missing (not started, mid-rebalance) is None.
+        try:
+            subscription = app.consumer._thread._consumer._subscription.subscription
+            return subscription.assignment.state_value(TopicPartition(topic, partition))
+        except (AttributeError, AssertionError):
+            return None
+
+    def highwater(partition: int) -> int | None:
+        tp_state = state(partition)
+        return tp_state.highwater if tp_state is not None else None
+
+    def position(partition: int) -> int | None:
+        tp_state = state(partition)
+        return tp_state.position if tp_state is not None and tp_state.has_valid_position else None
+
+    return Progress(highwater, position)

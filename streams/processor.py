@@ -1,0 +1,171 @@
+"""One record of `events` in, events to append out: the work behind the thin faust agent.
+
+Per record (the protocol, in order):
+
+1. Decode the value. Undecodable bytes are copied to the `poison` topic with the reason,
+   counted, and skipped; they never stop the worker.
+2. Fold the event into its queue's state, observe it into the fleet, persist the rows it
+   changed, and settle it if it was one of our pending appends.
+3. If the partition is read up to its end, decide for that queue and append the
+   assignments (key = queue). They stay pending until read back: a decision counts only
+   once the log has it. While catching up, deciding is left to the last record or the
+   timer, so a restarted worker does not re-decide what the log already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from schemas.codec import PoisonMessage
+from streams.scheduler import Scheduler
+from taskfold.events import Event
+from taskfold.state import Verdict
+from taskfold.wire import decode_event
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+def wall_ms() -> int:
+    """Milliseconds since the epoch: the time decisions are stamped with."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class InRecord:
+    """A record of `events` as the agent received it."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing one record did (the agent yields it; tests read it)."""
+
+    partition: int
+    offset: int
+    event: Event | None = None
+    verdict: Verdict | None = None
+    poison: str | None = None
+    ours: bool = False
+    appended: tuple[Event, ...] = ()
+
+
+class Outbox(Protocol):
+    """Where the processor's output goes."""
+
+    async def append(self, events: Sequence[Event]) -> None:
+        """Append events to `events`, key = queue, with their headers."""
+
+    async def quarantine(self, record: InRecord, reason: str) -> None:
+        """Copy an undecodable record to `poison` with the reason."""
+
+
+def poison_headers(record: InRecord, reason: str, source_topic: str) -> list[tuple[str, bytes]]:
+    """The record's headers plus where it came from and why it is poison (as EventLog.quarantine)."""
+    return list(record.headers) + [
+        ("poison-reason", reason.encode()),
+        ("source-topic", source_topic.encode()),
+        ("source-position", f"{record.partition}:{record.offset}".encode()),
+        ("quarantined-at", str(wall_ms()).encode()),
+    ]
+
+
+class Progress:
+    """How far the agent has read each partition, against the Fetch high watermark."""
+
+    def __init__(
+        self, highwater: Callable[[int], int | None] = lambda p: None,
+        position: Callable[[int], int | None] = lambda p: None,
+    ) -> None:
+        self.highwater = highwater  # the end the last Fetch response reported
+        self.position = position  # where the consumer will fetch next
+        self.read: dict[int, int] = {}  # partition -> offset after the last record processed
+
+    def note(self, partition: int, offset: int) -> None:
+        """The agent processed this record."""
+        self.read[partition] = offset + 1
+
+    def forget(self, partitions: Iterable[int] | None = None) -> None:
+        """Partitions revoked (all when None)."""
+        for p in list(self.read) if partitions is None else partitions:
+            self.read.pop(p, None)
+
+    def settled(self, partition: int) -> bool:
+        """True when everything the log held at the last fetch has been processed."""
+        end = self.highwater(partition)
+        done = self.read.get(partition, self.position(partition))
+        return end is not None and done is not None and done >= end
+
+
+class Always(Progress):
+    """Every partition counts as read to its end (tests without a broker)."""
+
+    def settled(self, partition: int) -> bool:
+        return True
+
+
+@dataclass
+class Processor:
+    """Decodes, folds, decides and appends; counts what happened."""
+
+    scheduler: Scheduler
+    outbox: Outbox
+    progress: Progress = field(default_factory=Always)
+    clock_ms: Callable[[], int] = wall_ms
+    ready: Callable[[], bool] = lambda: True  # liveness known (heartbeats read to their end)
+    counts: Counter = field(default_factory=Counter)
+
+    async def on_record(self, record: InRecord) -> Outcome:
+        """Process one record of `events` (steps 1-3 above)."""
+        self.counts["records"] += 1
+        try:
+            event = decode_event(record.value) if record.value is not None else None
+        except PoisonMessage as exc:
+            return await self._poison(record, exc.reason)
+        if event is None:
+            return await self._poison(record, "empty record (no value)")
+        applied = self.scheduler.apply(event, record.partition, record.offset)
+        self.progress.note(record.partition, record.offset)
+        self.counts[applied.verdict.outcome] += 1
+        self.counts["read_back"] += applied.ours
+        appended: list[Event] = []
+        if self.ready() and self.progress.settled(record.partition):
+            appended = await self._append(lambda: self.scheduler.decide(event.queue, self.clock_ms()), "decisions")
+        return Outcome(record.partition, record.offset, event, applied.verdict, None, applied.ours, tuple(appended))
+
+    async def on_tick(self) -> list[Event]:
+        """The timer: expirations and due decisions for every settled queue."""
+        if not self.ready():
+            return []
+        return await self._append(lambda: self.scheduler.tick(self.clock_ms(), self.progress.settled), "timer")
+
+    async def _append(self, produce: Callable[[], list[Event]], what: str) -> list[Event]:
+        # The pure core deciding wrongly must not stop the fold: log it, count it, go on.
+        try:
+            events = produce()
+        except Exception:
+            log.exception("scheduler core failed (%s)", what)
+            self.counts["core_errors"] += 1
+            return []
+        if events:
+            await self.outbox.append(events)
+            self.counts[what] += len(events)
+        return events
+
+    async def _poison(self, record: InRecord, reason: str) -> Outcome:
+        log.warning("poison at %s:%s: %s", record.partition, record.offset, reason)
+        self.counts["poison"] += 1
+        self.progress.note(record.partition, record.offset)
+        await self.outbox.quarantine(record, reason)
+        return Outcome(record.partition, record.offset, poison=reason)

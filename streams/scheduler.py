@@ -1,0 +1,176 @@
+"""The scheduler of the queues on a worker's partitions, without faust or Kafka.
+
+Per owned queue it holds the fold (`QueueState`) and the scheduler's memory (`Fleet`),
+persists every row an event changes into a row store (a faust Table in production, any
+mutable mapping in tests), and asks the pure core (`taskfold.scheduling`) what to append.
+The indexes the scheduler needs (pending by priority and arrival, delayed tasks by due
+time, tasks in flight and load per agent, holders per concurrency key) are all derived
+from that state by `decide` and `expirations`; nothing here duplicates them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, replace
+
+from aiokafka.partitioner import murmur2
+
+from streams import rows
+from streams.pending import Pending
+from taskfold.events import AgentJoined, AgentLeft, Event
+from taskfold.fold import evolve
+from taskfold.fold.rows import touched
+from taskfold.scheduling.decide import decide
+from taskfold.scheduling.fleet import observe
+from taskfold.scheduling.timers import expirations
+from taskfold.scheduling.model import Fleet, QueuePolicy
+from taskfold.state import EMPTY, Member, QueueState, Verdict, duplicate
+
+log = logging.getLogger(__name__)
+
+RowStore = MutableMapping[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """One owned queue: the fold's state and the fleet."""
+
+    state: QueueState = EMPTY
+    fleet: Fleet = Fleet()
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one event did: its verdict, and whether it was one of ours read back."""
+
+    verdict: Verdict
+    ours: bool
+
+
+def _seat_changed(old: Member | None, new: Member) -> bool:
+    return old is None or replace(old, holding=new.holding) != new
+
+
+def _marker(event: Event) -> tuple[str, str] | None:
+    """(row kind, id) of the row whose event ids tell the fold it has applied `event`."""
+    if isinstance(event, (AgentJoined, AgentLeft)):
+        return rows.SEAT, event.agent_id
+    return (rows.TASK, event.task) if event.task is not None else None
+
+
+def partition_of(queue: str, partitions: int) -> int:
+    """The partition a queue's events go to: the Java client's (and aiokafka's) murmur2 of the key."""
+    return (murmur2(queue.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Scheduler:
+    """Fold, remember, persist and decide, for the queues of the partitions this worker owns."""
+
+    def __init__(
+        self,
+        store: RowStore,
+        *,
+        partitions: int,
+        policy: Callable[[str], QueuePolicy] = lambda queue: QueuePolicy(),
+        heartbeats: Mapping[str, int] | None = None,
+        pending: Pending | None = None,
+        actor: str = "scheduler",
+    ) -> None:
+        self.store = store
+        self.partitions = partitions
+        self.policy = policy
+        self.heartbeats = heartbeats if heartbeats is not None else {}
+        self.pending = pending or Pending()
+        self.actor = actor
+        self.queues: dict[str, Queue] = {}
+        self.applied: dict[int, int] = {}  # partition -> next offset the rows do not reflect yet
+
+    def queue(self, name: str) -> Queue:
+        """The owned queue's state (empty when never seen)."""
+        return self.queues.get(name, Queue())
+
+    def apply(self, event: Event, partition: int | None = None, offset: int | None = None) -> Applied:
+        """Fold one event read at (partition, offset); persist the rows it changed (and the offset).
+
+        A record below the stored offset is skipped: replayed after a crash, a rejected
+        event would be judged on a later state (a cancel of a task submitted just after
+        it would pass). Without a position (tests) nothing is skipped or stored.
+        """
+        ours = self.pending.settle(event.event_id)
+        if partition is not None and offset is not None and offset < self.applied.get(partition, 0):
+            return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours)
+        before = self.queue(event.queue)
+        state, verdict = evolve(before.state, event)
+        fleet = observe(before.fleet, before.state, state, event, verdict, self.policy(event.queue))
+        tasks, seats = touched(before.state, state, event)
+        # A seat's holdings are derived from the task rows (rows.QueueRows.state), so a
+        # seat row is written only when the seat itself changed (join, leave).
+        seats = [m for m in seats if _seat_changed(before.state.member(m.agent_id), m)]
+        fleet_rows = rows.fleet_writes(event.queue, before.fleet, fleet)
+        marker = _marker(event)
+        writes = rows.event_writes(event.queue, tasks, seats, fleet_rows, marker)
+        if partition is not None and offset is not None:
+            self.applied[partition] = offset + 1
+            if verdict.outcome == "rejected" or (verdict.accepted and marker is None):
+                # Accepted events are marked in their row, duplicates stay duplicates; a
+                # rejection leaves no trace but this offset, and must not be judged again.
+                writes.append(rows.offset_write(partition, offset))
+        self._write(writes)
+        self.queues[event.queue] = Queue(state, fleet)
+        return Applied(verdict, ours)
+
+    def _write(self, writes: Iterable[rows.Write]) -> None:
+        for key, value in writes:
+            if value is None:
+                self.store.pop(key, None)
+            else:
+                self.store[key] = value
+
+    def decide(self, queue: str, now_ms: int) -> list[Event]:
+        """The assignments to append for a queue now; they are pending from here on."""
+        current = self.queue(queue)
+        decisions = decide(
+            current.state, current.fleet, self.policy(queue), queue=queue, now_ms=now_ms,
+            heartbeats=self.heartbeats, pending=self.pending.assignments(queue), actor=self.actor,
+        )
+        self.pending.add(decisions)
+        return list(decisions)
+
+    def expire(self, queue: str, now_ms: int) -> list[Event]:
+        """Lease expiries, timeouts and lost agents due now, minus those already pending."""
+        current = self.queue(queue)
+        due = expirations(
+            current.state, current.fleet, self.policy(queue), queue=queue, now_ms=now_ms,
+            heartbeats=self.heartbeats, actor=self.actor,
+        )
+        fresh = self.pending.fresh(due)
+        self.pending.add(fresh)
+        return fresh
+
+    def tick(self, now_ms: int, settled: Callable[[int], bool] = lambda partition: True) -> list[Event]:
+        """What the clock decides for every owned queue whose partition is read up to its end."""
+        out: list[Event] = []
+        for name in sorted(self.queues):
+            if settled(partition_of(name, self.partitions)):
+                # Expirations first: a lost agent's tasks go back, then decide places them
+                # once they are read back (decide works on the folded state only).
+                out += self.expire(name, now_ms)
+                out += self.decide(name, now_ms)
+        return out
+
+    def load(self, items: Iterable[tuple[bytes, bytes]]) -> int:
+        """Rebuild the owned queues from stored rows (after table recovery); returns the queue count."""
+        stored = rows.read(items)
+        self.queues = {name: Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
+        self.applied = dict(stored.offsets)
+        return len(self.queues)
+
+    def drop(self, partitions: Iterable[int] | None = None) -> None:
+        """Forget the queues (and pending events) of revoked partitions (all when None)."""
+        gone = set(partitions) if partitions is not None else None
+        names = [q for q in self.queues if gone is None or partition_of(q, self.partitions) in gone]
+        for name in names:
+            del self.queues[name]
+        self.applied = {p: o for p, o in self.applied.items() if gone is not None and p not in gone}
+        self.pending.forget(names if gone is not None else None)

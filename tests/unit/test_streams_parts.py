@@ -1,0 +1,114 @@
+"""The small parts of the write side: pending appends, liveness, progress, faust settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from streams.heartbeats import HeartbeatBoard, sign_of_life
+from streams.pending import Pending
+from streams.processor import Progress
+from streams.scheduler import partition_of
+from taskfold.broker import compat
+from taskfold.log import ConsumedRecord
+from taskfold.telemetry import Heartbeat
+from taskfold.testing import Events
+from taskfold.wire import encode_record
+
+
+@dataclass
+class Ticks:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_pending_is_settled_by_read_back_and_forgotten_after_its_timeout() -> None:
+    clock, e = Ticks(), Events()
+    pending = Pending(timeout_s=5, clock=clock)
+    a, b = e.assign("t1", "a1"), e.assign("t2", "a1")
+    pending.add([a, b])
+    assert pending.assignments("q") == [a, b]
+    assert pending.settle(a.event_id) and not pending.settle(a.event_id)
+    clock.now = 5.0
+    assert pending.assignments("q") == [] and pending.expired == 1
+
+
+def test_pending_filters_a_repeat_of_the_same_intent() -> None:
+    e = Events()
+    pending = Pending()
+    lease = e.expire("t1", "a1", attempt=2)
+    pending.add([lease])
+    again = e.expire("t1", "a1", attempt=2)  # another tick, another id, same decision
+    other = e.expire("t1", "a1", attempt=3)
+    assert pending.fresh([again, other]) == [other]
+
+
+def test_pending_forgets_revoked_queues_only() -> None:
+    pending = Pending()
+    pending.add([Events(queue="x").assign("t", "a"), Events(queue="y").assign("t", "a")])
+    pending.forget(["x"])
+    assert [p.queue for p in pending.of("y")] == ["y"] and pending.of("x") == []
+
+
+def heartbeat_record(value: bytes | None, offset: int = 0) -> ConsumedRecord:
+    return ConsumedRecord("hb", 0, offset, 0, "a1", value, ())
+
+
+def test_a_heartbeat_is_a_sign_of_life_and_poison_is_not() -> None:
+    value, _ = encode_record(Heartbeat(agent_id="a1", queues=["q"], sent_at=1234))
+    assert sign_of_life(heartbeat_record(value)) == ("a1", 1234)
+    assert sign_of_life(heartbeat_record(b"junk")) is None
+    assert sign_of_life(heartbeat_record(None)) is None
+    event_value, _ = encode_record(Events().join("a1"))
+    assert sign_of_life(heartbeat_record(event_value)) is None
+
+
+def test_the_board_never_moves_an_agent_back_in_time() -> None:
+    board = HeartbeatBoard()
+    board.note("a1", 200)
+    board.note("a1", 100)
+    assert dict(board) == {"a1": 200}
+
+
+def test_progress_is_settled_only_at_the_fetched_end() -> None:
+    ends = {0: 10, 1: None}
+    progress = Progress(highwater=ends.get, position=lambda p: 4)
+    assert not progress.settled(0)  # nothing processed yet, the consumer is at 4 of 10
+    progress.note(0, 8)
+    assert not progress.settled(0)
+    progress.note(0, 9)
+    assert progress.settled(0)
+    assert not progress.settled(1)  # no Fetch answered yet
+    progress.forget([0])
+    assert not progress.settled(0)
+
+
+def test_queues_map_to_partitions_as_the_producer_puts_them() -> None:
+    partitioner = DefaultPartitioner()
+    for queue in ["emails", "reports", "q", "gpu#3"]:
+        expected = partitioner(queue.encode(), list(range(6)), list(range(6)))
+        assert partition_of(queue, 6) == expected
+
+
+def test_faust_settings_carry_the_tansu_group_timeouts_only_on_tansu() -> None:
+    tansu, kafka = compat.faust_settings(True, fast=True), compat.faust_settings(False)
+    assert tansu["broker_session_timeout"] == 2.0 and tansu["broker_heartbeat_interval"] == 0.5
+    assert "broker_session_timeout" not in kafka
+    for settings in (tansu, kafka):
+        assert settings["processing_guarantee"] == "at_least_once" and settings["web_enabled"] is False
+
+
+def test_faust_fixes_are_installed_only_for_tansu_and_can_be_undone() -> None:
+    was = compat.faust_fixes_installed()
+    try:
+        compat.uninstall_faust_fixes()
+        compat.apply_faust_fixes(False)
+        assert not compat.faust_fixes_installed()
+        compat.apply_faust_fixes(True)
+        compat.apply_faust_fixes(True)  # idempotent
+        assert compat.faust_fixes_installed()
+    finally:
+        (compat.install_faust_fixes if was else compat.uninstall_faust_fixes)()
