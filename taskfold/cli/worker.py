@@ -20,6 +20,9 @@ def worker(
     strategy: str = typer.Option("least_loaded", help="how agents are picked: least_loaded, round_robin, weighted, performance"),
     lease_ms: int = typer.Option(30_000, min=1, help="an attempt's lease, renewed by its agent's heartbeats"),
     agent_lost_ms: int = typer.Option(60_000, min=1, help="silence after which an agent is declared lost"),
+    breaker_failures: int = typer.Option(3, min=1, help="consecutive failures that quarantine an agent"),
+    breaker_cooldown_ms: int = typer.Option(30_000, min=1, help="quarantine length before one probe task"),
+    session_fallback_ms: int = typer.Option(5_000, min=0, help="how long a session task waits for its sticky agent"),
     tick_ms: int = typer.Option(200, min=10, help="how often timers look at leases, timeouts and due tasks"),
     fast_rebalance: bool = typer.Option(False, "--fast-rebalance", help="2 s group sessions on Tansu (tests)"),
     loglevel: str = typer.Option("warning", help="faust's log level: debug, info, warning, error"),
@@ -34,7 +37,9 @@ def worker(
     settings = Settings()
     target = resolve(bootstrap, settings)
     try:
-        policy = QueuePolicy(strategy=strategy, lease_ms=lease_ms, agent_lost_ms=agent_lost_ms)
+        policy = QueuePolicy(strategy=strategy, lease_ms=lease_ms, agent_lost_ms=agent_lost_ms,
+                             breaker_failures=breaker_failures, breaker_cooldown_ms=breaker_cooldown_ms,
+                             session_fallback_ms=session_fallback_ms)
         name = claim_worker_id(settings.state_dir, worker_id)
     except (ValueError, RuntimeError) as exc:
         raise typer.BadParameter(str(exc)) from None
