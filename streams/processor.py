@@ -6,10 +6,11 @@ Per record (the protocol, in order):
    counted, and skipped; they never stop the worker.
 2. Fold the event into its queue's state, observe it into the fleet, persist the rows it
    changed, and settle it if it was one of our pending appends.
-3. If the partition is read up to its end, decide for that queue and append the
-   assignments (key = queue). They stay pending until read back: a decision counts only
-   once the log has it. While catching up, deciding is left to the last record or the
-   timer, so a restarted worker does not re-decide what the log already holds.
+3. If the event may have made room (a submit, a completion, a new seat...), decide for
+   that queue and append the assignments (key = queue); under load at most every
+   `decide_every_s`, and not before the partition has been read to its end once since
+   it was assigned, so a restarted worker does not re-decide what the log already holds.
+   Decisions stay pending until read back: a decision counts only once the log has it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from schemas.codec import PoisonMessage
-from streams.scheduler import Scheduler
-from taskfold.events import Event
+from streams.scheduler import Applied, Scheduler
+from taskfold.events import Event, TaskAssigned, TaskStarted
 from taskfold.state import Verdict
 from taskfold.wire import decode_event
 
@@ -82,7 +83,13 @@ def poison_headers(record: InRecord, reason: str, source_topic: str) -> list[tup
 
 
 class Progress:
-    """How far the agent has read each partition, against the Fetch high watermark."""
+    """Whether the agent has caught up with a partition since it was assigned.
+
+    Until a partition is read up to the Fetch high watermark once, the worker is
+    replaying history and would decide on a stale state; from then on it decides on
+    every record, even while a busy log keeps the fetcher a batch ahead (a worker that
+    waited for an exact catch-up would hardly ever decide under load).
+    """
 
     def __init__(
         self, highwater: Callable[[int], int | None] = lambda p: None,
@@ -91,6 +98,7 @@ class Progress:
         self.highwater = highwater  # the end the last Fetch response reported
         self.position = position  # where the consumer will fetch next
         self.read: dict[int, int] = {}  # partition -> offset after the last record processed
+        self.live: set[int] = set()  # partitions caught up with since their assignment
 
     def note(self, partition: int, offset: int) -> None:
         """The agent processed this record."""
@@ -98,20 +106,40 @@ class Progress:
 
     def forget(self, partitions: Iterable[int] | None = None) -> None:
         """Partitions revoked (all when None)."""
-        for p in list(self.read) if partitions is None else partitions:
+        for p in list(self.read) + list(self.live) if partitions is None else partitions:
             self.read.pop(p, None)
+            self.live.discard(p)
 
-    def settled(self, partition: int) -> bool:
-        """True when everything the log held at the last fetch has been processed."""
+    def caught_up(self, partition: int) -> bool:
+        """True when everything the last fetch reported has been processed."""
         end = self.highwater(partition)
         done = self.read.get(partition, self.position(partition))
         return end is not None and done is not None and done >= end
+
+    def settled(self, partition: int) -> bool:
+        """True once everything the log held at some fetch since the assignment has been processed."""
+        if partition not in self.live and self.caught_up(partition):
+            self.live.add(partition)
+        return partition in self.live
+
+
+def _may_open_room(event: Event, applied: Applied) -> bool:
+    """True unless the event surely leaves no new assignment possible.
+
+    An accepted TaskAssigned or TaskStarted takes room, never makes it; a duplicate or a
+    rejection changes nothing, unless it was our own decision (no longer pending, so its
+    task is free to decide again).
+    """
+    if applied.verdict.accepted:
+        return not isinstance(event, (TaskAssigned, TaskStarted))
+    return applied.ours
 
 
 class Always(Progress):
     """Every partition counts as read to its end (tests without a broker)."""
 
-    def settled(self, partition: int) -> bool:
+    def caught_up(self, partition: int) -> bool:
+        """Always: there is no fetch to be behind."""
         return True
 
 
@@ -124,7 +152,30 @@ class Processor:
     progress: Progress = field(default_factory=Always)
     clock_ms: Callable[[], int] = wall_ms
     ready: Callable[[], bool] = lambda: True  # liveness known (heartbeats read to their end)
+    decide_every_s: float = 0.02  # under load, a queue is decided at most this often per record
+    monotonic: Callable[[], float] = time.monotonic
     counts: Counter = field(default_factory=Counter)
+    _dirty: set[str] = field(default_factory=set)  # queues where an event may have made room
+    _decided_at: dict[str, float] = field(default_factory=dict)
+
+    def _should_decide(self, partition: int, event: Event, applied: Applied) -> bool:
+        """Decide now? Only where room may have opened, once caught up, and batched under load.
+
+        decide() looks at the whole queue, so running it after every record of a burst
+        costs O(backlog) each time. A queue is marked when an event may allow a new
+        assignment; it is decided when the partition is read to the fetched end, or at
+        most every `decide_every_s` while records keep coming. The timer decides anyway.
+        """
+        if _may_open_room(event, applied):
+            self._dirty.add(event.queue)
+        if event.queue not in self._dirty or not (self.ready() and self.progress.settled(partition)):
+            return False
+        now = self.monotonic()
+        if self.progress.caught_up(partition) or now - self._decided_at.get(event.queue, 0.0) >= self.decide_every_s:
+            self._dirty.discard(event.queue)
+            self._decided_at[event.queue] = now
+            return True
+        return False
 
     async def on_record(self, record: InRecord) -> Outcome:
         """Process one record of `events` (steps 1-3 above)."""
@@ -140,7 +191,7 @@ class Processor:
         self.counts[applied.verdict.outcome] += 1
         self.counts["read_back"] += applied.ours
         appended: list[Event] = []
-        if self.ready() and self.progress.settled(record.partition):
+        if self._should_decide(record.partition, event, applied):
             appended = await self._append(lambda: self.scheduler.decide(event.queue, self.clock_ms()), "decisions")
         return Outcome(record.partition, record.offset, event, applied.verdict, None, applied.ours, tuple(appended))
 

@@ -57,6 +57,7 @@ def run_worker(
     ends = asyncio.run(changelog_ends(bootstrap, tansu, table.changelog_topic_name))
     discard_stale(table.data.partition_path, ends, partitions, options.report)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # its cursor escapes would garble our lines in logs and in `taskfold dev`
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:

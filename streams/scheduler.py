@@ -10,7 +10,6 @@ from that state by `decide` and `expirations`; nothing here duplicates them.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 
@@ -26,8 +25,6 @@ from taskfold.scheduling.fleet import observe
 from taskfold.scheduling.timers import expirations
 from taskfold.scheduling.model import Fleet, QueuePolicy
 from taskfold.state import EMPTY, Member, QueueState, Verdict, duplicate
-
-log = logging.getLogger(__name__)
 
 RowStore = MutableMapping[bytes, bytes]
 

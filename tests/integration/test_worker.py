@@ -31,7 +31,7 @@ from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.events import Event, TaskAssigned
 from taskfold.fold import Ledger
-from taskfold.log import LogWriter, RawRecord
+from taskfold.log import LogReader, LogWriter, RawRecord
 from taskfold.log.eventlog import EventLog, Recorded
 from taskfold.state import TaskState
 from taskfold.telemetry import Heartbeat
@@ -216,6 +216,8 @@ async def test_submitted_tasks_are_assigned_one_after_another(broker: Broker, to
         startup = await eventually(worker.ready_after, 60, "worker ready")
         async with agents(broker, topics, "a1") as crew:
             e, tasks = submits("emails", 3)
+            async with LogWriter(broker.bootstrap, tansu=broker.is_tansu) as writer:
+                await writer.append(topics.events, [RawRecord("emails", b"\xc3\x01 not avro")])  # poison first
             await crew.append([e.join("a1", slots=1)])
             latencies = []
             for task in tasks:  # one slot: each is assigned only once the previous completes
@@ -229,6 +231,20 @@ async def test_submitted_tasks_are_assigned_one_after_another(broker: Broker, to
               f"median {statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
         assert all(n == 1 for n in crew.accepted_assignments.values()) and len(crew.accepted_assignments) == 3
         assert crew.rejected == []
+        async with LogReader(broker.bootstrap, tansu=broker.is_tansu) as reader:
+            ends: dict[int, int] = {}
+
+            async def poisoned() -> bool:
+                ends.update(await reader.end_offsets(topics.poison))
+                return sum(ends.values()) > 0
+
+            for _ in range(100):  # a deadline of about 10 s on an await-able condition
+                if await poisoned():
+                    break
+                await asyncio.sleep(0.1)
+            (quarantined,) = [r async for r in reader.read(topics.poison)]
+        assert quarantined.value == b"\xc3\x01 not avro" and quarantined.key == "emails"
+        assert b"fingerprint" in quarantined.header("poison-reason")
         assert worker.stop() == 0 and any("stopped" in line for line in worker.lines)
 
 

@@ -8,13 +8,13 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.heartbeats import HeartbeatBoard, sign_of_life
 from streams.pending import Pending
-from streams.processor import Progress
-from streams.scheduler import partition_of
+from streams.processor import InRecord, Processor, Progress
+from streams.scheduler import Scheduler, partition_of
 from taskfold.broker import compat
 from taskfold.log import ConsumedRecord
 from taskfold.telemetry import Heartbeat
 from taskfold.testing import Events
-from taskfold.wire import encode_record
+from taskfold.wire import encode_event, encode_record
 
 
 @dataclass
@@ -73,17 +73,64 @@ def test_the_board_never_moves_an_agent_back_in_time() -> None:
     assert dict(board) == {"a1": 200}
 
 
-def test_progress_is_settled_only_at_the_fetched_end() -> None:
+def test_progress_is_settled_once_caught_up_and_stays_so_until_revoked() -> None:
     ends = {0: 10, 1: None}
-    progress = Progress(highwater=ends.get, position=lambda p: 4)
+    progress = Progress(highwater=lambda p: ends[p], position=lambda p: 4)
     assert not progress.settled(0)  # nothing processed yet, the consumer is at 4 of 10
     progress.note(0, 8)
     assert not progress.settled(0)
     progress.note(0, 9)
     assert progress.settled(0)
+    ends[0] = 50  # a busy log: the fetcher is ahead again
+    assert progress.settled(0)
     assert not progress.settled(1)  # no Fetch answered yet
     progress.forget([0])
     assert not progress.settled(0)
+
+
+class Behind(Progress):
+    """Caught up once, and now always a fetch behind (a busy log)."""
+
+    def settled(self, partition: int) -> bool:
+        return True
+
+    def caught_up(self, partition: int) -> bool:
+        return False
+
+
+class Kept:
+    def __init__(self) -> None:
+        self.appended: list = []
+
+    async def append(self, events: list) -> None:
+        self.appended.extend(events)
+
+    async def quarantine(self, record: InRecord, reason: str) -> None:
+        raise AssertionError(reason)
+
+
+async def test_under_load_a_queue_is_decided_in_batches_and_only_where_room_may_open() -> None:
+    e, ticks, outbox = Events(), Ticks(100.0), Kept()
+    processor = Processor(Scheduler({}, partitions=4), outbox, Behind(), clock_ms=lambda: e.now,
+                          monotonic=ticks)
+    offsets = iter(range(100))
+
+    async def read(event) -> tuple:
+        value, headers = encode_event(event)
+        outcome = await processor.on_record(InRecord(0, next(offsets), b"q", value, headers))
+        return outcome.appended
+
+    await read(e.join("a1", slots=3))  # room opened: decided (nothing to assign yet)
+    ticks.now += 0.005
+    assert await read(e.submit("t1")) == ()  # within 20 ms of the last decision: batched
+    ticks.now += 0.005
+    assert await read(e.submit("t2")) == ()
+    ticks.now += 0.02
+    decided = await read(e.submit("t3"))
+    assert [a.task_id for a in decided] == ["t1", "t2", "t3"]  # one decide for the burst
+    ticks.now += 1.0
+    assert await read(decided[0]) == ()  # our assignment read back: it takes room, makes none
+    assert await read(e.start("t1", decided[0].agent_id)) == ()
 
 
 def test_queues_map_to_partitions_as_the_producer_puts_them() -> None:
