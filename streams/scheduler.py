@@ -11,30 +11,19 @@ from that state by `decide` and `expirations`; nothing here duplicates them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from aiokafka.partitioner import murmur2
 
-from streams import rows
 from streams.pending import Pending
-from taskfold.events import AgentJoined, AgentLeft, Event
-from taskfold.fold import evolve
-from taskfold.fold.rows import touched
+from taskfold import staterows as rows
+from taskfold.events import Event
 from taskfold.scheduling.decide import decide
-from taskfold.scheduling.fleet import observe
+from taskfold.scheduling.model import QueuePolicy
 from taskfold.scheduling.timers import expirations
-from taskfold.scheduling.model import Fleet, QueuePolicy
-from taskfold.state import EMPTY, Member, QueueState, Verdict, duplicate
+from taskfold.state import Verdict, duplicate
 
 RowStore = MutableMapping[bytes, bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class Queue:
-    """One owned queue: the fold's state and the fleet."""
-
-    state: QueueState = EMPTY
-    fleet: Fleet = Fleet()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +32,6 @@ class Applied:
 
     verdict: Verdict
     ours: bool
-
-
-def _seat_changed(old: Member | None, new: Member) -> bool:
-    return old is None or replace(old, holding=new.holding) != new
-
-
-def _marker(event: Event) -> tuple[str, str] | None:
-    """(row kind, id) of the row whose event ids tell the fold it has applied `event`."""
-    if isinstance(event, (AgentJoined, AgentLeft)):
-        return rows.SEAT, event.agent_id
-    return (rows.TASK, event.task) if event.task is not None else None
 
 
 def partition_of(queue: str, partitions: int) -> int:
@@ -80,12 +58,12 @@ class Scheduler:
         self.heartbeats = heartbeats if heartbeats is not None else {}
         self.pending = pending or Pending()
         self.actor = actor
-        self.queues: dict[str, Queue] = {}
+        self.queues: dict[str, rows.Queue] = {}
         self.applied: dict[int, int] = {}  # partition -> next offset the rows do not reflect yet
 
-    def queue(self, name: str) -> Queue:
+    def queue(self, name: str) -> rows.Queue:
         """The owned queue's state (empty when never seen)."""
-        return self.queues.get(name, Queue())
+        return self.queues.get(name, rows.Queue())
 
     def apply(self, event: Event, partition: int | None = None, offset: int | None = None) -> Applied:
         """Fold one event read at (partition, offset); persist the rows it changed (and the offset).
@@ -97,24 +75,16 @@ class Scheduler:
         ours = self.pending.settle(event.event_id)
         if partition is not None and offset is not None and offset < self.applied.get(partition, 0):
             return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours)
-        before = self.queue(event.queue)
-        state, verdict = evolve(before.state, event)
-        fleet = observe(before.fleet, before.state, state, event, verdict, self.policy(event.queue))
-        tasks, seats = touched(before.state, state, event)
-        # A seat's holdings are derived from the task rows (rows.QueueRows.state), so a
-        # seat row is written only when the seat itself changed (join, leave).
-        seats = [m for m in seats if _seat_changed(before.state.member(m.agent_id), m)]
-        fleet_rows = rows.fleet_writes(event.queue, before.fleet, fleet)
-        marker = _marker(event)
-        writes = rows.event_writes(event.queue, tasks, seats, fleet_rows, marker)
+        done = rows.step(self.queue(event.queue), event, self.policy(event.queue))
+        verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
             self.applied[partition] = offset + 1
-            if verdict.outcome == "rejected" or (verdict.accepted and marker is None):
+            if verdict.outcome == "rejected" or (verdict.accepted and done.marker is None):
                 # Accepted events are marked in their row, duplicates stay duplicates; a
                 # rejection leaves no trace but this offset, and must not be judged again.
                 writes.append(rows.offset_write(partition, offset))
         self._write(writes)
-        self.queues[event.queue] = Queue(state, fleet)
+        self.queues[event.queue] = done.after
         return Applied(verdict, ours)
 
     def _write(self, writes: Iterable[rows.Write]) -> None:
@@ -159,7 +129,7 @@ class Scheduler:
     def load(self, items: Iterable[tuple[bytes, bytes]]) -> int:
         """Rebuild the owned queues from stored rows (after table recovery); returns the queue count."""
         stored = rows.read(items)
-        self.queues = {name: Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
+        self.queues = {name: rows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
         self.applied = dict(stored.offsets)
         return len(self.queues)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -38,6 +39,7 @@ class LogReader:
             **consumer_kwargs,
         }
         self._meta: AIOKafkaConsumer | None = None
+        self._live: AIOKafkaConsumer | None = None  # the consumer of the running `batches`, if any
 
     async def start(self) -> None:
         """Connect (the connection serves metadata and end offsets)."""
@@ -97,6 +99,25 @@ class LogReader:
         never ends and yields new records as they arrive. Use it with
         `contextlib.aclosing` when you may stop early, so the consumer is closed promptly.
         """
+        async with aclosing(self.batches(topic, partitions, start, to_end, live)) as batches:
+            async for batch in batches:
+                for record in batch:
+                    yield record
+
+    async def batches(
+        self,
+        topic: str,
+        partitions: Iterable[int] | None = None,
+        start: Start = None,
+        to_end: bool = True,
+        live: bool = False,
+        idle_ms: int = 500,
+    ) -> AsyncIterator[list[ConsumedRecord]]:
+        """Like `read`, but yields the records of each fetch together (for batched appliers).
+
+        While live, an empty list is yielded after `idle_ms` without records, so a caller
+        can look at the clock; `highwater(topic, partition)` then tells how far the log was.
+        """
         if not (to_end or live):
             raise ValueError("read() needs to_end=True or live=True, or it would never know when to stop")
         ids = list(partitions) if partitions is not None else await self.partitions(topic)
@@ -105,6 +126,7 @@ class LogReader:
 
         consumer = self._consumer()
         await consumer.start()
+        self._live = consumer
         try:
             consumer.assign(tps)
             from_beginning = []
@@ -122,13 +144,14 @@ class LogReader:
                 remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
                 consumer.pause(*(set(tps) - remaining))
             while live or remaining:
-                batches = await consumer.getmany(timeout_ms=500, max_records=self.batch)
-                for tp, messages in batches.items():
+                fetched = await consumer.getmany(timeout_ms=idle_ms, max_records=self.batch)
+                out: list[ConsumedRecord] = []
+                for tp, messages in fetched.items():
                     end = ends[tp] if ends is not None else None
                     for m in messages:
                         if end is not None and m.offset >= end:
                             break  # appended after the read began
-                        yield ConsumedRecord(
+                        out.append(ConsumedRecord(
                             topic=m.topic,
                             partition=m.partition,
                             offset=m.offset,
@@ -136,7 +159,9 @@ class LogReader:
                             key=m.key.decode("utf-8") if m.key is not None else None,
                             value=m.value,
                             headers=tuple(m.headers),
-                        )
+                        ))
+                if out or live:
+                    yield out
                 if ends is not None:
                     done = set()
                     for tp in remaining:
@@ -148,10 +173,16 @@ class LogReader:
                         consumer.pause(*done)
                         remaining -= done
         finally:
+            self._live = None
             # aiokafka 0.14.0: stopping a no-group consumer before its coordinator task has
             # run once raises CancelledError from stop(); let the task start first.
             await asyncio.sleep(0)
             await consumer.stop()
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        """The partition's end as the last fetch of the running `batches` read reported it."""
+        consumer = self._live
+        return None if consumer is None else consumer.highwater(TopicPartition(topic, partition))
 
     def _require_started(self) -> AIOKafkaConsumer:
         if self._meta is None:

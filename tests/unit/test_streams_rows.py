@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams import rows
+from taskfold import staterows as rows
 from streams.scheduler import Scheduler
 from taskfold.events import Backoff, Event
 from taskfold.fold import Ledger

@@ -1,4 +1,6 @@
-"""The scheduler's table rows: keys, and the JSON round trip of the fold's and the fleet's rows.
+"""The rows of a queue's fold and fleet: keys, JSON, and the step that says what to write.
+
+Shared by the scheduler's tables (`streams/`) and the projections' store (`projections/`).
 
 One row per task, per seat, per agent record and per session of a queue, plus the fleet's
 round-robin cursor. Every key starts with the queue name, so a queue's rows stay in the
@@ -8,33 +10,29 @@ The other maps of `QueueState` are derived from tasks and seats (`taskfold.fold.
 
 from __future__ import annotations
 
-import functools
 import json
-import types
-import typing
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
-from enum import Enum
-from typing import Any, Union
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from immutables import Map
-from pydantic import BaseModel
 
+from taskfold.events import AgentJoined, AgentLeft, Event
+from taskfold.fold import evolve
 from taskfold.fold import rows as fold_rows
+from taskfold.scheduling.fleet import observe
+from taskfold.scheduling.model import QueuePolicy
+from taskfold.state import EMPTY, Verdict
+from taskfold.rowjson import ROW_FORMAT, RowFormatError, decode, encode
 from taskfold.scheduling.model import AgentRecord, Fleet, Session
 from taskfold.state import Member, QueueState, Task
 
-ROW_FORMAT = 1  # bump when a row's JSON changes incompatibly
 SEP = "\x00"  # queue names cannot contain it (QueueName pattern)
 
 # Row kinds, the one-letter second part of a key.
 TASK, SEAT, AGENT, SESSION, CURSOR = "t", "m", "a", "s", "c"
 # The offset row of a partition (queue part empty): the next offset its rows reflect.
 OFFSET = "o"
-
-
-class RowFormatError(ValueError):
-    """A stored row this version cannot read."""
 
 
 def key(queue: str, kind: str, ident: str = "") -> bytes:
@@ -46,76 +44,6 @@ def parse_key(raw: bytes) -> tuple[str, str, str]:
     """(queue, kind, id) of a table key."""
     queue, kind, ident = raw.decode().split(SEP, 2)
     return queue, kind, ident
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-@functools.cache
-def _fields(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def encode(row: Any) -> bytes:
-    """A dataclass row as JSON bytes (sets sorted, so equal rows give equal bytes)."""
-    body: dict[str, Any] = {"_v": ROW_FORMAT}
-    for name in _fields(type(row)):
-        value = getattr(row, name)
-        body[name] = value if type(value) in _SCALARS else _plain(value)
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def decode(cls: type, raw: bytes) -> Any:
-    """The dataclass row of type `cls` in JSON bytes; fields unknown to `cls` are ignored."""
-    body = json.loads(raw)
-    if body.pop("_v", None) != ROW_FORMAT:
-        raise RowFormatError(f"{cls.__name__} row is not in format {ROW_FORMAT}: {raw[:80]!r}")
-    hints, names = _hints(cls), _fields(cls)
-    return cls(**{name: _typed(hints[name], value) for name, value in body.items() if name in names})
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, (frozenset, set)):
-        return sorted(_plain(v) for v in value)
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (Map, dict)):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _typed(hint: Any, value: Any) -> Any:
-    """`value` from JSON, turned back into the annotated type."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _typed(inner, value)
-    if origin is frozenset:
-        return frozenset(_typed(args[0], v) for v in value)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_typed(args[0], v) for v in value)
-        return tuple(_typed(a, v) for a, v in zip(args, value, strict=True))
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return hint(value)
-    if isinstance(hint, type) and issubclass(hint, BaseModel):
-        return hint.model_validate(value)
-    if hint is float:
-        return float(value)
-    if hint in (int, str, bool, Any):
-        return value
-    raise RowFormatError(f"no JSON rule for the annotation {hint!r}")
 
 
 @dataclass
@@ -234,3 +162,47 @@ def all_rows(queue: str, state: QueueState, fleet: Fleet) -> list[Write]:
     fleet_rows = fleet_writes(queue, Fleet(cursor=-1), fleet)
     return event_writes(queue, list(state.tasks.values()), list(state.members.values()), fleet_rows, None)
 
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """One queue: the fold's state and the fleet."""
+
+    state: QueueState = EMPTY
+    fleet: Fleet = Fleet()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One event applied to a queue: the verdict, the queue after, and the rows it changed."""
+
+    verdict: Verdict
+    before: Queue
+    after: Queue
+    tasks: list[Task]  # task rows the event changed, as they are after it
+    writes: list[Write]  # the rows to persist, the marking row last
+    marker: tuple[str, str] | None
+
+
+def _seat_changed(old: Member | None, new: Member) -> bool:
+    return old is None or replace(old, holding=new.holding) != new
+
+
+def marker_of(event: Event) -> tuple[str, str] | None:
+    """(row kind, id) of the row whose event ids tell the fold it has applied `event`."""
+    if isinstance(event, (AgentJoined, AgentLeft)):
+        return SEAT, event.agent_id
+    return (TASK, event.task) if event.task is not None else None
+
+
+def step(before: Queue, event: Event, policy: QueuePolicy) -> Step:
+    """Fold one event into a queue and its fleet, and list the rows to write."""
+    state, verdict = evolve(before.state, event)
+    fleet = observe(before.fleet, before.state, state, event, verdict, policy)
+    tasks, seats = fold_rows.touched(before.state, state, event)
+    # A seat's holdings are derived from the task rows (QueueRows.state), so a seat row is
+    # written only when the seat itself changed (join, leave).
+    seats = [m for m in seats if _seat_changed(before.state.member(m.agent_id), m)]
+    marker = marker_of(event)
+    writes = event_writes(event.queue, tasks, seats, fleet_writes(event.queue, before.fleet, fleet), marker)
+    return Step(verdict, before, Queue(state, fleet), tasks, writes, marker)

@@ -1,0 +1,1 @@
+"""The HTTP gateway: FastAPI over the projections, appending to the log (ARCHITECTURE §7)."""
