@@ -27,6 +27,7 @@ from taskfold.wire import PoisonMessage, decode_record
 
 log = logging.getLogger(__name__)
 
+WRITE_PATH_FETCH_WAIT_MS = 20  # measured: 269 -> 779 submits/s in-process at concurrency 16
 RECENT = 100_000  # applied events remembered for read-your-write after they were applied
 
 
@@ -58,7 +59,11 @@ class LiveProjection:
         self.projector = Projector(self.store, views)
         self.projector.listeners.append(self._settle)
         self._names = {EVENTS: topics.events, PROGRESS: topics.progress, HEARTBEATS: topics.heartbeats}
-        self._readers = {role: LogReader(bootstrap, tansu=tansu) for role in self._names}
+        # Read-your-write waits for the events reader: on Tansu a parked Fetch is not woken
+        # by new data, so its max wait is the latency floor of every write (BROKER.md).
+        quick = {"fetch_max_wait_ms": WRITE_PATH_FETCH_WAIT_MS} if tansu else {}
+        self._readers = {role: LogReader(bootstrap, tansu=tansu, **(quick if role == EVENTS else {}))
+                         for role in self._names}
         self._tasks: list[asyncio.Task] = []
         self._waiters: dict[tuple[int, int], list[asyncio.Future[Change]]] = {}
         self._recent: OrderedDict[tuple[int, int], Change] = OrderedDict()

@@ -4,6 +4,7 @@ them by: what `taskfold dev`, the end-to-end tests and the benchmarks run on."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -53,6 +54,10 @@ class LocalCluster:
         """Start a demo agent called `name`."""
         return self.spawn(name, "agent", "--demo", "--agent-id", name, *args)
 
+    def gateway(self, name: str, *args: str) -> subprocess.Popen:
+        """Start an HTTP gateway called `name` (its store is <state_dir>/gateway/<name>)."""
+        return self.spawn(name, "gateway", "--name", name, *args)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send a signal to one child and, for SIGKILL, reap it."""
         process = self.processes[name]
@@ -81,6 +86,18 @@ class LocalCluster:
         """What a child printed (when log_dir is set)."""
         path = self.log_dir / f"{name}.log" if self.log_dir else None
         return path.read_text(errors="replace") if path and path.exists() else ""
+
+
+def wait_for_ready_file(process: subprocess.Popen, path: Path, timeout: float) -> dict | None:
+    """The JSON a child writes to `path` once ready; None if it exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        if process.poll() is not None:
+            return None
+        time.sleep(0.05)
+    return None
 
 
 class LogWatcher:

@@ -46,7 +46,7 @@ class Runtime:
 
     live: LiveProjection
     log: EventLog
-    auth: Any  # projections.gateway.auth.Auth: .principal(request) -> Principal
+    auth: Any  # projections.gateway.auth.Auth: .authorize(request, roles) -> Principal
     write_timeout_s: float = 10.0  # read-your-write wait before a 503
     hub: Any = None  # projections.gateway.sse.Hub, when SSE is mounted
     extra: dict[str, Any] = field(default_factory=dict)

@@ -3,7 +3,9 @@
 import typer
 
 from taskfold.cli.agent import agent
+from taskfold.cli.audit import audit_app
 from taskfold.cli.dev import dev
+from taskfold.cli.gateway import gateway
 from taskfold.cli.replay import replay
 from taskfold.cli.submit import submit
 from taskfold.cli.tail import tail
@@ -17,6 +19,8 @@ app.command()(tail)
 app.command()(replay)
 app.command()(worker)
 app.command()(agent)
+app.command()(gateway)
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ queue, so one queue's events keep one total order (ARCHITECTURE §2).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 from schemas.codec import PoisonMessage
 from taskfold.broker.topics import TopicNames
@@ -73,6 +74,49 @@ class Cut:
     offsets: dict[int, int] | None = None
 
 
+def occurred_at(entry: Entry) -> int | None:
+    """The time a time cut judges an entry by: the event's own `occurred_at` (poison has none)."""
+    return entry.event.occurred_at if isinstance(entry, Recorded) else None
+
+
+class CutRule:
+    """A Cut applied to one topic's records in log order: which are in, where each partition closes.
+
+    The one implementation of the cut, for `EventLog.read` and for projection rebuilds:
+    a partition closes at `offsets[p]`, or at its first entry stamped after `until_ms`
+    (entries without a stamp, such as poison, never close it); nothing after is kept.
+    """
+
+    def __init__(self, cut: Cut | None = None, start: dict[int, int] | None = None, *,
+                 decode: Callable[[ConsumedRecord], Any] = entry_of,
+                 stamp: Callable[[Any], int | None] = occurred_at) -> None:
+        self.cut = cut or Cut()
+        self.start = start or {}
+        self.closed: set[int] = set()
+        self._decode = decode
+        self._stamp = stamp
+
+    def partitions(self) -> list[int] | None:
+        """The partitions worth reading (None: all of them; empty: none)."""
+        if self.cut.offsets is None:
+            return None
+        return sorted(p for p, end in self.cut.offsets.items() if end > 0 and self.start.get(p, 0) < end)
+
+    def admit(self, record: ConsumedRecord) -> Any | None:
+        """The decoded entry if the cut keeps it; None if not (its partition is then closed)."""
+        if record.partition in self.closed:
+            return None
+        if self.cut.offsets is not None and record.offset >= self.cut.offsets[record.partition]:
+            self.closed.add(record.partition)
+            return None
+        entry = self._decode(record)
+        stamp = self._stamp(entry) if self.cut.until_ms is not None else None
+        if stamp is not None and stamp > self.cut.until_ms:
+            self.closed.add(record.partition)
+            return None
+        return entry
+
+
 class EventLog:
     """Appends and reads the `events` topic and sets poison aside on the `poison` topic."""
 
@@ -120,28 +164,19 @@ class EventLog:
         broker's offsets_for_times (wrong on Tansu): a partition is closed at its first
         event stamped after `until_ms`.
         """
-        cut = cut or Cut()
-        partitions = None
-        if cut.offsets is not None:
-            partitions = sorted(p for p, end in cut.offsets.items() if end > 0 and (start or {}).get(p, 0) < end)
-            if not partitions:
-                return
-        closed: set[int] = set()
+        rule = CutRule(cut, start)
+        partitions = rule.partitions()
+        if partitions == []:
+            return
         stream = self.reader.read(self.topics.events, partitions=partitions, start=start,
                                   to_end=not live, live=live)
         async with aclosing(stream) as records:
             async for record in records:
-                if record.partition in closed:
+                entry = rule.admit(record)
+                if entry is None:
                     continue
-                if cut.offsets is not None and record.offset >= cut.offsets[record.partition]:
-                    closed.add(record.partition)
-                    continue
-                entry = entry_of(record)
                 if isinstance(entry, Poison):
                     self.poison_count += 1
-                elif cut.until_ms is not None and entry.event.occurred_at > cut.until_ms:
-                    closed.add(record.partition)
-                    continue
                 yield entry
 
     async def quarantine(self, poison: Poison) -> Position:

@@ -1,0 +1,508 @@
+"""Server-Sent Event streams of a task or a queue: lifecycle events with verdicts, and progress chunks.
+
+Ids are cursors. A queue's events and its progress chunks are both keyed by the queue, so
+they live in partition p of `events` and in the queue's partition of `progress` (the same
+number p when the topics have the same partition count, as `ensure_topics` creates them).
+Every SSE id names how far a stream has delivered both:
+
+    "{p}:{e}"      events of partition p delivered through offset e, no progress chunk yet
+    "{p}:{e}.{c}"  ... and progress chunks through offset c of the queue's progress partition
+
+(-1 = none yet). A plain `partition:offset` (ARCHITECTURE §7) is a cursor with no chunks.
+`Last-Event-ID` (or `?last_event_id=`) resumes right after the cursor: every later event
+and chunk exactly once.
+
+Resume without a gap or a duplicate:
+1. Subscribe to the hub first, so every item committed from now on is buffered.
+2. Read history after the cursor from the store. The projector commits a batch before it
+   publishes it, so whatever the store read misses is in the buffer.
+3. Send the history, then the buffer, then live items, skipping anything at or below the
+   cursor of its topic; the cursor advances with every message sent.
+4. A subscriber whose buffer fills up (a slow client) is dropped from the hub and goes back
+   to step 1 from its cursor: it catches up from the store at its own pace, and the
+   projection never waits for it.
+
+Where a stream starts without a cursor: a task stream at the task's first event; a queue
+stream live (its first message is an id-only checkpoint, so a client that reconnects before
+any event still resumes from there), or at the beginning with `?from=beginning`.
+
+Where a task stream ends: after the event that makes the task terminal (completed,
+dead_lettered, cancelled), once the progress chunks appended before it are applied (at most
+`Hub.drain_s`), with a final `event: end` (no id). Reconnecting to a terminal task with
+nothing new answers 204 No Content, which tells EventSource to stop reconnecting; a
+redriven dead letter goes on. `?follow=false` sends the history and ends.
+
+Messages: `event:` is the event type (`TaskSubmitted`, `TaskCompleted`, …) or `progress`;
+`data:` is JSON, {"position", "event", "verdict"} or {"position", "chunk"}. A `: keep-alive`
+comment goes out after `Hub.heartbeat_s` of silence, so proxies keep the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.sse import EventSourceResponse, format_sse_event
+
+from projections import queries
+from projections.gateway.deps import Principal, Role, Runtime, require, runtime
+from projections.gateway.errors import ApiError, ErrorBody
+from projections.gateway.writes import queue_of, read_only_error
+from projections.projector import EVENTS, PROGRESS, Item
+from projections.store import Store
+from projections.view import Change, Telemetry
+from projections.views.transcripts import CHUNK_IDS
+from taskfold.agent.routing import queue_partition
+from taskfold.state import TaskState
+from taskfold.telemetry import ProgressChunk
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["streams"])
+
+KEEPALIVE = b": keep-alive\n\n"
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far a stream has delivered: events and progress offsets of one partition."""
+
+    partition: int
+    events: int = -1
+    progress: int = -1
+
+    def __str__(self) -> str:
+        if self.progress < 0:
+            return f"{self.partition}:{self.events}"
+        return f"{self.partition}:{self.events}.{self.progress}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """Parse `p:e` or `p:e.c`; ValueError when it is neither."""
+        partition, sep, rest = text.strip().partition(":")
+        events, _, progress = rest.partition(".")
+        try:
+            cursor = cls(int(partition), int(events), int(progress) if progress else -1)
+        except ValueError:
+            cursor = None
+        if not sep or cursor is None or cursor.partition < 0 or min(cursor.events, cursor.progress) < -1:
+            raise ValueError(f"not a stream cursor (p:events_offset or p:events_offset.progress_offset): {text!r}")
+        return cursor
+
+    def admits(self, frame: Frame) -> bool:
+        """True when the frame is past this cursor (not delivered yet)."""
+        return frame.offset > (self.events if frame.topic == EVENTS else self.progress)
+
+    def past(self, frame: Frame) -> Cursor:
+        """The cursor once the frame is delivered."""
+        if frame.topic == EVENTS:
+            return replace(self, events=max(self.events, frame.offset))
+        return replace(self, progress=max(self.progress, frame.offset))
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One message of a stream: where it is in the log, its SSE name and JSON data."""
+
+    topic: str  # EVENTS or PROGRESS
+    partition: int
+    offset: int
+    name: str
+    data: dict[str, Any]
+    occurred_at: int = 0
+    ended: tuple[tuple[str, TaskState], ...] = ()  # (task, terminal state) this event left terminal
+
+    def ends(self, task_id: str | None) -> TaskState | None:
+        """The terminal state this event left the task in, if it did."""
+        return next((state for task, state in self.ended if task == task_id), None)
+
+    def encode(self, cursor: Cursor) -> bytes:
+        return format_sse_event(data_str=json.dumps(self.data, separators=(",", ":")), event=self.name,
+                                id=str(cursor))
+
+
+def frame_of(item: Item) -> Frame | None:
+    """The frame of a committed projector item; None for items streams do not carry."""
+    if isinstance(item, Change):
+        ended = tuple((t.task_id, t.state) for t in item.tasks if t.state.terminal) if item.verdict.accepted else ()
+        return Frame(EVENTS, item.partition, item.offset, item.event.event_type,
+                     {"position": item.position, "event": queries.event_json(item.event),
+                      "verdict": queries.verdict_json(item.verdict)}, item.event.occurred_at, ended)
+    if isinstance(item, Telemetry) and isinstance(item.record, ProgressChunk):
+        return chunk_frame(item.partition, item.offset, item.record.model_dump(mode="json"))
+    return None
+
+
+def chunk_frame(partition: int, offset: int, chunk: dict[str, Any]) -> Frame:
+    """The frame of a progress chunk (live or from history)."""
+    return Frame(PROGRESS, partition, offset, "progress", {"position": f"{partition}:{offset}", "chunk": chunk},
+                 chunk.get("occurred_at", 0))
+
+
+def event_frame(row: dict[str, Any]) -> Frame:
+    """The frame of a history row of `events` (same data as the live frame of that event)."""
+    event = row["event"]
+    return Frame(EVENTS, row["partition"], row["offset"], event["type"],
+                 {"position": row["position"], "event": event, "verdict": row["verdict"]}, event.get("occurred_at", 0))
+
+
+def _keys_of(item: Item) -> tuple[str, set[str]] | None:
+    """(queue, task ids) an item is about, or None when no stream carries it."""
+    if isinstance(item, Change):
+        tasks = {t.task_id for t in item.tasks}
+        if item.event.task is not None:
+            tasks.add(item.event.task)
+        return item.event.queue, tasks
+    if isinstance(item, Telemetry) and isinstance(item.record, ProgressChunk):
+        return item.record.queue, {item.record.task_id}
+    return None
+
+
+class Subscription:
+    """A stream's bounded buffer of frames from the hub; `dropped` once it overflowed."""
+
+    def __init__(self, queue: str, task_id: str | None, capacity: int) -> None:
+        self.queue, self.task_id = queue, task_id
+        self.frames: asyncio.Queue[Frame | None] = asyncio.Queue(capacity)  # None: woken to stop
+        self.dropped = False
+
+    async def next(self, timeout: float) -> Frame | None:
+        """The next buffered frame, or None after `timeout` seconds without one."""
+        try:
+            return self.frames.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        try:
+            return await asyncio.wait_for(self.frames.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+class Hub:
+    """Fans committed items out to the streams watching their task or queue."""
+
+    def __init__(self, capacity: int = 1000, heartbeat_s: float = 15.0, drain_s: float = 5.0,
+                 store: Store | None = None) -> None:
+        self.capacity, self.heartbeat_s, self.drain_s = capacity, heartbeat_s, drain_s
+        self.store = store  # to tell a chunk sent twice, which history keeps once
+        self._queues: dict[str, set[Subscription]] = {}
+        self._tasks: dict[tuple[str, str], set[Subscription]] = {}
+        self.dropped = 0  # subscriptions dropped for falling behind
+        self.closed = False
+
+    @property
+    def subscribers(self) -> int:
+        return sum(map(len, self._queues.values())) + sum(map(len, self._tasks.values()))
+
+    def subscribe(self, queue: str, task_id: str | None = None) -> Subscription:
+        """Start buffering the frames of a task (or of a whole queue when task_id is None)."""
+        sub = Subscription(queue, task_id, self.capacity)
+        self._index(sub).setdefault(self._key(sub), set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop buffering for a subscription (idempotent)."""
+        index, key = self._index(sub), self._key(sub)
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
+
+    def publish(self, items: Sequence[Item]) -> None:
+        """Projector listener: offer each committed item to the streams it concerns. Never raises."""
+        if not (self._queues or self._tasks):
+            return
+        try:
+            for item in items:
+                keys = _keys_of(item)
+                targets = self._targets(*keys) if keys is not None else []
+                frame = frame_of(item) if targets and not self._repeated(item) else None
+                if frame is not None:
+                    self._offer(targets, frame)
+        except Exception:  # a listener that raises would stop the projection
+            log.exception("the SSE hub could not publish a batch; streams will catch up from the store")
+            for sub in self._all():
+                self._drop(sub)
+
+    def _repeated(self, item: Item) -> bool:
+        """True for a chunk the transcripts view kept an earlier copy of (same chunk_id)."""
+        if self.store is None or not isinstance(item, Telemetry) or not isinstance(item.record, ProgressChunk):
+            return False
+        first = self.store.get(CHUNK_IDS, item.record.chunk_id)
+        return first is not None and first != f"{item.partition}:{item.offset}"
+
+    def deliver(self, queue: str, task_ids: Iterable[str], frame: Frame) -> None:
+        """Offer one frame about a queue and some of its tasks to the streams watching them."""
+        self._offer(self._targets(queue, task_ids), frame)
+
+    def close(self) -> None:
+        """End every stream (on shutdown): each is dropped and ends at its next message."""
+        self.closed = True
+        for sub in self._all():
+            self._drop(sub)
+
+    def _all(self) -> list[Subscription]:
+        return [s for subs in (*self._queues.values(), *self._tasks.values()) for s in subs]
+
+    def _targets(self, queue: str, task_ids: Iterable[str]) -> list[Subscription]:
+        out = list(self._queues.get(queue, ()))
+        for task_id in set(task_ids):
+            out.extend(self._tasks.get((queue, task_id), ()))
+        return out
+
+    def _offer(self, targets: Iterable[Subscription], frame: Frame) -> None:
+        for sub in targets:
+            try:
+                sub.frames.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.dropped += 1
+                self._drop(sub)
+
+    def _drop(self, sub: Subscription) -> None:
+        sub.dropped = True
+        self.unsubscribe(sub)
+        try:
+            sub.frames.put_nowait(None)  # wake a stream waiting for its next frame
+        except asyncio.QueueFull:
+            pass  # a full buffer is being read, and the reader sees `dropped` next
+
+    def _index(self, sub: Subscription) -> dict:
+        return self._queues if sub.task_id is None else self._tasks
+
+    @staticmethod
+    def _key(sub: Subscription) -> Any:
+        return sub.queue if sub.task_id is None else (sub.queue, sub.task_id)
+
+
+def mount(rt: Runtime) -> Hub:
+    """The runtime's hub, created and registered as a projector listener on first use (idempotent)."""
+    if rt.hub is None:
+        rt.hub = Hub()
+    if rt.hub.store is None:
+        rt.hub.store = rt.live.store
+    projector = getattr(rt.live, "projector", None)  # None when serving a prebuilt store
+    if projector is not None and rt.hub.publish not in projector.listeners:
+        projector.listeners.append(rt.hub.publish)
+    return rt.hub
+
+
+@asynccontextmanager
+async def lifespan(rt: Runtime) -> AsyncIterator[Hub]:
+    """The gateway's start-up hook: mount the hub; at shutdown, end every stream."""
+    hub = mount(rt)
+    try:
+        yield hub
+    finally:
+        hub.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What one stream watches (a queue, or one task of it) and where its records live."""
+
+    rt: Runtime
+    queue: str
+    task_id: str | None
+    partition: int  # of `events`
+    progress_partition: int  # of `progress`
+
+    def owns(self, frame: Frame) -> bool:
+        """True when the frame is in this stream's partitions (its offsets mean something to the cursor)."""
+        return frame.partition == (self.partition if frame.topic == EVENTS else self.progress_partition)
+
+    def history(self, cursor: Cursor) -> Iterator[Frame]:
+        """Committed events and chunks after the cursor, merged by time, each topic in log order."""
+        return _merge(self._events(cursor), self._chunks(cursor))
+
+    def _events(self, cursor: Cursor) -> Iterator[Frame]:
+        store = self.rt.live.store
+        after = f"{self.partition}:{cursor.events}" if cursor.events >= 0 else None
+        if self.task_id is not None:
+            rows = queries.task_history(store, self.task_id, after, queue=self.queue)
+        else:
+            rows = queries.queue_events(store, self.queue, after)
+        for row in rows:
+            frame = event_frame(row)
+            if self.owns(frame) and cursor.admits(frame):
+                yield frame
+
+    def _chunks(self, cursor: Cursor) -> Iterator[Frame]:
+        store = self.rt.live.store
+        after = f"{self.progress_partition}:{cursor.progress}" if cursor.progress >= 0 else None
+        if self.task_id is not None:
+            rows = queries.task_chunks(store, self.task_id, after, queue=self.queue)
+        else:
+            rows = queries.queue_chunks(store, self.queue, after)
+        for row in rows:
+            frame = chunk_frame(row["partition"], row["offset"], row["chunk"])
+            if self.owns(frame) and cursor.admits(frame):
+                yield frame
+
+    def terminal(self) -> TaskState | None:
+        """The task's state when it is terminal now, else None."""
+        task = self.rt.live.projector.queue(self.queue).state.task(self.task_id) if self.task_id else None
+        return task.state if task is not None and task.state.terminal else None
+
+    async def drained(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until the chunks appended so far to our progress partition are applied.
+
+        An agent appends a task's chunks before its outcome, but the projection tails
+        `events` and `progress` separately, so the terminal event can be applied first.
+        """
+        live, pp = self.rt.live, self.progress_partition
+        try:
+            ends = await asyncio.wait_for(self.rt.log.reader.end_offsets(live.topics.progress, [pp]), timeout)
+            target = ends[pp]
+            await live.wait_for(lambda: live.projector.next_offset(PROGRESS, pp) >= target, timeout)
+        except Exception as exc:  # noqa: BLE001 - ending a stream a little early is not an error
+            log.warning("progress of %s not drained before its stream ended: %s", self.queue, exc)
+
+
+def _merge(a: Iterator[Frame], b: Iterator[Frame]) -> Iterator[Frame]:
+    """Two log-ordered frame sequences merged by time, without reordering either."""
+    x, y = next(a, None), next(b, None)
+    while x is not None or y is not None:
+        if y is None or (x is not None and x.occurred_at <= y.occurred_at):
+            yield x  # type: ignore[misc]
+            x = next(a, None)
+        else:
+            yield y
+            y = next(b, None)
+
+
+def _end(state: TaskState) -> bytes:
+    # No id: the client's Last-Event-ID stays at the last real message.
+    return format_sse_event(data_str=json.dumps({"reason": "terminal", "state": state.value}, separators=(",", ":")),
+                            event="end")
+
+
+async def stream(hub: Hub, source: Source, cursor: Cursor, *, follow: bool = True,
+                 checkpoint: bool = False) -> AsyncIterator[bytes]:
+    """The SSE bytes of a stream from `cursor` (the protocol in the module docstring)."""
+    if checkpoint:
+        yield f"id: {cursor}\n\n".encode()
+    ending = False
+    while not hub.closed:
+        sub = hub.subscribe(source.queue, source.task_id)  # 1. buffer first
+        try:
+            for frame in source.history(cursor):  # 2. then read the store
+                cursor = cursor.past(frame)
+                yield frame.encode(cursor)
+            if not follow:
+                return
+            state = source.terminal()
+            if state is not None:
+                await source.drained(hub.drain_s)
+                ending = True
+            while not sub.dropped:  # 3. then the buffer and live items
+                frame = await sub.next(0.0 if ending else hub.heartbeat_s)
+                if frame is None and sub.dropped:
+                    break
+                if frame is None:
+                    if ending:
+                        yield _end(state or TaskState.completed)
+                        return
+                    yield KEEPALIVE
+                    continue
+                if not (source.owns(frame) and cursor.admits(frame)):
+                    continue
+                cursor = cursor.past(frame)
+                yield frame.encode(cursor)
+                if not ending and frame.ends(source.task_id) is not None:
+                    state = frame.ends(source.task_id)
+                    await source.drained(hub.drain_s)
+                    ending = True
+        finally:
+            hub.unsubscribe(sub)
+        # 4. dropped for falling behind: catch up from the store with a fresh subscription
+
+
+def partitions(rt: Runtime, queue: str) -> tuple[int, int]:
+    """(events partition, progress partition) of a queue; 503 until the projection has started."""
+    counts = [len(rt.live.ends.get(role) or ()) for role in (EVENTS, PROGRESS)]
+    if not all(counts):
+        raise ApiError(503, "not_ready", "the projection has not started yet; retry shortly")
+    return queue_partition(queue, counts[0]), queue_partition(queue, counts[1])
+
+
+def resume_cursor(text: str | None, partition: int) -> Cursor | None:
+    """The cursor a client sent back, checked against the stream's partition; 400 if unusable."""
+    if not text:
+        return None
+    try:
+        cursor = Cursor.parse(text)
+    except ValueError as exc:
+        raise ApiError(400, "bad_last_event_id", str(exc), [{"field": "Last-Event-ID", "reason": str(exc)}]) from None
+    if cursor.partition != partition:
+        reason = f"the id is for partition {cursor.partition}, this stream is on partition {partition}"
+        raise ApiError(400, "bad_last_event_id", reason, [{"field": "Last-Event-ID", "reason": reason}])
+    return cursor
+
+
+def _response(hub: Hub, source: Source, cursor: Cursor, *, follow: bool, checkpoint: bool = False) -> Response:
+    return EventSourceResponse(stream(hub, source, cursor, follow=follow, checkpoint=checkpoint),
+                               headers=STREAM_HEADERS)
+
+
+LastEventId = Annotated[str | None, Header(description="resume after this id (a cursor sent by an earlier stream)")]
+LastEventIdQuery = Annotated[str | None, Query(alias="last_event_id", description="like the Last-Event-ID header")]
+Follow = Annotated[bool, Query(description="false: send what is stored after the cursor, then end")]
+READERS = (Role.submitter, Role.auditor)
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "a text/event-stream; each id is a resumable cursor",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    400: {"model": ErrorBody, "description": "Last-Event-ID is not a cursor of this stream"},
+    404: {"model": ErrorBody, "description": "unknown task or queue"},
+}
+
+
+@router.get("/v1/tasks/{task_id}/events", response_class=Response, responses={
+    **STREAM_RESPONSES, 204: {"description": "the task is terminal and nothing is left after the cursor"}})
+async def task_events(
+    task_id: str, request: Request, last_event_id: LastEventId = None, resume: LastEventIdQuery = None,
+    queue: Annotated[str | None, Query(description="the task's queue, if its id is used in several")] = None,
+    follow: Follow = True, principal: Principal = require(*READERS),
+) -> Response:
+    """Lifecycle events (with verdicts) and progress chunks of one task, from its first event or the cursor."""
+    rt = runtime(request)
+    hub = mount(rt)
+    name = queue_of(rt, task_id, queue)
+    p, pp = partitions(rt, name)
+    cursor = resume_cursor(last_event_id or resume, p) or Cursor(p)
+    source = Source(rt, name, task_id, p, pp)
+    if source.terminal() is not None:
+        await source.drained(hub.drain_s)
+        if next(source.history(cursor), None) is None:
+            return Response(status_code=204)
+    return _response(hub, source, cursor, follow=follow)
+
+
+@router.get("/v1/queues/{queue}/events", response_class=Response, responses=STREAM_RESPONSES)
+async def queue_events(
+    queue: str, request: Request, last_event_id: LastEventId = None, resume: LastEventIdQuery = None,
+    start: Annotated[Literal["now", "beginning"], Query(alias="from", description="where to start without a cursor")
+                     ] = "now",
+    follow: Follow = True, principal: Principal = require(*READERS),
+) -> Response:
+    """Every event of a queue (with verdicts) and its progress chunks, live or from the cursor."""
+    rt = runtime(request)
+    hub = mount(rt)
+    if rt.live.projector is None:
+        raise read_only_error()
+    if queue not in rt.live.projector.queues:
+        raise ApiError(404, "not_found", f"unknown queue {queue} (no event of it has been applied)")
+    p, pp = partitions(rt, queue)
+    cursor = resume_cursor(last_event_id or resume, p)
+    source = Source(rt, queue, None, p, pp)
+    if cursor is not None or start == "beginning":
+        return _response(hub, source, cursor or Cursor(p), follow=follow)
+    projector = rt.live.projector  # live: everything applied so far counts as delivered
+    now = Cursor(p, projector.next_offset(EVENTS, p) - 1, projector.next_offset(PROGRESS, pp) - 1)
+    return _response(hub, source, now, follow=follow, checkpoint=True)
