@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -102,6 +103,10 @@ class LiveProjection:
                     if records:
                         entries = [entry_of(r) if role == EVENTS else telemetry_of(role, r) for r in records]
                         self.projector.apply(role, entries)
+                        if not self.caught_up():
+                            # While catching up on a long log, the fold's state is long-lived:
+                            # keep the cyclic GC from rescanning it (rebuild measured 2.2k -> 7k/s).
+                            gc.freeze()
                     for p in self.ends.get(role, {}):
                         end = reader.highwater(topic, p)
                         if end is not None:

@@ -25,7 +25,7 @@ from projections.views import transcripts as TR
 from projections.views.deadletters import DEAD_LETTERS
 from projections.views.rejections import REJECTIONS
 from projections.views.shapes import SEP, event_json, join, task_key, verdict_json
-from projections.views.timeindex import TIME_INDEX, partition_part, time_part
+from projections.views.timeindex import TIME_INDEX, TIME_MAX, partition_part, time_part
 from taskfold.state import TaskState
 
 PAGE = 500  # rows per store read when a long stream is read page by page
@@ -85,6 +85,7 @@ def _page(store: Store, table: str, prefix: str, index: str, limit: int, cursor:
           resolve: Callable[[str, Any], dict[str, Any] | None] = lambda key, row: row,
           keep: Callable[[dict[str, Any]], bool] = lambda row: True) -> Page:
     """One page of an index: rows resolved and filtered; the cursor of the next page or None."""
+    index = f"{index}{SEP}{prefix}"  # a cursor pages one index under one prefix: other filters refuse it
     after = _from_cursor(cursor, index)
     budget = max(limit * 20, 1000)  # filtered lists stop early and hand out a cursor instead
     out: list[dict[str, Any]] = []
@@ -316,7 +317,7 @@ def analytics(store: Store, queue: str | None = None, minutes: int = 60, until_m
     The window is the `minutes` whole minutes ending with the minute of `until_ms`, by
     default the newest event's: an as-of store answers for its own moment.
     """
-    until = until_ms if until_ms is not None else store.get(AN.LATEST, "events")
+    until = until_ms if until_ms is not None else max((top for _, top in store.scan(TIME_MAX)), default=None)
     queues = [queue] if queue is not None else [key for key, _ in store.scan(Q.QUEUES)]
     if until is None:
         return AN.summary(queue, minutes, None, [], {}, [])
@@ -358,4 +359,4 @@ def rejections(store: Store, limit: int = 50, cursor: str | None = None) -> Page
 def dead_letters(store: Store, queue: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
     """A page of the tasks dead-lettered now (all queues, or one)."""
     prefix = queue + SEP if queue is not None else ""
-    return _page(store, DEAD_LETTERS, prefix, "dead_letters:" + (queue or ""), limit, cursor)
+    return _page(store, DEAD_LETTERS, prefix, "dead_letters", limit, cursor)

@@ -19,6 +19,8 @@ from rocksdict import AccessType, Options, Rdict, WriteBatch
 SEP = "\x00"
 OFFSETS = "_offsets"  # key "topic:partition" -> next offset the rows reflect
 META = "_meta"  # store-wide facts: format, what the store was built up to
+_STAGED = object()  # marks a put whose value is encoded at commit
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # json.dumps builds one per call
 
 
 def row_key(table: str, key: str) -> bytes:
@@ -27,7 +29,7 @@ def row_key(table: str, key: str) -> bytes:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(value).encode()
 
 
 class StoreError(RuntimeError):
@@ -139,7 +141,7 @@ class Batch:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.writes: dict[bytes, bytes | None] = {}
+        self.writes: dict[bytes, object] = {}  # bytes, None (delete) or _STAGED
         self._cache: dict[bytes, Any] = {}
 
     def get(self, table: str, key: str) -> Any | None:
@@ -152,10 +154,12 @@ class Batch:
         return value
 
     def put(self, table: str, key: str, value: Any) -> None:
-        """Stage a row (JSON-able value)."""
+        """Stage a row (JSON-able value), encoded at commit: a row put many times in one batch
+        (a queue's counters, once per event) is encoded once. A value changed after `put` is
+        written as changed."""
         raw_key = row_key(table, key)
         self._cache[raw_key] = value
-        self.writes[raw_key] = _dumps(value)
+        self.writes[raw_key] = _STAGED
 
     def delete(self, table: str, key: str) -> None:
         """Stage a deletion."""
@@ -174,6 +178,7 @@ class Batch:
     def commit(self) -> None:
         """Write everything staged in one RocksDB write batch."""
         if self.writes:
-            self.store._commit(self.writes)
+            cache = self._cache
+            self.store._commit({k: _dumps(cache[k]) if v is _STAGED else v for k, v in self.writes.items()})
         self.writes = {}
         self._cache = {}

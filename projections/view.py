@@ -27,6 +27,8 @@ class Rows(Protocol):
 
     def delete(self, table: str, key: str) -> None: ...
 
+    def raw(self, table: str, key: bytes, value: bytes | None) -> None: ...
+
 
 def position_key(partition: int, offset: int) -> str:
     """A position as a key that sorts in log order within a partition."""

@@ -14,7 +14,9 @@ Tables (keys NUL-joined; minute = occurred_at // 60000 as 10 digits):
                (utilization = busy / (slots * window), an approximation: an attempt counts
                in the minute it ended)
 * `an_ready`   queue, task_id -> since when the task has been ready (while it waits)
-* `an_latest`  "events" -> the newest `occurred_at` seen: the default end of a window
+
+A window ends by default at the newest `occurred_at` applied, which the time index keeps
+(`time_max`), so this view does not write it again for every event.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ MINUTES = "an_minute"
 HIST = "an_hist"
 BUSY = "an_busy"
 READY = "an_ready"
-LATEST = "an_latest"
 MINUTE_MS = 60_000
 PER_DECADE = 20  # buckets per power of ten: a bucket's values are within about 12% of each other
 COUNTS = ("submitted", "completed", "failed", "dead_lettered", "cancelled", "rejected")
@@ -73,9 +74,6 @@ class AnalyticsView:
     def apply(self, change: Change, rows: Rows) -> None:
         event = change.event
         at = event.occurred_at
-        latest = rows.get(LATEST, "events")
-        if latest is None or at > latest:
-            rows.put(LATEST, "events", at)
         counts: dict[str, int] = {}
         if change.verdict.outcome == "rejected":
             counts["rejected"] = 1
@@ -151,7 +149,8 @@ def percentiles(hists: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary(queue: str | None, minutes: int, last: int | None, counts: list[tuple[int, dict[str, int]]],
-            hists: dict[tuple[str, str], list[dict[str, Any]]], busy: list[tuple[str, str, int, int]]) -> dict[str, Any]:
+            hists: dict[tuple[str, str], list[dict[str, Any]]],
+            busy: list[tuple[str, str, int, int]]) -> dict[str, Any]:
     """The analytics answer for a window of `minutes` minutes ending with minute `last`."""
     totals = {name: sum(row[name] for _, row in counts) for name in COUNTS}
     by_minute: dict[int, dict[str, int]] = {}

@@ -68,8 +68,9 @@ def workload() -> list[Event]:
 
 
 async def _telemetry(log: EventLog, topics: TopicNames) -> None:
-    chunks = [ProgressChunk(chunk_id=f"mail-0/1/{seq}", task_id="mail-0", attempt=1, agent_id="mail-a1", queue="mail",
-                            seq=seq, kind=ChunkKind.text, content=f"line {seq}", occurred_at=T0 + seq) for seq in range(3)]
+    chunks = [ProgressChunk(chunk_id=f"mail-0/1/{seq}", task_id="mail-0", attempt=1, agent_id="mail-a1",
+                            queue="mail", seq=seq, kind=ChunkKind.text, content=f"line {seq}", occurred_at=T0 + seq)
+              for seq in range(3)]
     beat = Heartbeat(agent_id="mail-a1", queues=["mail"], sent_at=T0 + 99, load={"mail": 1}, slots={"mail": 4})
     await log.writer.append(topics.progress, [RawRecord("mail", *encode_record(c)) for c in chunks])
     await log.writer.append(topics.heartbeats, [RawRecord("mail-a1", *encode_record(beat))])

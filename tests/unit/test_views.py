@@ -52,8 +52,9 @@ def log(tmp_path: Path):
 
 def test_a_task_row_holds_the_fold_fields_and_its_timings(log: Log) -> None:
     e = Events(queue="emails", now=10_000)
-    log.apply(e.join("a1", slots=2, labels={"region": "eu"}), e.submit("t1", at=10_100, payload='{"to": "ada"}', session_id="s1",
-                                              labels={"region": "eu"}, priority="high"),
+    log.apply(e.join("a1", slots=2, labels={"region": "eu"}),
+              e.submit("t1", at=10_100, payload='{"to": "ada"}', session_id="s1", labels={"region": "eu"},
+                       priority="high"),
               e.assign("t1", "a1", at=10_350), e.start("t1", "a1", at=10_400),
               e.complete("t1", "a1", result='{"ok": true}', at=12_400))
     row = queries.get_task(log.store, "t1")
@@ -259,3 +260,13 @@ def test_stored_events_read_back_as_the_json_streams_send_live() -> None:
                e.leave("a1", "lost"), e.redrive("t"), e.resolved("t", "dep", "failed")]
     for event in samples:
         assert json.loads(event_bytes(event)) == event_json(event), event.event_type
+
+
+def test_a_cursor_only_pages_the_list_it_came_from(log: Log) -> None:
+    e = Events(queue="q", now=0)
+    log.apply(*[e.submit(f"t{i}", session_id=f"s{i % 2}") for i in range(4)])
+    _, cursor = queries.list_tasks(log.store, session_id="s0", limit=1)
+    assert [r["task_id"] for r in queries.list_tasks(log.store, session_id="s0", cursor=cursor)[0]] == ["t2"]
+    for other in ({"session_id": "s1"}, {"queue": "q"}, {}):
+        with pytest.raises(queries.BadCursor):
+            queries.list_tasks(log.store, cursor=cursor, **other)
