@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def build(
                           pending=Pending(options.pending_timeout_s), actor=f"scheduler:{options.worker_id}")
     progress = progress if progress is not None else _consumer_progress(app, topics.events)
     processor = Processor(scheduler, outbox or FaustOutbox(app, topics), progress, clock_ms,
-                          ready=board.ready.is_set if options.read_heartbeats else lambda: True)
+                          ready=board.ready.is_set if options.read_heartbeats else lambda: True,
+                          backfill=_log_range(bootstrap, tansu, topics.events))
     events = _raw_topic(app, topics.events, partitions=partitions)
 
     async def schedule(stream: faust.StreamT) -> None:
@@ -161,6 +163,23 @@ def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topi
     @app.timer(options.tick_ms / 1000, name="scheduler-tick")
     async def tick(*_: object) -> None:
         await processor.on_tick()
+
+
+def _log_range(bootstrap: str, tansu: bool, topic: str) -> Callable:
+    """Reads records [start, end) of one partition straight from the log (the processor's backfill)."""
+
+    async def read_range(partition: int, start: int, end: int) -> list[InRecord]:
+        out: list[InRecord] = []
+        async with LogReader(bootstrap, tansu=tansu) as reader:
+            async with aclosing(reader.read(topic, [partition], start={partition: start})) as records:
+                async for r in records:
+                    if r.offset >= end:
+                        break
+                    out.append(InRecord(r.partition, r.offset, r.key.encode() if r.key is not None else None,
+                                        r.value, r.headers))
+        return out
+
+    return read_range
 
 
 def _heartbeats_reader(board: HeartbeatBoard, bootstrap: str, tansu: bool, topic: str) -> Callable:

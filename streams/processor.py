@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -154,6 +154,8 @@ class Processor:
     ready: Callable[[], bool] = lambda: True  # liveness known (heartbeats read to their end)
     decide_every_s: float = 0.02  # under load, a queue is decided at most this often per record
     monotonic: Callable[[], float] = time.monotonic
+    # Reads records [start, end) of a partition from the log, for gaps the consumer skipped.
+    backfill: Callable[[int, int, int], Awaitable[list[InRecord]]] | None = None
     counts: Counter = field(default_factory=Counter)
     _dirty: set[str] = field(default_factory=set)  # queues where an event may have made room
     _decided_at: dict[str, float] = field(default_factory=dict)
@@ -179,6 +181,20 @@ class Processor:
 
     async def on_record(self, record: InRecord) -> Outcome:
         """Process one record of `events` (steps 1-3 above)."""
+        start = self.scheduler.missing(record.partition, record.offset)
+        if start is not None and self.backfill is not None:
+            await self._fill(record.partition, start, record.offset)
+        folded = await self._fold(record)
+        if isinstance(folded, Outcome):
+            return folded
+        event, applied = folded
+        appended: list[Event] = []
+        if self._should_decide(record.partition, event, applied):
+            appended = await self._append(lambda: self.scheduler.decide(event.queue, self.clock_ms()), "decisions")
+        return Outcome(record.partition, record.offset, event, applied.verdict, None, applied.ours, tuple(appended))
+
+    async def _fold(self, record: InRecord) -> Outcome | tuple[Event, Applied]:
+        """Steps 1 and 2: decode (poison aside) and fold."""
         self.counts["records"] += 1
         try:
             event = decode_event(record.value) if record.value is not None else None
@@ -190,10 +206,16 @@ class Processor:
         self.progress.note(record.partition, record.offset)
         self.counts[applied.verdict.outcome] += 1
         self.counts["read_back"] += applied.ours
-        appended: list[Event] = []
-        if self._should_decide(record.partition, event, applied):
-            appended = await self._append(lambda: self.scheduler.decide(event.queue, self.clock_ms()), "decisions")
-        return Outcome(record.partition, record.offset, event, applied.verdict, None, applied.ours, tuple(appended))
+        return event, applied
+
+    async def _fill(self, partition: int, start: int, end: int) -> None:
+        """Fold the records [start, end) the consumer skipped (its committed offset was past the rows)."""
+        records = await self.backfill(partition, start, end)  # type: ignore[misc]
+        log.warning("partition %s: the rows reflect offsets before %s, the consumer resumed at %s; "
+                    "folding %s records from the log", partition, start, end, len(records))
+        self.counts["backfilled"] += len(records)
+        for missed in records:
+            await self._fold(missed)
 
     async def on_tick(self) -> list[Event]:
         """The timer: expirations and due decisions for every settled queue."""
@@ -217,6 +239,7 @@ class Processor:
     async def _poison(self, record: InRecord, reason: str) -> Outcome:
         log.warning("poison at %s:%s: %s", record.partition, record.offset, reason)
         self.counts["poison"] += 1
+        self.scheduler.skip(record.partition, record.offset)
         self.progress.note(record.partition, record.offset)
         await self.outbox.quarantine(record, reason)
         return Outcome(record.partition, record.offset, poison=reason)

@@ -79,13 +79,24 @@ class Scheduler:
         verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
             self.applied[partition] = offset + 1
-            if verdict.outcome == "rejected" or (verdict.accepted and done.marker is None):
-                # Accepted events are marked in their row, duplicates stay duplicates; a
-                # rejection leaves no trace but this offset, and must not be judged again.
-                writes.append(rows.offset_write(partition, offset))
+            # Last, after the marking row: the rows say which offset they reflect, so a
+            # worker that takes the partition over can tell whether its consumer skipped
+            # records (see `missing`). A rejection leaves no other trace, and must not be
+            # judged again.
+            writes.append(rows.offset_write(partition, offset))
         self._write(writes)
         self.queues[event.queue] = done.after
         return Applied(verdict, ours)
+
+    def skip(self, partition: int, offset: int) -> None:
+        """Record that the record at (partition, offset) was handled without folding (poison)."""
+        self.applied[partition] = max(self.applied.get(partition, 0), offset + 1)
+        self._write([rows.offset_write(partition, offset)])
+
+    def missing(self, partition: int, offset: int) -> int | None:
+        """The first offset the rows do not reflect, if the record at `offset` comes after a gap."""
+        start = self.applied.get(partition, 0)
+        return start if offset > start else None
 
     def _write(self, writes: Iterable[rows.Write]) -> None:
         for key, value in writes:

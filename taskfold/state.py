@@ -40,6 +40,7 @@ class TaskState(str, Enum):
 
 TERMINAL = frozenset({TaskState.completed, TaskState.dead_lettered, TaskState.cancelled})
 WAITING = frozenset({TaskState.blocked, TaskState.scheduled, TaskState.queued, TaskState.retry_wait})
+SCHEDULABLE = frozenset({TaskState.scheduled, TaskState.queued, TaskState.retry_wait})  # QueueState.waiting
 
 Outcome = Literal["accepted", "duplicate", "rejected"]
 
@@ -155,6 +156,7 @@ class QueueState:
     holders: Map = field(default_factory=Map)  # concurrency key -> frozenset of task ids
     dependents: Map = field(default_factory=Map)  # dependency task id -> frozenset of task ids
     arrivals: int = 0
+    waiting: Map = field(default_factory=Map)  # task_id -> None for queued, scheduled and retry_wait tasks
 
     def task(self, task_id: str) -> Task | None:
         """The task with that id, if this queue knows it."""

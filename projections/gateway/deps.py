@@ -48,7 +48,7 @@ class Runtime:
     log: EventLog
     auth: Any  # projections.gateway.auth.Auth: .authorize(request, roles) -> Principal
     write_timeout_s: float = 10.0  # read-your-write wait before a 503
-    hub: Any = None  # projections.gateway.sse.Hub, when SSE is mounted
+    hub: Any = None  # projections.gateway.hub.Hub, when SSE is mounted
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -12,14 +12,19 @@ from typing import Literal
 
 from taskfold.events import Event
 from taskfold.policies import retry_delay_ms
-from taskfold.state import QueueState, Task, TaskState
+from taskfold.state import SCHEDULABLE, QueueState, Task, TaskState
 
 Retry = Literal["backoff", "now", "never", "free"]
 
 
 def put(state: QueueState, task: Task) -> QueueState:
-    """The state with `task` stored under its id."""
-    return replace(state, tasks=state.tasks.set(task.task_id, task))
+    """The state with `task` stored under its id, and the index of schedulable tasks kept."""
+    waiting = state.waiting
+    if task.state in SCHEDULABLE:
+        waiting = waiting.set(task.task_id, None)
+    elif task.task_id in waiting:
+        waiting = waiting.delete(task.task_id)
+    return replace(state, tasks=state.tasks.set(task.task_id, task), waiting=waiting)
 
 
 def free(state: QueueState, task: Task) -> QueueState:

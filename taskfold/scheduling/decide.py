@@ -127,7 +127,9 @@ class _Round:
 
     def waiting(self) -> list[Task]:
         """Due tasks not yet taken, by priority (critical first), then arrival."""
-        due = (t for t in self.state.tasks.values() if t.task_id not in self.taken and is_due(t, self.now_ms))
+        tasks = self.state.tasks
+        due = (t for t in map(tasks.__getitem__, self.state.waiting)
+               if t.task_id not in self.taken and is_due(t, self.now_ms))
         return sorted(due, key=lambda t: (t.priority.rank, t.arrival, t.task_id))
 
     def key_full(self, task: Task) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from projections.gateway import sse
+from projections.gateway import hub as hub_module
 from projections.gateway.sse import Cursor, Frame, Hub, stream
 from projections.projector import EVENTS, PROGRESS, Projector
 from projections.store import Store
@@ -122,7 +123,7 @@ async def test_publish_never_raises_into_the_projection(monkeypatch: pytest.Monk
     hub = Hub()
     projector.listeners.append(hub.publish)
     sub = hub.subscribe("q")
-    monkeypatch.setattr(sse, "frame_of", lambda item: 1 / 0)
+    monkeypatch.setattr(hub_module, "frame_of", lambda item: 1 / 0)
     projector.apply(EVENTS, [Recorded(Events(queue="q").submit("t1"), P, 0, 0)])  # does not raise
     assert sub.dropped, "a stream that missed a frame is dropped, so it catches up from the store"
     assert projector.next_offset(EVENTS, P) == 1
