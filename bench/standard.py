@@ -159,7 +159,8 @@ class Readback:
         """Each spec's Timing in ns (the log's readings are ms)."""
         ms = 1_000_000
         return [Timing(s.task_id, s.priority, self.submitted[s.task_id] * ms, self.started[s.task_id] * ms,
-                       self.finished[s.task_id] * ms) for s in specs if s.task_id in self.finished]
+                       self.finished[s.task_id] * ms)
+                for s in specs if s.task_id in self.finished and s.task_id in self.started]
 
 
 def run_specs(args: argparse.Namespace, mode: str) -> list[Spec]:
@@ -255,6 +256,8 @@ async def taskfold_run(args: argparse.Namespace, mode: str, queue: str, log: Eve
     tagged = [Spec(f"{queue}-{s.task_id}", s.priority) for s in specs]
     result = {"system": "taskfold", "mode": mode, **common(args, len(specs)), "submit_s": round(submit_s, 2),
               "completed": completed, **rounded(measures(back.timings(tagged))), "processes": sampler.report()}
+    result["completed_without_accepted_start"] = sum(1 for t in back.finished if t.startswith(f"{queue}-")
+                                                     and t not in back.started)
     if completed < len(specs):
         result["not_completed"] = sorted(s.task_id for s in tagged if s.task_id not in back.finished)[:20]
     return result
