@@ -27,15 +27,11 @@ from pathlib import Path
 from taskfold.broker.harness import start_broker
 from taskfold.broker.topics import TopicNames, ensure_topics
 from taskfold.cluster import LocalCluster, wait_for_ready_file
+from workload import percentile  # bench/ is on sys.path when a script here runs
 
 TOKEN = f"bench-{uuid.uuid4().hex}"
 WARMUP = 50  # requests before the clock starts: connections, first fetches
 
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (nearest rank) of values."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 async def run(args: argparse.Namespace) -> dict:

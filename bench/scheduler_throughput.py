@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import tempfile
 import time
 import uuid
@@ -29,14 +28,10 @@ from taskfold.events import TaskCompleted, TaskStarted
 from taskfold.fold import Ledger
 from taskfold.log.eventlog import EventLog
 from taskfold.state import TaskState
+from workload import percentile  # bench/ is on sys.path when a script here runs
 
 QUEUE = "bench"
 
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (nearest rank) of values."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 async def run(args: argparse.Namespace) -> dict:
