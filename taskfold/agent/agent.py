@@ -10,6 +10,9 @@
 4. Follow the partitions live: every folded event goes through `decide.react`, which
    starts a handler for each accepted TaskAssigned to this agent, stops cancelled or
    revoked ones, and acknowledges cancels that won a race against a completion.
+   With every heartbeat, attempts the fold says this agent holds but that neither run
+   nor were reported are started again (`_reconcile`): a start or report that could not
+   be appended must not leave a task held for as long as the agent heartbeats.
 5. On `stop()` or SIGTERM, drain: see `Agent._drain`.
 """
 
@@ -24,7 +27,7 @@ from contextlib import aclosing
 
 from taskfold.agent.attempts import DRAINING_ERROR, Handler, TaskContext, run_attempt
 from taskfold.connection import connect
-from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Run, Stop, react, resume
+from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Run, Stop, held_attempt, react, resume
 from taskfold.agent.process import queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
@@ -63,6 +66,7 @@ class Agent:
         self.ledger = Ledger()
         self.draining = False
         self._attempts: dict[AttemptKey, TaskContext] = {}
+        self._reported: set[AttemptKey] = set()  # outcome appended, not yet read back
         self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._log: EventLog | None = None
@@ -210,6 +214,7 @@ class Agent:
                 outcome = await run_attempt(handler, ctx, grace_s=self.cancel_grace)
             await self._progress.flush()  # type: ignore[union-attr]
             await self._report(self.reporter.outcome(key, outcome, correlation), outcome.kind)
+            self._reported.add(key)
         except Exception:
             # The log is unreachable: the lease will expire and the task go back.
             self.stats["report_errors"] += 1
@@ -229,7 +234,24 @@ class Agent:
     async def _heartbeats(self) -> None:
         while True:
             await self._beat()
+            self._reconcile()
             await asyncio.sleep(self.heartbeat_interval)
+
+    def _reconcile(self) -> None:
+        """Run again what the fold says this agent holds but nothing runs or has reported."""
+        self._reported = {key for key in self._reported
+                          if held_attempt(self.ledger.state(key.queue).task(key.task_id), self.agent_id) == key}
+        busy = set(self._attempts) | self._reported
+        for queue in self.slots:
+            # Only runs: a missed hand-back or cancel acknowledgement is left to the
+            # scheduler's start_within_ms and lease rules, and must not repeat every beat.
+            runs = [a for a in resume(self.ledger.state(queue), self.agent_id, busy, self.draining)
+                    if isinstance(a, Run)]
+            for action in runs:
+                self.stats["reconciled"] += 1
+                log.warning("attempt %s is held by %s in the log but was not running: starting it",
+                            action.key, self.agent_id)
+            self._act_all(runs)
 
     async def _beat(self) -> None:
         beat = self.reporter.heartbeat(self.slots, self.load(), self.draining)

@@ -20,6 +20,7 @@ def worker(
     strategy: str = typer.Option("least_loaded", help="how agents are picked: least_loaded, round_robin, weighted, performance"),
     lease_ms: int = typer.Option(30_000, min=1, help="an attempt's lease, renewed by its agent's heartbeats"),
     agent_lost_ms: int = typer.Option(60_000, min=1, help="silence after which an agent is declared lost"),
+    start_within_ms: int = typer.Option(30_000, min=1, help="an assignment not started within this goes back"),
     breaker_failures: int = typer.Option(3, min=1, help="consecutive failures that quarantine an agent"),
     breaker_cooldown_ms: int = typer.Option(30_000, min=1, help="quarantine length before one probe task"),
     session_fallback_ms: int = typer.Option(5_000, min=0, help="how long a session task waits for its sticky agent"),
@@ -38,7 +39,7 @@ def worker(
     target = resolve(bootstrap, settings)
     try:
         policy = QueuePolicy(strategy=strategy, lease_ms=lease_ms, agent_lost_ms=agent_lost_ms,
-                             breaker_failures=breaker_failures, breaker_cooldown_ms=breaker_cooldown_ms,
+                             start_within_ms=start_within_ms, breaker_failures=breaker_failures, breaker_cooldown_ms=breaker_cooldown_ms,
                              session_fallback_ms=session_fallback_ms)
         name = claim_worker_id(settings.state_dir, worker_id)
     except (ValueError, RuntimeError) as exc:

@@ -30,13 +30,16 @@ class QueuePolicy:
     weights: Mapping[str, float] = field(default_factory=dict)  # agent -> weight, for "weighted"
     ewma_alpha: float = 0.2  # weight of the newest sample in the EWMAs
     agent_lost_ms: int = 60_000  # silence after which an agent is declared lost (AgentLeft)
+    # An assignment its live agent never started (it missed it, or failed to report the
+    # start) would otherwise be held forever: heartbeats keep renewing the lease.
+    start_within_ms: int = 30_000
     reference_latency_ms: float = 1_000.0  # "performance": the run time that halves a score
 
     def __post_init__(self) -> None:
         # Fail at configuration time, not in the middle of a scheduling round.
         if self.strategy not in SCORERS:  # the live registry: a strategy added at run time counts
             raise ValueError(f"QueuePolicy.strategy {self.strategy!r} is unknown; known: {', '.join(SCORERS)}")
-        for name in ("lease_ms", "breaker_failures", "agent_lost_ms"):
+        for name in ("lease_ms", "breaker_failures", "agent_lost_ms", "start_within_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"QueuePolicy.{name} must be positive, got {getattr(self, name)}")
         for name in ("session_fallback_ms", "breaker_cooldown_ms"):

@@ -11,6 +11,12 @@ Three rules, judged at `now_ms`:
 3. Otherwise an in-flight attempt whose holder has given no sign of life (heartbeat,
    join, the attempt's assignment or start) for longer than `lease_ms` loses its lease:
    TaskLeaseExpired, which puts the task back at once.
+4. An attempt assigned more than `start_within_ms` ago and still not started loses its
+   lease too, although its agent heartbeats: the agent missed the assignment or could
+   not report the start, and its heartbeats would otherwise renew the lease forever.
+
+Only attempts held by a seat are looked at (every in-flight attempt is in its holder's
+`holding`), so a tick costs O(in flight), not O(every task the queue ever had).
 
 When an attempt both timed out and lost its lease, the timeout wins: it is the more
 specific fact, and its backoff keeps a task that always hangs out of a hot retry loop.
@@ -52,13 +58,22 @@ def expirations(
     ]
     events: list[Event] = [_agent_lost(seat, queue, now_ms, actor) for seat in lost]
     gone = {seat.agent_id for seat in lost}
-    held = (t for t in state.tasks.values() if t.state.in_flight and t.agent_id not in gone)
+    tasks = state.tasks
+    held = (tasks[task_id] for seat in state.members.values() if seat.agent_id not in gone
+            for task_id in seat.holding)
     for task in sorted(held, key=lambda t: (t.arrival, t.task_id)):
+        if not task.state.in_flight:
+            continue  # a stale holding entry; the fold frees slots as attempts end
         if _timed_out(task, now_ms):
             events.append(TaskTimedOut(**_envelope(task, queue, now_ms, actor, TIMEOUT_INDEX)))
-        elif _lease_ran_out(task, state, policy, now_ms, heartbeats):
+        elif _lease_ran_out(task, state, policy, now_ms, heartbeats) or _never_started(task, policy, now_ms):
             events.append(TaskLeaseExpired(**_envelope(task, queue, now_ms, actor, LEASE_INDEX)))
     return events
+
+
+def _never_started(task: Task, policy: QueuePolicy, now_ms: int) -> bool:
+    assigned = task.assigned_at
+    return task.state == TaskState.assigned and assigned is not None and now_ms - assigned > policy.start_within_ms
 
 
 def _envelope(task: Task, queue: str, now_ms: int, actor: str, index: int) -> dict:

@@ -198,6 +198,40 @@ async def test_failures_are_reported_never_fatal(broker: Broker, topics: TopicNa
     assert agent.stats["failed"] == 3
 
 
+async def test_an_attempt_whose_start_could_not_be_appended_runs_again_at_the_next_heartbeat(
+        broker: Broker, topics: TopicNames) -> None:
+    # The agent holds the attempt in the log but runs nothing: without reconciliation its
+    # heartbeats would renew the lease forever and the task would never move.
+    agent = new_agent(topics, broker, queues={"emails": 1})
+    runs: list[int] = []
+
+    @agent.handler("send")
+    async def send(task: TaskContext) -> str:
+        runs.append(task.attempt)
+        return "sent"
+
+    original = agent._append
+    failed: list[str] = []
+
+    async def flaky_append(event: Event) -> None:
+        if event.event_type == "TaskStarted" and not failed:
+            failed.append(event.event_id)
+            raise ConnectionError("broker unreachable (injected)")
+        await original(event)
+
+    agent._append = flaky_append  # type: ignore[method-assign]
+    async with Probe(broker, topics) as probe, serving(agent, broker):
+        e = Events(queue="emails", seed="reconcile")
+        await probe.append(e.submit("t1", task_type="send"), e.assign("t1", "agent-1", at=now_ms()))
+        completed, verdict = await probe.outcome("t1", "TaskCompleted", "TaskFailed")
+
+    assert failed, "the injected failure never happened"
+    assert completed.event_type == "TaskCompleted" and verdict.accepted, (completed, verdict)
+    assert runs == [1] and agent.stats["reconciled"] == 1 and agent.stats["report_errors"] == 1
+    (started, start_verdict), = probe.find("TaskStarted", task="t1")
+    assert start_verdict.accepted and started.event_id == failed[0]  # the same derived id, appended once
+
+
 async def test_runs_only_accepted_assignments_to_itself(broker: Broker, topics: TopicNames) -> None:
     agent = new_agent(topics, broker, queues={"emails": 1})
     release = asyncio.Event()

@@ -110,3 +110,25 @@ def test_ids_are_derived_so_two_workers_write_the_same_events():
 def test_nothing_expires_in_a_quiet_queue():
     e = Events()
     assert expired([e.join("a1"), e.submit("t1")], now=5_000, heartbeats={"a1": 5_000})[0] == []
+
+
+def test_an_assignment_its_live_agent_never_started_goes_back_after_start_within_ms():
+    # Heartbeats keep the lease alive, so without this rule a missed assignment stays
+    # assigned for as long as its agent lives.
+    policy = QueuePolicy(lease_ms=10_000, agent_lost_ms=60_000, start_within_ms=20_000)
+    assert expired(held(Events()), now=22_000, heartbeats={"a1": 21_000}, policy=policy)[0] == []
+    found, after = expired(held(Events()), now=22_001, heartbeats={"a1": 22_000}, policy=policy)
+    assert kinds(found) == [("TaskLeaseExpired", "t1")]
+    assert after.task("t1").state == TaskState.queued
+
+
+def test_a_started_attempt_is_not_judged_by_start_within_ms():
+    policy = QueuePolicy(lease_ms=10_000, agent_lost_ms=60_000, start_within_ms=1_000)
+    assert expired(held(Events(), started=True), now=50_000, heartbeats={"a1": 50_000}, policy=policy)[0] == []
+
+
+def test_finished_tasks_are_not_looked_at_by_the_timer():
+    e = Events()
+    done = [e.join("a1", at=1_000), e.submit("t1", at=1_000), e.assign("t1", "a1", at=1_000),
+            e.start("t1", "a1", at=1_000), e.complete("t1", "a1", at=1_000)]
+    assert expired(done, now=10_000_000, heartbeats={"a1": 10_000_000})[0] == []
