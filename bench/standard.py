@@ -39,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import Spec, Timing, measures, tasks  # noqa: E402
 
+from taskfold.agent.routing import queue_partition  # noqa: E402
 from taskfold.broker.harness import start_broker  # noqa: E402
 from taskfold.broker.topics import TopicNames, ensure_topics  # noqa: E402
 from taskfold.client import submission  # noqa: E402
 from taskfold.cluster import LocalCluster, wait_for_ready_file  # noqa: E402
-from taskfold.events import TaskCompleted, TaskStarted, TaskSubmitted  # noqa: E402
+from taskfold.events import TaskAssigned, TaskCompleted, TaskStarted, TaskSubmitted  # noqa: E402
 from taskfold.fold import Ledger  # noqa: E402
 from taskfold.log.eventlog import EventLog, Recorded  # noqa: E402
 
@@ -112,6 +113,8 @@ class Readback:
     started: dict[str, int] = field(default_factory=dict)
     finished: dict[str, int] = field(default_factory=dict)
     completed_in: dict[str, int] = field(default_factory=dict)  # queue -> tasks completed
+    assigned: dict[str, tuple[int, str]] = field(default_factory=dict)  # task -> (ms, agent) of the last assignment
+    freed: dict[str, list[int]] = field(default_factory=dict)  # agent -> ms of each completion
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task | None = None
 
@@ -134,10 +137,13 @@ class Readback:
             return
         if isinstance(event, TaskSubmitted):
             self.submitted[event.task_id] = event.occurred_at
+        elif isinstance(event, TaskAssigned):
+            self.assigned[event.task_id] = (event.occurred_at, event.agent_id)
         elif isinstance(event, TaskStarted):
             self.started.setdefault(event.task_id, event.occurred_at)
         elif isinstance(event, TaskCompleted):
             self.finished[event.task_id] = event.occurred_at
+            self.freed.setdefault(event.agent_id, []).append(event.occurred_at)
             self.completed_in[event.queue] = self.completed_in.get(event.queue, 0) + 1
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -154,6 +160,25 @@ class Readback:
                 await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
             except TimeoutError:
                 pass
+
+    def hops(self, prefix: str) -> dict[str, float]:
+        """Median ms of the two hops of a busy cycle: a completion to the next assignment of
+        that agent (the worker's hop) and an assignment to its start (the agent's hop)."""
+        to_start = [self.started[t] - at for t, (at, _) in self.assigned.items()
+                    if t.startswith(prefix) and t in self.started]
+        next_assign = []
+        by_agent: dict[str, list[int]] = {}
+        for t, (at, agent) in self.assigned.items():
+            if t.startswith(prefix):
+                by_agent.setdefault(agent, []).append(at)
+        for agent, assigns in by_agent.items():
+            assigns.sort()
+            for freed_at in self.freed.get(agent, []):
+                later = [a - freed_at for a in assigns if a >= freed_at]
+                if later:
+                    next_assign.append(min(later))
+        med = lambda xs: float(statistics.median(xs)) if xs else float("nan")  # noqa: E731
+        return {"hop_assign_to_start_ms": med(to_start), "hop_complete_to_next_assign_ms": med(next_assign)}
 
     def timings(self, specs: list[Spec]) -> list[Timing]:
         """Each spec's Timing in ns (the log's readings are ms)."""
@@ -211,7 +236,7 @@ async def taskfold_mode(args: argparse.Namespace, mode: str, emit: Callable[[dic
     broker = start_broker()
     topics = TopicNames(f"bench.{uuid.uuid4().hex[:8]}.")
     state = Path(tempfile.mkdtemp(prefix="taskfold-standard-"))
-    queues = [f"std-{mode}-{i + 1}" for i in range(args.runs)]
+    queues = run_queues(mode, args.runs, args.partitions)
     try:
         await ensure_topics(broker.bootstrap, topics, partitions=args.partitions)
         cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, state / "state", log_dir=state)
@@ -229,6 +254,25 @@ async def taskfold_mode(args: argparse.Namespace, mode: str, emit: Callable[[dic
             cluster.stop_all(timeout=20)
     finally:
         broker.stop()
+
+
+def run_queues(mode: str, runs: int, partitions: int) -> list[str]:
+    """One queue per run, each on a partition of its own while there are enough.
+
+    A queue's events share one partition, and Tansu's Fetch cost grows with the batches
+    already in the partition (README, benchmarks), so a run must not inherit another's.
+    """
+    queues: list[str] = []
+    used: set[int] = set()
+    n = 0
+    while len(queues) < runs:
+        n += 1
+        name = f"std-{mode}-{n}"
+        placed = queue_partition(name, partitions)
+        if placed not in used or len(used) >= partitions:
+            queues.append(name)
+            used.add(placed)
+    return queues
 
 
 async def start_cluster(cluster: LocalCluster, args: argparse.Namespace, queues: list[str], back: Readback,
@@ -256,6 +300,7 @@ async def taskfold_run(args: argparse.Namespace, mode: str, queue: str, log: Eve
     tagged = [Spec(f"{queue}-{s.task_id}", s.priority) for s in specs]
     result = {"system": "taskfold", "mode": mode, **common(args, len(specs)), "submit_s": round(submit_s, 2),
               "completed": completed, **rounded(measures(back.timings(tagged))), "processes": sampler.report()}
+    result.update(back.hops(f"{queue}-"))
     result["completed_without_accepted_start"] = sum(1 for t in back.finished if t.startswith(f"{queue}-")
                                                      and t not in back.started)
     if completed < len(specs):

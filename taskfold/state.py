@@ -156,7 +156,9 @@ class QueueState:
     holders: Map = field(default_factory=Map)  # concurrency key -> frozenset of task ids
     dependents: Map = field(default_factory=Map)  # dependency task id -> frozenset of task ids
     arrivals: int = 0
-    waiting: Map = field(default_factory=Map)  # task_id -> None for queued, scheduled and retry_wait tasks
+    # task_id -> `order_of(task)`, for queued, scheduled and retry_wait tasks: the values
+    # compare in scheduling order, so decide finds the next tasks with C-level comparisons.
+    waiting: Map = field(default_factory=Map)
 
     def task(self, task_id: str) -> Task | None:
         """The task with that id, if this queue knows it."""
@@ -168,3 +170,13 @@ class QueueState:
 
 
 EMPTY = QueueState()
+
+Order = tuple[int, int, str, int]
+
+
+def order_of(task: Task) -> Order:
+    """(priority rank, arrival, task id, due at): a schedulable task's place in line, and
+    when it is due (0 for a queued task, which is due at once). Unique per task, so two
+    entries never tie before the due time."""
+    due = 0 if task.state == TaskState.queued else (task.due_at or 0)
+    return (task.priority.rank, task.arrival, task.task_id, due)

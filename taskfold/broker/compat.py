@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -229,6 +230,7 @@ def producer_settings(broker: BrokerLike | bool) -> dict[str, Any]:
 
 
 TANSU_FETCH_MAX_WAIT_MS = 100
+FETCH_WAIT_ENV = "TASKFOLD_TANSU_FETCH_WAIT_MS"
 
 
 def fetch_max_wait_ms(broker: BrokerLike | bool) -> int:
@@ -241,7 +243,14 @@ def fetch_max_wait_ms(broker: BrokerLike | bool) -> int:
     500 ms, about 50 ms with 100 ms. 100 ms trades that latency against idle Fetches.
     Never 0: Tansu answers a Fetch with max_wait 0 with no partitions at all.
     """
-    return TANSU_FETCH_MAX_WAIT_MS if is_tansu(broker) else 500
+    if not is_tansu(broker):
+        return 500
+    override = os.environ.get(FETCH_WAIT_ENV, "").strip()
+    if not override:
+        return TANSU_FETCH_MAX_WAIT_MS
+    if not override.isdigit() or int(override) < 1:
+        raise ValueError(f"{FETCH_WAIT_ENV} must be a whole number of milliseconds >= 1, got {override!r}")
+    return int(override)
 
 
 def consumer_settings(
@@ -324,7 +333,7 @@ async def _faust_highwaters_from_fetch(self: Any, partitions: list[TopicPartitio
 def _faust_worker_consumer_with_short_fetch_wait(self: Any, transport: Any) -> AIOKafkaConsumer:
     consumer = _ORIGINAL_FAUST["_create_worker_consumer"](self, transport)
     # faust hard-codes fetch_max_wait_ms=1500; read before start() builds the fetcher.
-    consumer._fetch_max_wait_ms = TANSU_FETCH_MAX_WAIT_MS
+    consumer._fetch_max_wait_ms = fetch_max_wait_ms(True)
     return consumer
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from taskfold.events import Event
 from taskfold.policies import retry_delay_ms
-from taskfold.state import SCHEDULABLE, QueueState, Task, TaskState
+from taskfold.state import SCHEDULABLE, QueueState, Task, TaskState, order_of
 
 Retry = Literal["backoff", "now", "never", "free"]
 
@@ -21,7 +21,7 @@ def put(state: QueueState, task: Task) -> QueueState:
     """The state with `task` stored under its id, and the index of schedulable tasks kept."""
     waiting = state.waiting
     if task.state in SCHEDULABLE:
-        waiting = waiting.set(task.task_id, None)
+        waiting = waiting.set(task.task_id, order_of(task))
     elif task.task_id in waiting:
         waiting = waiting.delete(task.task_id)
     return replace(state, tasks=state.tasks.set(task.task_id, task), waiting=waiting)

@@ -13,7 +13,7 @@ from immutables import Map
 
 from taskfold.events import AgentLeft, Event, WorkflowSubmitted
 from taskfold.policies import workflow_task_id
-from taskfold.state import SCHEDULABLE, Member, QueueState, Task, TaskState
+from taskfold.state import SCHEDULABLE, Member, QueueState, Task, TaskState, order_of
 
 
 def rebuild(tasks: Iterable[Task], members: Iterable[Member]) -> QueueState:
@@ -40,7 +40,7 @@ def rebuild(tasks: Iterable[Task], members: Iterable[Member]) -> QueueState:
         tasks=Map(task_map), members=Map(seats), idempotency=Map(idempotency),
         holders=Map({k: frozenset(v) for k, v in holders.items()}),
         dependents=Map({k: frozenset(v) for k, v in dependents.items()}), arrivals=arrivals,
-        waiting=Map({t.task_id: None for t in task_map.values() if t.state in SCHEDULABLE}),
+        waiting=Map({t.task_id: order_of(t) for t in task_map.values() if t.state in SCHEDULABLE}),
     )
 
 

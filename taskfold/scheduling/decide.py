@@ -21,11 +21,12 @@ whatever its verdict; one the state already reflects is ignored here anyway.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import heapq
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from taskfold.events import Candidate, TaskAssigned
-from taskfold.policies import derived_event_id, is_due
+from taskfold.policies import derived_event_id
 from taskfold.scheduling.fleet import quarantined, record
 from taskfold.scheduling.liveness import silence_ms
 from taskfold.scheduling.model import Fleet, QueuePolicy
@@ -33,6 +34,7 @@ from taskfold.scheduling.strategies import Context, Option, rank, scorer
 from taskfold.state import Member, QueueState, Task
 
 ASSIGN_INDEX = 0  # derived_event_id index of a TaskAssigned; timers use 1, 2 and 3
+FIRST_LOOK = 64  # waiting tasks ordered at first in a round; grows eightfold when passed
 
 
 def decide(
@@ -125,12 +127,22 @@ class _Round:
         self.taken.add(task.task_id)
         self.cursor += 1
 
-    def waiting(self) -> list[Task]:
-        """Due tasks not yet taken, by priority (critical first), then arrival."""
-        tasks = self.state.tasks
-        due = (t for t in map(tasks.__getitem__, self.state.waiting)
-               if t.task_id not in self.taken and is_due(t, self.now_ms))
-        return sorted(due, key=lambda t: (t.priority.rank, t.arrival, t.task_id))
+    def waiting(self) -> Iterator[Task]:
+        """Due tasks not yet taken, by priority (critical first), then arrival.
+
+        A round usually places a few tasks from a long line, so the line is not sorted
+        whole: the first `n` entries are taken with heapq (the values of the waiting
+        index compare in scheduling order), and `n` grows only if the round goes on past
+        them (tasks not due, or that no seat fits).
+        """
+        entries, tasks = self.state.waiting, self.state.tasks
+        n, seen = FIRST_LOOK, 0
+        while seen < len(entries):
+            line = heapq.nsmallest(n, entries.values())
+            for _, _, task_id, due_at in line[seen:]:
+                if due_at <= self.now_ms and task_id not in self.taken:
+                    yield tasks[task_id]
+            seen, n = len(line), n * 8
 
     def key_full(self, task: Task) -> bool:
         """True when the task's concurrency key already has `concurrency_limit` holders."""

@@ -192,3 +192,29 @@ def test_scheduling_is_the_same_under_different_hash_seeds() -> None:
         outputs.add(done.stdout)
     assert len(outputs) == 1
     assert json.loads(outputs.pop())[0]  # the run did append events
+
+
+@given(
+    lines=st.lists(st.tuples(st.sampled_from(list(Priority)), st.integers(0, 3)), min_size=0, max_size=700),
+    now=st.integers(1_000, 2_000),
+    taken=st.sets(st.integers(0, 700), max_size=40),
+)
+@settings(max_examples=30, deadline=None)
+def test_decide_takes_waiting_tasks_in_the_same_order_as_sorting_the_whole_line(lines, now, taken):
+    # The round looks at the line in heapq slices that grow as it goes; it must see exactly
+    # the due, untaken tasks in (priority, arrival) order, as a full sort would.
+    from taskfold.policies import is_due
+    from taskfold.scheduling.decide import _Round
+
+    e = Events(queue="q", seed="line")
+    events = []
+    for n, (priority, delay) in enumerate(lines):
+        # delay 0: queued; otherwise not_before in the past or the future of `now`.
+        extra = {} if delay == 0 else {"not_before": now + (delay - 2) * 500}
+        events.append(e.submit(f"t{n:04d}", at=1_000, priority=priority, **extra))
+    state, fleet, _ = replay(events, QueuePolicy())
+    round_ = _Round(state, fleet, QueuePolicy(), now, {})
+    round_.taken = {f"t{n:04d}" for n in taken}
+    expected = sorted((t for t in state.tasks.values() if t.task_id not in round_.taken and is_due(t, now)),
+                      key=lambda t: (t.priority.rank, t.arrival, t.task_id))
+    assert [t.task_id for t in round_.waiting()] == [t.task_id for t in expected]
