@@ -1,5 +1,6 @@
 """Broker settings, without a broker: each Tansu fix is switched on only for Tansu."""
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from taskfold.broker import compat
@@ -50,3 +51,12 @@ def test_topic_names_and_configs() -> None:
     assert configs["acme.events"]["retention.ms"] == "-1"
     assert configs["acme.heartbeats"]["cleanup.policy"] == "compact"
     assert configs["acme.progress"]["retention.ms"] == "1000"
+
+
+def test_the_tansu_fetch_wait_can_be_set_and_a_bad_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv(compat.FETCH_WAIT_ENV, "20")
+    assert compat.fetch_max_wait_ms(True) == 20
+    assert compat.fetch_max_wait_ms(False) == 500  # Kafka answers parked Fetches at once
+    monkeypatch.setenv(compat.FETCH_WAIT_ENV, "0")
+    with pytest.raises(ValueError, match="TASKFOLD_TANSU_FETCH_WAIT_MS"):
+        compat.fetch_max_wait_ms(True)
