@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,29 @@ class LogWatcher:
         try:
             await asyncio.wait_for(check(), timeout)
         except TimeoutError:
-            raise TimeoutError(f"{what} did not happen within {timeout} s") from None
+            raise TimeoutError(f"{what} did not happen within {timeout} s; {await self.diagnosis()}") from None
         if not condition(self.ledger) and self._failed():
             raise RuntimeError(f"the log reader stopped while waiting for {what}") from self._task.exception()
+
+    async def diagnosis(self, timeout: float = 30.0) -> str:
+        """The watcher's view against a fresh read of the log: tells a stalled reader from a stalled fleet."""
+        try:
+            fresh = await asyncio.wait_for(self._fresh_fold(), timeout)
+        except Exception as exc:  # a diagnosis must not hide the timeout it explains
+            return f"watcher folded {len(self.entries)} events; a fresh read failed: {exc!r}"
+        count, ledger = fresh
+        return (f"watcher folded {len(self.entries)} events {_task_states(self.ledger)}; "
+                f"a fresh read folds {count} events {_task_states(ledger)}")
+
+    async def _fresh_fold(self) -> tuple[int, Ledger]:
+        ledger, count = Ledger(), 0
+        async for entry in self.log.read():
+            if not isinstance(entry, Poison):
+                ledger.apply(entry.event)
+                count += 1
+        return count, ledger
+
+
+def _task_states(ledger: Ledger) -> dict[str, dict[str, int]]:
+    return {queue: dict(Counter(task.state.value for task in state.tasks.values()))
+            for queue, state in sorted(ledger.queues.items())}

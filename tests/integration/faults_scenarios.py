@@ -3,7 +3,7 @@
 Each one runs a load, injects its fault, waits for quiescence with a deadline, audits
 the whole log (`FaultRun.finish`) and records exact expectations in its `Outcome`.
 `tests/integration/test_faults.py` runs them at CI sizes, `bench/faults.py` at any size.
-Not here: a gateway killed while clients wait on read-your-write (no gateway yet).
+Scenario 8 (a gateway killed while clients wait on read-your-write) is in `faults_gateway.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from faults_inject import (
     Feeder, commit_offset, current, early_reports, garbage, late_reports, nonsense, poison_kind, redeliver, spread,
     unreported,
 )
+from faults_gateway import gateway_killed
 from faults_support import FaultRun, Outcome, Replay
 
 
@@ -42,6 +43,7 @@ class Sizes:
     garbage: int = 18  # scenario 5: undecodable records (two of each of nine kinds)
     poison_tasks: int = 40  # scenario 5: echo tasks before and after the garbage
     burst: int = 1000  # scenario 6 (the issue asks for 10,000: bench/faults.py)
+    gateway_submits: int = 200  # scenario 8: HTTP submits by 8 clients, the gateway killed after a third
     deadline_s: float = 180.0  # every single wait
 
 
@@ -384,5 +386,6 @@ SCENARIOS = {
     "burst": burst,
     # The consumer resumes past what the rows reflect; the worker folds the gap from the log.
     "offset-gap": offset_past_rows,
+    "gateway-kill": gateway_killed,
 }
 EXTRA: dict = {}  # scenarios for bench/faults.py only

@@ -2,8 +2,7 @@
 broker, one fault per scenario, quiescence with a deadline, then an audit of the whole log.
 
 The scenarios live in `faults_scenarios.py`; `bench/faults.py` runs them at larger sizes.
-Each prints its measured outcome (run pytest with -s to see it). Not here yet: a gateway
-killed while clients wait on read-your-write (it needs the HTTP gateway).
+Each prints its measured outcome (run pytest with -s to see it).
 """
 
 from __future__ import annotations
