@@ -38,7 +38,7 @@ from taskfold.cluster import LocalCluster, LogWatcher  # noqa: E402
 from taskfold.log.eventlog import EventLog  # noqa: E402
 
 BENCH = Sizes(worker_kill_tasks=4000, agent_kill_tasks=400, rebalance_backlog=200, duplicate_tasks=2000,
-              garbage=180, poison_tasks=400, burst=10_000, deadline_s=600.0)
+              garbage=180, poison_tasks=400, burst=10_000, gateway_submits=2000, deadline_s=600.0)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -88,6 +88,15 @@ class LocalCluster:
         path = self.log_dir / f"{name}.log" if self.log_dir else None
         return path.read_text(errors="replace") if path and path.exists() else ""
 
+    def tails(self, lines: int = 12) -> str:
+        """The last lines each child printed, with its exit code: what a timed-out wait reports."""
+        parts = []
+        for name, process in sorted(self.processes.items()):
+            tail = self.output(name).splitlines()[-lines:]
+            state = "running" if process.poll() is None else f"exited {process.returncode}"
+            parts.append(f"--- {name} ({state})\n" + "\n".join(tail))
+        return "\n".join(parts)
+
 
 def wait_for_ready_file(process: subprocess.Popen, path: Path, timeout: float) -> dict | None:
     """The JSON a child writes to `path` once ready; None if it exits first or `timeout` passes."""

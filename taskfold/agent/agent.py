@@ -12,7 +12,8 @@
    revoked ones, and acknowledges cancels that won a race against a completion.
    With every heartbeat, attempts the fold says this agent holds but that neither run
    nor were reported are started again (`_reconcile`): a start or report that could not
-   be appended must not leave a task held for as long as the agent heartbeats.
+   be appended must not leave a task held for as long as the agent heartbeats. A
+   scheduler that declares this live agent lost (AgentLeft lost) gets a new AgentJoined.
 5. On `stop()` or SIGTERM, drain: see `Agent._drain`.
 """
 
@@ -27,7 +28,7 @@ from contextlib import aclosing
 
 from taskfold.agent.attempts import DRAINING_ERROR, Handler, TaskContext, run_attempt
 from taskfold.connection import connect
-from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Run, Stop, held_attempt, react, resume
+from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
 from taskfold.agent.process import queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
@@ -180,6 +181,10 @@ class Agent:
                 case Stop(key, reason):
                     if key in self._attempts:
                         self._attempts[key].stop(reason)
+                case Rejoin(queue):
+                    log.warning("declared lost in %s while alive: joining again", queue)
+                    joined = self.reporter.joined(queue, self.slots[queue], self.capabilities, self.labels)
+                    self._spawn(self._report(joined, "rejoined"))
 
     def _start(self, key: AttemptKey, task: Task) -> None:
         ctx = TaskContext(key, task, self.agent_id, self.reporter, self._progress.put)  # type: ignore[union-attr]

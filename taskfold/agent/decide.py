@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from taskfold.agent.reports import AttemptKey
-from taskfold.events import AgentJoined, AgentLeft, Event, TaskAssigned, TaskCompleted
+from taskfold.events import AgentJoined, AgentLeft, Event, LeaveReason, TaskAssigned, TaskCompleted
 from taskfold.state import QueueState, Task, Verdict
 
 
@@ -48,7 +48,14 @@ class AcknowledgeCancel:
     task: Task
 
 
-Action = Run | HandBack | Stop | AcknowledgeCancel
+@dataclass(frozen=True, slots=True)
+class Rejoin:
+    """Join a queue again: a scheduler declared this agent lost while it was alive."""
+
+    queue: str
+
+
+Action = Run | HandBack | Stop | AcknowledgeCancel | Rejoin
 
 
 def held_attempt(task: Task | None, agent_id: str) -> AttemptKey | None:
@@ -77,7 +84,13 @@ def react(state: QueueState, event: Event, verdict: Verdict, agent_id: str,
         return []
     if not verdict.accepted:
         return []
-    return _check_running(state, event, agent_id, running)
+    actions = _check_running(state, event, agent_id, running)
+    if (isinstance(event, AgentLeft) and event.agent_id == agent_id and event.reason == LeaveReason.lost
+            and not draining):
+        # A scheduler took silence (its heartbeat view lagged, or ours stalled) for death.
+        # Without a new seat this live agent would be offered nothing for as long as it runs.
+        actions.append(Rejoin(event.queue))
+    return actions
 
 
 def resume(state: QueueState, agent_id: str, running: Collection[AttemptKey], draining: bool) -> list[Action]:

@@ -257,7 +257,7 @@ class FaultRun:
         except TimeoutError as exc:
             stuck = sorted(self.open.open)[:5]
             detail = [(q, t, self.watcher.ledger.state(q).task(t)) for q, t in stuck]
-            raise TimeoutError(f"{exc}; {len(self.open.open)} open, e.g. {detail}") from None
+            raise TimeoutError(f"{exc}; {len(self.open.open)} open, e.g. {detail}\n{self.cluster.tails()}") from None
 
     async def seen(self, event_ids: Iterable[str], timeout: float, what: str, since: int = 0) -> float:
         """Wait until the live fold has read every one of these event ids (from entry `since` on)."""

@@ -234,6 +234,26 @@ async def test_an_attempt_whose_start_could_not_be_appended_runs_again_at_the_ne
     assert start_verdict.accepted and started.event_id == failed[0]  # the same derived id, appended once
 
 
+async def test_an_agent_declared_lost_while_alive_joins_again_and_takes_work(broker: Broker, topics: TopicNames) -> None:
+    agent = new_agent(topics, broker, queues={"emails": 1})
+
+    @agent.handler("send")
+    async def send(task: TaskContext) -> str:
+        return "sent"
+
+    async with Probe(broker, topics) as probe, serving(agent, broker):
+        e = Events(queue="emails", seed="lost")
+        await probe.append(e.leave("agent-1", reason="lost"))  # what a scheduler with a stale view writes
+        await probe.wait(lambda: len([v for _, v in probe.find("AgentJoined", agent="agent-1") if v.accepted]) == 2,
+                         "a second accepted AgentJoined")
+        assert probe.ledger.state("emails").member("agent-1").active
+        await probe.append(e.submit("t1", task_type="send"), e.assign("t1", "agent-1", at=now_ms()))
+        completed, verdict = await probe.outcome("t1", "TaskCompleted", "TaskFailed")
+
+    assert completed.event_type == "TaskCompleted" and verdict.accepted, (completed, verdict)
+    assert agent.stats["rejoined"] == 1
+
+
 async def test_runs_only_accepted_assignments_to_itself(broker: Broker, topics: TopicNames) -> None:
     agent = new_agent(topics, broker, queues={"emails": 1})
     release = asyncio.Event()

@@ -45,7 +45,10 @@ class Run:
         def done(ledger: Ledger) -> bool:
             tasks = ledger.state(queue).tasks
             return len(tasks) >= n and all(t.state in TERMINAL for t in tasks.values())
-        await self.watcher.wait_for(done, timeout, f"{n} tasks of {queue} terminal")
+        try:
+            await self.watcher.wait_for(done, timeout, f"{n} tasks of {queue} terminal")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.cluster.tails()}") from None
 
     def accepted(self, kind: type) -> list:
         return [e for e, v in self.watcher.entries if isinstance(e, kind) and v.accepted]

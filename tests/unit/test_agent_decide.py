@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskfold.agent.decide import AcknowledgeCancel, HandBack, Run, Stop, held_attempt, react, resume
+from taskfold.agent.decide import AcknowledgeCancel, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
 from taskfold.events import Event
 from taskfold.fold import Ledger
@@ -68,7 +68,7 @@ def test_an_attempt_taken_away_by_the_log_is_revoked() -> None:
     assert when(ledger, e.expire("t1", ME), running={K1}) == [Stop(K1, "revoked")]
     ledger = setup(e := Events(), slots=2)
     when(ledger, e.assign("t1", ME))
-    assert when(ledger, e.leave(ME, reason="lost"), running={K1}) == [Stop(K1, "revoked")]
+    assert when(ledger, e.leave(ME, reason="lost"), running={K1}, draining=True) == [Stop(K1, "revoked")]
 
 
 def test_my_completion_rejected_by_an_earlier_cancel_is_followed_by_task_cancelled() -> None:
@@ -84,6 +84,20 @@ def test_my_completion_rejected_by_an_earlier_cancel_is_followed_by_task_cancell
     ledger = setup(e := Events())
     when(ledger, e.assign("t1", ME))
     assert when(ledger, e.complete("t1", "agent-2")) == []
+
+
+def test_declared_lost_while_alive_it_stops_what_it_held_and_joins_again() -> None:
+    e = Events()
+    ledger = setup(e)
+    ledger.apply(e.assign("t1", ME))
+    assert when(ledger, e.leave(ME, reason="lost"), running={K1}) == [Stop(K1, "revoked"), Rejoin("q")]
+    assert when(ledger, e.leave("agent-2", reason="lost")) == []  # someone else's seat
+
+
+def test_a_drained_leave_or_a_lost_one_while_draining_is_not_rejoined() -> None:
+    e = Events()
+    assert when(setup(e), e.leave(ME, reason="drained")) == []
+    assert when(setup(e), e.leave(ME, reason="lost"), draining=True) == []
 
 
 def test_resume_after_catching_up() -> None:
