@@ -80,8 +80,15 @@ class CeleryRig:
         import celery_app
 
         celery_app.app.conf.broker_url = self.url
+        # A rig started earlier in this process (the other mode) left the app's connection
+        # pools on its Redis, stopped since; Celery drops them after a fork, and so do we.
+        celery_app.app._after_fork()
         self.app = celery_app
-        wait_until(self._workers_up, 60, "Celery workers")
+        try:
+            wait_until(self._workers_up, 60, "Celery workers")
+        except BaseException:
+            self.stop()  # leave no Redis or Celery worker behind
+            raise
 
     def _redis_up(self) -> bool:
         try:

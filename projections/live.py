@@ -98,7 +98,10 @@ class LiveProjection:
         reader = self._readers[role]
         start = self.projector.offsets[role]
         try:
-            async with aclosing(reader.batches(topic, start=dict(start), live=True, idle_ms=200)) as batches:
+            # Heartbeats are compacted on Kafka: holes there are real, and the next beat makes up a missed one.
+            contiguous = role != HEARTBEATS
+            async with aclosing(reader.batches(topic, start=dict(start), live=True, idle_ms=200,
+                                               contiguous=contiguous)) as batches:
                 async for records in batches:
                     if records:
                         entries = [entry_of(r) if role == EVENTS else telemetry_of(role, r) for r in records]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from typing import Any
@@ -17,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
 
 from taskfold.broker import compat
+from taskfold.log.contiguity import Contiguity
 from taskfold.log.records import ConsumedRecord
 
 Start = dict[int, int] | int | None
@@ -30,6 +32,7 @@ class LogReader:
     ) -> None:
         self.bootstrap = bootstrap
         self.batch = batch  # max records per getmany; big batches keep throughput up
+        self.holes: Counter[str] = Counter()  # fetches that left out an offset: "reread", "accepted"
         # Readers never commit, and an explicit start offset that no longer exists should
         # fail loudly (auto_offset_reset "none"), not silently restart from the beginning.
         self._settings = {
@@ -90,6 +93,7 @@ class LogReader:
         start: Start = None,
         to_end: bool = True,
         live: bool = False,
+        contiguous: bool = True,
     ) -> AsyncIterator[ConsumedRecord]:
         """Yield records from `start` (default: the beginning), in offset order per partition.
 
@@ -99,7 +103,7 @@ class LogReader:
         never ends and yields new records as they arrive. Use it with
         `contextlib.aclosing` when you may stop early, so the consumer is closed promptly.
         """
-        async with aclosing(self.batches(topic, partitions, start, to_end, live)) as batches:
+        async with aclosing(self.batches(topic, partitions, start, to_end, live, contiguous=contiguous)) as batches:
             async for batch in batches:
                 for record in batch:
                     yield record
@@ -112,11 +116,14 @@ class LogReader:
         to_end: bool = True,
         live: bool = False,
         idle_ms: int = 500,
+        contiguous: bool = True,
     ) -> AsyncIterator[list[ConsumedRecord]]:
         """Like `read`, but yields the records of each fetch together (for batched appliers).
 
         While live, an empty list is yielded after `idle_ms` without records, so a caller
         can look at the clock; `highwater(topic, partition)` then tells how far the log was.
+        With `contiguous` (the default) a fetch that leaves out an offset is read again
+        from there (taskfold.log.contiguity); what was read again is counted in `holes`.
         """
         if not (to_end or live):
             raise ValueError("read() needs to_end=True or live=True, or it would never know when to stop")
@@ -139,6 +146,10 @@ class LogReader:
             if from_beginning:
                 await consumer.seek_to_beginning(*from_beginning)
 
+            holes = Contiguity(topic, counts=self.holes) if contiguous else None
+            if holes is not None:
+                for tp in tps:
+                    holes.expect(tp.partition, await consumer.position(tp))
             remaining = set(tps)
             if ends is not None:
                 remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
@@ -148,6 +159,10 @@ class LogReader:
                 out: list[ConsumedRecord] = []
                 for tp, messages in fetched.items():
                     end = ends[tp] if ends is not None else None
+                    if holes is not None:
+                        messages, again = holes.admit(tp.partition, messages)
+                        if again is not None:
+                            consumer.seek(tp, again)
                     for m in messages:
                         if end is not None and m.offset >= end:
                             break  # appended after the read began
@@ -160,6 +175,11 @@ class LogReader:
                             value=m.value,
                             headers=tuple(m.headers),
                         ))
+                if holes is not None:
+                    for tp in fetched:  # a hole after the last record fetched: the position ran past it
+                        again = holes.behind(tp.partition, await consumer.position(tp))
+                        if again is not None:
+                            consumer.seek(tp, again)
                 if out or live:
                     yield out
                 if ends is not None:

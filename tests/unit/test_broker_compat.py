@@ -60,3 +60,4 @@ def test_the_tansu_fetch_wait_can_be_set_and_a_bad_value_names_the_variable(monk
     monkeypatch.setenv(compat.FETCH_WAIT_ENV, "0")
     with pytest.raises(ValueError, match="TASKFOLD_TANSU_FETCH_WAIT_MS"):
         compat.fetch_max_wait_ms(True)
+
