@@ -116,7 +116,7 @@ class Readback:
     finished: dict[str, int] = field(default_factory=dict)
     completed_in: dict[str, int] = field(default_factory=dict)  # queue -> tasks completed
     assigned: dict[str, tuple[int, str]] = field(default_factory=dict)  # task -> (ms, agent) of the last assignment
-    freed: dict[str, list[int]] = field(default_factory=dict)  # agent -> ms of each completion
+    freed: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (queue, agent) -> ms of each completion
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task | None = None
 
@@ -154,7 +154,7 @@ class Readback:
             self.started.setdefault(event.task_id, event.occurred_at)
         elif isinstance(event, TaskCompleted):
             self.finished[event.task_id] = event.occurred_at
-            self.freed.setdefault(event.agent_id, []).append(event.occurred_at)
+            self.freed.setdefault((event.queue, event.agent_id), []).append(event.occurred_at)
             self.completed_in[event.queue] = self.completed_in.get(event.queue, 0) + 1
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -172,9 +172,10 @@ class Readback:
             except TimeoutError:
                 pass
 
-    def hops(self, prefix: str) -> dict[str, float]:
-        """Median ms of the two hops of a busy cycle: a completion to the next assignment of
-        that agent (the worker's hop) and an assignment to its start (the agent's hop)."""
+    def hops(self, queue: str) -> dict[str, float]:
+        """Median ms of the two hops of a busy cycle in one run's queue: a completion to the next
+        assignment of that agent (the worker's hop) and an assignment to its start (the agent's hop)."""
+        prefix = f"{queue}-"
         to_start = [self.started[t] - at for t, (at, _) in self.assigned.items()
                     if t.startswith(prefix) and t in self.started]
         next_assign = []
@@ -184,7 +185,7 @@ class Readback:
                 by_agent.setdefault(agent, []).append(at)
         for agent, assigns in by_agent.items():
             assigns.sort()
-            for freed_at in self.freed.get(agent, []):
+            for freed_at in self.freed.get((queue, agent), []):
                 later = [a - freed_at for a in assigns if a >= freed_at]
                 if later:
                     next_assign.append(min(later))
@@ -311,7 +312,7 @@ async def taskfold_run(args: argparse.Namespace, mode: str, queue: str, log: Eve
     tagged = [Spec(f"{queue}-{s.task_id}", s.priority) for s in specs]
     result = {"system": "taskfold", "mode": mode, **common(args, len(specs)), "submit_s": round(submit_s, 2),
               "completed": completed, **rounded(measures(back.timings(tagged))), "processes": sampler.report()}
-    result.update(back.hops(f"{queue}-"))
+    result.update(back.hops(queue))
     result["completed_without_accepted_start"] = sum(1 for t in back.finished if t.startswith(f"{queue}-")
                                                      and t not in back.started)
     if completed < len(specs):

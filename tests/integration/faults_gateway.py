@@ -28,6 +28,7 @@ from taskfold.events import TaskSubmitted
 
 CLIENTS = 8
 RETRY_S = 0.2
+KILL_MOMENT_S = 20.0  # how long to look for a landed but unanswered submit to kill on
 
 
 @dataclass
@@ -135,10 +136,15 @@ async def gateway_killed(run: FaultRun, sizes) -> Outcome:  # noqa: ANN001 (Size
         raise TimeoutError(f"a third of {n} submits not answered within {sizes.deadline_s} s") from None
     # Kill at a moment the log holds a submit whose client still waits for its answer, so
     # some retries find their write landed (answered 200, duplicate) and others not (201).
+    # (If the clients always hear back first, kill anyway after a while: every retry is then a 201.)
     mark = len(run.watcher.entries)
-    await run.first(lambda e, v: isinstance(e, TaskSubmitted) and v.accepted
-                    and not answers[e.idempotency_key].status, sizes.deadline_s, "a submit landed, not yet answered",
-                    since=mark)
+    try:
+        await run.first(lambda e, v: isinstance(e, TaskSubmitted) and v.accepted
+                        and not answers[e.idempotency_key].status, KILL_MOMENT_S, "a submit landed, not yet answered",
+                        since=mark)
+        caught = True
+    except TimeoutError:
+        caught = False
     answered_at_kill = answered()
     run.kill("gateway-a")
     killed_at = time.monotonic()
@@ -163,7 +169,8 @@ async def gateway_killed(run: FaultRun, sizes) -> Outcome:  # noqa: ANN001 (Size
                [k for k, a in answers.items() if a.url == url_b and a.read_back != 200][:5])
     out.expect("retried keys answered 201 or 200-duplicate", len(retried),
                sum(1 for a in retried.values() if (a.status, a.duplicate) in ((201, False), (200, True))))
-    out.note(submits=n, answered_before_kill=answered_at_kill, retried_after_kill=len(retried),
+    out.note(submits=n, answered_before_kill=answered_at_kill, killed_with_a_landed_submit_unanswered=caught,
+             retried_after_kill=len(retried),
              retries_answered=Counter("200 duplicate (landed before the kill)" if a.duplicate else "201 (never landed)"
                                       for a in retried.values()),
              errors_seen=Counter(e.split(" ")[0] for a in retried.values() for e in a.errors),
