@@ -98,10 +98,8 @@ class LiveProjection:
         reader = self._readers[role]
         start = self.projector.offsets[role]
         try:
-            # Heartbeats are compacted on Kafka: holes there are real, and the next beat makes up a missed one.
-            contiguous = role != HEARTBEATS
             async with aclosing(reader.batches(topic, start=dict(start), live=True, idle_ms=200,
-                                               contiguous=contiguous)) as batches:
+                                               contiguous=not self.topics.compacted(topic))) as batches:
                 async for records in batches:
                     if records:
                         entries = [entry_of(r) if role == EVENTS else telemetry_of(role, r) for r in records]

@@ -50,6 +50,10 @@ class TopicNames:
         """All four names."""
         return [self.events, self.heartbeats, self.progress, self.poison]
 
+    def compacted(self, topic: str) -> bool:
+        """True when compaction may remove records of `topic`, so a reader's offset holes can be real."""
+        return topic_configs(self).get(topic, {}).get("cleanup.policy") == "compact"
+
 
 def topic_configs(
     names: TopicNames, *, progress_retention_ms: int = 7 * DAY_MS, poison_retention_ms: int = 30 * DAY_MS

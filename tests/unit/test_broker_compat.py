@@ -51,6 +51,7 @@ def test_topic_names_and_configs() -> None:
     assert configs["acme.events"]["retention.ms"] == "-1"
     assert configs["acme.heartbeats"]["cleanup.policy"] == "compact"
     assert configs["acme.progress"]["retention.ms"] == "1000"
+    assert [t for t in names.all() if names.compacted(t)] == ["acme.heartbeats"]  # readers accept its holes
 
 
 def test_the_tansu_fetch_wait_can_be_set_and_a_bad_value_names_the_variable(monkeypatch):
@@ -60,4 +61,3 @@ def test_the_tansu_fetch_wait_can_be_set_and_a_bad_value_names_the_variable(monk
     monkeypatch.setenv(compat.FETCH_WAIT_ENV, "0")
     with pytest.raises(ValueError, match="TASKFOLD_TANSU_FETCH_WAIT_MS"):
         compat.fetch_max_wait_ms(True)
-
