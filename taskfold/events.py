@@ -43,6 +43,13 @@ class DependencyOutcome(str, Enum):
     failed = "failed"
 
 
+class DependencyFailurePolicy(str, Enum):
+    """What a dependent does when a dependency is dead-lettered or cancelled."""
+
+    cancel = "cancel"
+    run = "run"
+
+
 class LeaveReason(str, Enum):
     drained = "drained"
     lost = "lost"
@@ -136,6 +143,8 @@ class TaskSubmitted(Event):
     labels: dict[str, str] = Field(default_factory=dict)
     required_capabilities: list[str] = Field(default_factory=list)
     idempotency_key: str | None = None
+    on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.cancel
+    dependencies_may_follow: bool = False
 
     @field_validator("payload")
     @classmethod
