@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from projections.store import Batch, Store
 from projections.view import Change, Telemetry, View, position_key
 from taskfold import staterows
+from taskfold.fold.placement import stamp
 from taskfold.log.eventlog import Poison, Recorded
 from taskfold.scheduling.model import QueuePolicy
 
@@ -109,14 +110,16 @@ class Projector:
 
     def _event(self, entry: Recorded, batch: Batch) -> Change:
         event = entry.event
-        step = staterows.step(self.queue(event.queue), event, self.policy(event.queue))
-        self.queues[event.queue] = step.after
+        where = entry.where
+        step = staterows.step(self.queue(event.queue), event, self.policy(event.queue), where)
+        if step.writes or event.queue in self.queues:  # a misrouted stray adds no empty queue
+            self.queues[event.queue] = step.after
         for key, value in step.writes:
             batch.raw(FOLD, key, value)
         self.counts["events"] += 1
         self.counts[step.verdict.outcome] += 1
         change = Change(entry.partition, entry.offset, event, step.verdict, step.before, step.after,
-                        tuple(step.tasks))
+                        tuple(step.tasks), stamp(event.occurred_at, where))
         for view in self.views:
             view.apply(change, batch)
         return change

@@ -26,6 +26,10 @@ from functools import lru_cache
 # the same record differently.
 SKEW_BOUND_MS = 5 * 60 * 1000
 
+# How the two rejections' reasons begin, so audits can name them without parsing.
+MISROUTED = "misrouted: "
+SKEWED = "clock skew: "
+
 _MASK = 0xFFFFFFFF
 _M = 0x5BD1E995
 
@@ -77,7 +81,7 @@ def misrouted(queue: str, where: Where) -> str | None:
     home = home_partition(queue, where.partitions)
     if where.partition == home:
         return None
-    return f"misrouted: queue {queue} lives in partition {home}, not {where.partition}"
+    return f"{MISROUTED}queue {queue} lives in partition {home}, not {where.partition}"
 
 
 def _known(timestamp: int | None) -> bool:
@@ -88,7 +92,7 @@ def ahead(occurred_at: int, where: Where) -> str | None:
     """Why `occurred_at` is too far ahead of the record's broker timestamp, or None if it is not."""
     if not _known(where.timestamp) or occurred_at - where.timestamp <= SKEW_BOUND_MS:  # type: ignore[operator]
         return None
-    return (f"clock skew: occurred_at {occurred_at} is {occurred_at - where.timestamp} ms ahead of "  # type: ignore[operator]
+    return (f"{SKEWED}occurred_at {occurred_at} is {occurred_at - where.timestamp} ms ahead of "  # type: ignore[operator]
             f"the record's broker timestamp {where.timestamp} (bound {SKEW_BOUND_MS} ms)")
 
 
