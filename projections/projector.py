@@ -24,7 +24,9 @@ from taskfold.scheduling.model import QueuePolicy
 FOLD = "_fold"
 POISON = "poison"  # table: position -> reason, for every undecodable record seen
 EVENTS, PROGRESS, HEARTBEATS = "events", "progress", "heartbeats"  # topic roles
-STORE_FORMAT = 1
+# 2: verdicts judge where a record sits (misrouted, clock skew) and the time index leaves
+# out rejected stamps; a format-1 store may hold other verdicts and a truncating index.
+STORE_FORMAT = 2
 DEFAULT_POLICY = QueuePolicy()  # built once: a policy per event cost 1-2% of a rebuild
 
 
