@@ -10,6 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from projections import queries
+from streams.app import _ms
+from streams.processor import InRecord, Processor
+from streams.scheduler import Scheduler
 from projections.projector import Projector
 from projections.store import Store
 from projections.views import all_views
@@ -132,3 +135,30 @@ def test_the_audit_reports_misrouted_and_stamped_ahead_events() -> None:
     report = auditor.finish(ledger)
     assert [(v.rule, v.position) for v in report.violations] == [("misrouted", f"{DEMO}:1"), ("stamped-ahead", f"{BETA}:2")]
     assert report.end_ms == now  # the rejected stamp is not the log's "now"
+
+
+class _Outbox:
+    async def append(self, events: list) -> None:
+        pass
+
+    async def quarantine(self, record: InRecord, reason: str) -> None:
+        raise AssertionError(reason)
+
+
+async def test_the_scheduler_worker_judges_where_a_record_sits_as_every_reader_does() -> None:
+    beta, now = Events(queue="beta"), 10_000_000
+    processor = Processor(Scheduler({}, partitions=6), _Outbox(), clock_ms=lambda: now)
+
+    async def read(event, partition: int, offset: int, timestamp: int | None):  # noqa: ANN001, ANN202
+        value, headers = encode_event(event)
+        return (await processor.on_record(InRecord(partition, offset, event.queue.encode(), value, headers,
+                                                   timestamp))).verdict
+
+    assert (await read(beta.submit("t", at=now), BETA, 0, now)).accepted
+    misrouted = await read(beta.cancel("t", at=now), DEMO, 0, now)
+    assert misrouted.reason == f"misrouted: queue beta lives in partition {BETA}, not {DEMO}"
+    ahead = await read(beta.cancel("t", at=now + SKEW_BOUND_MS + 1), BETA, 1, now)
+    assert ahead.reason.startswith("clock skew: ")
+    assert processor.scheduler.queue("beta").state.task("t").state.value == "queued"
+    assert "demo" not in processor.scheduler.queues
+    assert _ms(now / 1000.0) == now  # faust's record timestamp is in seconds
