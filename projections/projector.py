@@ -114,8 +114,7 @@ class Projector:
         event = entry.event
         where = entry.where
         step = staterows.step(self.queue(event.queue), event, self.policy(event.queue), where)
-        if step.writes or event.queue in self.queues:  # a misrouted stray adds no empty queue
-            self.queues[event.queue] = step.after
+        self.queues[event.queue] = step.after
         for key, value in step.writes:
             batch.raw(FOLD, key, value)
         self.counts["events"] += 1
