@@ -84,16 +84,13 @@ def misrouted(queue: str, where: Where) -> str | None:
     return f"{MISROUTED}queue {queue} lives in partition {home}, not {where.partition}"
 
 
-def _known(timestamp: int | None) -> bool:
-    return timestamp is not None and timestamp >= 0
-
-
 def ahead(occurred_at: int, where: Where) -> str | None:
     """Why `occurred_at` is too far ahead of the record's broker timestamp, or None if it is not."""
-    if not _known(where.timestamp) or occurred_at - where.timestamp <= SKEW_BOUND_MS:  # type: ignore[operator]
+    broker = where.timestamp
+    if broker is None or broker < 0 or occurred_at - broker <= SKEW_BOUND_MS:
         return None
-    return (f"{SKEWED}occurred_at {occurred_at} is {occurred_at - where.timestamp} ms ahead of "  # type: ignore[operator]
-            f"the record's broker timestamp {where.timestamp} (bound {SKEW_BOUND_MS} ms)")
+    return (f"{SKEWED}occurred_at {occurred_at} is {occurred_at - broker} ms ahead of "
+            f"the record's broker timestamp {broker} (bound {SKEW_BOUND_MS} ms)")
 
 
 def misplaced(queue: str, occurred_at: int, where: Where) -> str | None:
