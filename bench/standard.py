@@ -138,13 +138,13 @@ class Readback:
                 for record in batch:
                     entry = entry_of(record)
                     if isinstance(entry, Recorded):
-                        self._take(entry.event)
+                        self._take(entry.event, entry.where)
                 if batch:
                     self._changed.set()
                     await asyncio.sleep(READBACK_EVERY_S)
 
-    def _take(self, event) -> None:
-        if not self.ledger.apply(event).accepted:
+    def _take(self, event, where=None) -> None:  # noqa: ANN001
+        if not self.ledger.apply(event, where).accepted:
             return
         if isinstance(event, TaskSubmitted):
             self.submitted[event.task_id] = event.occurred_at

@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from projections.store import Batch, Store
 from projections.view import Change, Telemetry, View, position_key
 from taskfold import staterows
+from taskfold.fold.placement import stamp
 from taskfold.log.eventlog import Poison, Recorded
 from taskfold.scheduling.model import QueuePolicy
 
 FOLD = "_fold"
 POISON = "poison"  # table: position -> reason, for every undecodable record seen
 EVENTS, PROGRESS, HEARTBEATS = "events", "progress", "heartbeats"  # topic roles
-STORE_FORMAT = 1
+# 2: verdicts judge where a record sits (misrouted, clock skew) and the time index leaves
+# out rejected stamps; a format-1 store may hold other verdicts and a truncating index.
+STORE_FORMAT = 2
 DEFAULT_POLICY = QueuePolicy()  # built once: a policy per event cost 1-2% of a rebuild
 
 
@@ -109,14 +112,15 @@ class Projector:
 
     def _event(self, entry: Recorded, batch: Batch) -> Change:
         event = entry.event
-        step = staterows.step(self.queue(event.queue), event, self.policy(event.queue))
+        where = entry.where
+        step = staterows.step(self.queue(event.queue), event, self.policy(event.queue), where)
         self.queues[event.queue] = step.after
         for key, value in step.writes:
             batch.raw(FOLD, key, value)
         self.counts["events"] += 1
         self.counts[step.verdict.outcome] += 1
         change = Change(entry.partition, entry.offset, event, step.verdict, step.before, step.after,
-                        tuple(step.tasks))
+                        tuple(step.tasks), stamp(event.occurred_at, where))
         for view in self.views:
             view.apply(change, batch)
         return change

@@ -39,7 +39,7 @@ from projections.projector import EVENTS, HEARTBEATS, PROGRESS, Projector
 from projections.store import META, Store, StoreError
 from projections.view import Telemetry, View
 from taskfold.broker.topics import TopicNames
-from taskfold.log.eventlog import Cut, CutRule, Recorded
+from taskfold.log.eventlog import Cut, CutRule, Recorded, occurred_at
 from taskfold.log.reader import LogReader
 from taskfold.telemetry import Heartbeat
 
@@ -154,8 +154,9 @@ async def _apply(reader: LogReader, topic: str, role: str, rule: CutRule, projec
                 projector.apply(role, entries)
                 gc.freeze()  # see _growing_heap
                 for entry in entries:
-                    if isinstance(entry, Recorded) and (newest is None or entry.event.occurred_at > newest):
-                        newest = entry.event.occurred_at
+                    at = occurred_at(entry) if isinstance(entry, Recorded) else None
+                    if at is not None and (newest is None or at > newest):
+                        newest = at
             tracker.advance(role, len(records), len(entries))
             if rule.closed >= reading:
                 break  # every partition is past the cut: the rest is not needed

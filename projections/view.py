@@ -46,6 +46,7 @@ class Change:
     before: Queue
     after: Queue
     tasks: tuple[Task, ...]  # the task rows the event changed, as they are after it
+    stamp: int | None  # the time it gives its position; None: rejected as stamped ahead (placement.stamp)
 
     @property
     def position(self) -> str:

@@ -130,13 +130,18 @@ def build(
         async for record in stream.events():
             m = record.message
             yield await processor.on_record(InRecord(m.partition, m.offset, record.key, record.value,
-                                                     tuple(m.headers or ())))
+                                                     tuple(m.headers or ()), _ms(m.timestamp)))
 
     agent = app.agent(events, name="scheduler")(schedule)
     _hooks(app, table, processor, topics, options)
     if options.read_heartbeats:
         app.task(_heartbeats_reader(board, bootstrap, tansu, topics.heartbeats))
     return Topology(app, agent, table, processor, board)
+
+
+def _ms(seconds: float | None) -> int | None:
+    """faust's record timestamp (seconds, from the broker's milliseconds) back in milliseconds."""
+    return None if seconds is None else round(seconds * 1000)
 
 
 def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topics: TopicNames,
@@ -176,7 +181,7 @@ def _log_range(bootstrap: str, tansu: bool, topic: str) -> Callable:
                     if r.offset >= end:
                         break
                     out.append(InRecord(r.partition, r.offset, r.key.encode() if r.key is not None else None,
-                                        r.value, r.headers))
+                                        r.value, r.headers, r.timestamp))
         return out
 
     return read_range

@@ -47,6 +47,7 @@ class InRecord:
     key: bytes | None
     value: bytes | None
     headers: Headers = ()
+    timestamp: int | None = None  # the broker's timestamp of the record (ms)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class Processor:
             return await self._poison(record, exc.reason)
         if event is None:
             return await self._poison(record, "empty record (no value)")
-        applied = self.scheduler.apply(event, record.partition, record.offset)
+        applied = self.scheduler.apply(event, record.partition, record.offset, record.timestamp)
         self.progress.note(record.partition, record.offset)
         self.counts[applied.verdict.outcome] += 1
         self.counts["read_back"] += applied.ours

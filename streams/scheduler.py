@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 
-from aiokafka.partitioner import murmur2
-
 from streams.pending import Pending
 from taskfold import staterows as rows
 from taskfold.events import Event
+from taskfold.fold.placement import Where, home_partition
 from taskfold.scheduling.decide import decide
 from taskfold.scheduling.model import QueuePolicy
 from taskfold.scheduling.timers import expirations
@@ -36,7 +35,7 @@ class Applied:
 
 def partition_of(queue: str, partitions: int) -> int:
     """The partition a queue's events go to: the Java client's (and aiokafka's) murmur2 of the key."""
-    return (murmur2(queue.encode()) & 0x7FFFFFFF) % partitions
+    return home_partition(queue, partitions)
 
 
 class Scheduler:
@@ -65,17 +64,20 @@ class Scheduler:
         """The owned queue's state (empty when never seen)."""
         return self.queues.get(name, rows.Queue())
 
-    def apply(self, event: Event, partition: int | None = None, offset: int | None = None) -> Applied:
-        """Fold one event read at (partition, offset); persist the rows it changed (and the offset).
+    def apply(self, event: Event, partition: int | None = None, offset: int | None = None,
+              timestamp: int | None = None) -> Applied:
+        """Fold one event read at (partition, offset), stamped `timestamp` by the broker; persist the rows it changed.
 
         A record below the stored offset is skipped: replayed after a crash, a rejected
         event would be judged on a later state (a cancel of a task submitted just after
-        it would pass). Without a position (tests) nothing is skipped or stored.
+        it would pass). Without a position (tests) nothing is skipped or stored, and the
+        fold does not check where the event sits.
         """
         ours = self.pending.settle(event.event_id)
         if partition is not None and offset is not None and offset < self.applied.get(partition, 0):
             return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours)
-        done = rows.step(self.queue(event.queue), event, self.policy(event.queue))
+        where = Where(partition, self.partitions, timestamp) if partition is not None else None
+        done = rows.step(self.queue(event.queue), event, self.policy(event.queue), where)
         verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
             self.applied[partition] = offset + 1
@@ -85,7 +87,8 @@ class Scheduler:
             # judged again.
             writes.append(rows.offset_write(partition, offset))
         self._write(writes)
-        self.queues[event.queue] = done.after
+        if done.writes or event.queue in self.queues:  # a misrouted stray adds no queue we do not own
+            self.queues[event.queue] = done.after
         return Applied(verdict, ours)
 
     def skip(self, partition: int, offset: int) -> None:

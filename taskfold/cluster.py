@@ -138,7 +138,7 @@ class LogWatcher:
                     self.poison.append(entry)
                 else:
                     self.seen_at.setdefault(entry.event.event_id, time.monotonic())
-                    self.entries.append((entry.event, self.ledger.apply(entry.event)))
+                    self.entries.append((entry.event, self.ledger.apply(entry.event, entry.where)))
                 async with self._changed:
                     self._changed.notify_all()
         finally:
@@ -174,7 +174,7 @@ class LogWatcher:
         ledger, count = Ledger(), 0
         async for entry in self.log.read():
             if not isinstance(entry, Poison):
-                ledger.apply(entry.event)
+                ledger.apply(entry.event, entry.where)
                 count += 1
         return count, ledger
 

@@ -37,7 +37,7 @@ async def replay(log: EventLog, cut: Cut | None = None, progress: Progress | Non
         if isinstance(entry, Poison):
             result.poison.append(entry)
         else:
-            result.verdicts[result.ledger.apply(entry.event).outcome] += 1
+            result.verdicts[result.ledger.apply(entry.event, entry.where).outcome] += 1
         if progress is not None and result.records % 1000 == 0:
             progress(1000)
     if progress is not None:

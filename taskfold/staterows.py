@@ -18,7 +18,7 @@ from typing import Any
 from immutables import Map
 
 from taskfold.events import AgentJoined, AgentLeft, Event
-from taskfold.fold import evolve
+from taskfold.fold import Where, evolve
 from taskfold.fold import rows as fold_rows
 from taskfold.scheduling.fleet import observe
 from taskfold.scheduling.model import QueuePolicy
@@ -195,9 +195,9 @@ def marker_of(event: Event) -> tuple[str, str] | None:
     return (TASK, event.task) if event.task is not None else None
 
 
-def step(before: Queue, event: Event, policy: QueuePolicy) -> Step:
-    """Fold one event into a queue and its fleet, and list the rows to write."""
-    state, verdict = evolve(before.state, event)
+def step(before: Queue, event: Event, policy: QueuePolicy, where: Where | None = None) -> Step:
+    """Fold one event (read at `where`, if known) into a queue and its fleet, and list the rows to write."""
+    state, verdict = evolve(before.state, event, where)
     fleet = observe(before.fleet, before.state, state, event, verdict, policy)
     tasks, seats = fold_rows.touched(before.state, state, event)
     # A seat's holdings are derived from the task rows (QueueRows.state), so a seat row is

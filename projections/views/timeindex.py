@@ -10,6 +10,8 @@ which each new running maximum was reached (a row only when the maximum grows):
 
 The cut offset of T is then the offset of the first `time_index` row whose running max is
 greater than T: one range lookup per partition (`projections.queries.cut_offsets`).
+An event the fold rejects as stamped too far ahead of its record has no stamp
+(`Change.stamp`), so it neither moves the maximum nor closes a cut.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class TimeIndexView:
     name = "time_index"
 
     def apply(self, change: Change, rows: Rows) -> None:
-        at = change.event.occurred_at
+        at = change.stamp
+        if at is None:
+            return
         partition = partition_part(change.partition)
         top = rows.get(TIME_MAX, partition)
         if top is not None and at <= top:

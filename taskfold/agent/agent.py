@@ -164,7 +164,7 @@ class Agent:
         event = entry.event
         if event.queue not in self.slots:
             return []
-        verdict = self.ledger.apply(event)
+        verdict = self.ledger.apply(event, entry.where)
         state = self.ledger.state(event.queue)
         return react(state, event, verdict, self.agent_id, self._attempts, self.draining)
 

@@ -2,22 +2,21 @@
 
 Events are keyed by queue (ARCHITECTURE §2), and producers place a key with the Kafka
 default partitioner: murmur2 of the key bytes, made non-negative, modulo the partition
-count. The Java client and aiokafka agree on it, so computing it here finds a queue's
-partition without asking the broker.
+count. The Java client and aiokafka agree on it, so computing it finds a queue's
+partition without asking the broker. The fold uses the same function
+(`taskfold.fold.placement.home_partition`) to reject misrouted events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aiokafka.partitioner import murmur2
+from taskfold.fold.placement import home_partition
 
 
 def queue_partition(queue: str, partitions: int) -> int:
     """The partition of `partitions` that events keyed by `queue` land in."""
-    if partitions < 1:
-        raise ValueError(f"a topic has at least one partition, not {partitions}")
-    return (murmur2(queue.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return home_partition(queue, partitions)
 
 
 def partitions_of(queues: Iterable[str], partitions: int) -> dict[int, list[str]]:

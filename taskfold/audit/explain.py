@@ -17,7 +17,7 @@ from taskfold.audit.deadline import Standing, standing
 from taskfold.audit.invariants import Auditor
 from taskfold.audit.report import Violation
 from taskfold.events import AgentLeft, Event, TaskAssigned, WorkflowSubmitted
-from taskfold.fold import Ledger
+from taskfold.fold import Ledger, Where
 from taskfold.log.eventlog import Cut, EventLog, Poison
 from taskfold.policies import workflow_task_id
 from taskfold.state import Task, Verdict
@@ -68,11 +68,11 @@ class Explainer:
         self.events = 0
         self._timelines: dict[str, Timeline] = {}
 
-    def observe(self, event: Event, position: str) -> None:
-        """Fold one event; keep it if it is about the task."""
+    def observe(self, event: Event, position: str, where: Where | None = None) -> None:
+        """Fold one event (read at `where`, if known); keep it if it is about the task."""
         self.events += 1
         about = self._about(event)
-        verdict = self.ledger.apply(event)
+        verdict = self.ledger.apply(event, where)
         self.auditor.observe(event, verdict, position)
         if not about:
             return
@@ -121,7 +121,7 @@ async def explain_log(log: EventLog, task_id: str, queue: str | None = None, cut
         if progress is not None and read % 1000 == 0:
             progress(1000)
         if not isinstance(entry, Poison):
-            explainer.observe(entry.event, str(entry.position))
+            explainer.observe(entry.event, str(entry.position), entry.where)
     if progress is not None:
         progress(read % 1000)
     return explainer

@@ -38,13 +38,16 @@ class Auditor:
         """Judge one event with the verdict it was given; the violations it caused."""
         report = self.report
         report.events += 1
+        stray = rules.misplaced(event, verdict)
+        if stray:
+            # A stamp the fold rejected must not become the log's "now" either.
+            report.violations.extend(_at(stray, position))
+            return stray
         report.end_ms = max(report.end_ms or 0, event.occurred_at)
         if not verdict.accepted:
             return []
         report.accepted += 1
-        found = self._judge(event)
-        if position is not None:
-            found = [Violation(v.rule, v.queue, v.detail, v.task_id, v.agent_id, position) for v in found]
+        found = _at(self._judge(event), position)
         report.violations.extend(found)
         return found
 
@@ -67,6 +70,12 @@ class Auditor:
         if ledger is not None:
             compare_states(self.books, ledger, self.report)
         return self.report
+
+
+def _at(found: list[Violation], position: str | None) -> list[Violation]:
+    if position is None:
+        return found
+    return [Violation(v.rule, v.queue, v.detail, v.task_id, v.agent_id, position) for v in found]
 
 
 def audit(entries: Iterable[tuple[Event, Verdict]], ledger: Ledger | None = None,

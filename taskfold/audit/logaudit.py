@@ -69,7 +69,7 @@ class LogAuditor:
                 self.store.passed(entry.partition, entry.offset)
             return
         event, position = entry.event, str(entry.position)
-        verdict = self.ledger.apply(event)
+        verdict = self.ledger.apply(event, entry.where)
         self.fold.observe(event, verdict, position)
         if self.store is not None and self.store_auditor is not None:
             recorded = self.store.judge(entry.partition, entry.offset, event, verdict)

@@ -19,6 +19,9 @@ RULES: dict[str, str] = {
     "not-terminal": "a task did not end (checked when every task is required to be terminal)",
     "state-mismatch": "the audit's own books and the fold disagree on a task's final state",
     "verdict-mismatch": "a projection recorded a different verdict than a fresh fold gives",
+    "misrouted": "an event sits in a partition other than its queue's (a writer keyed it wrongly); the fold rejected it",
+    "stamped-ahead": "an event's occurred_at is beyond the skew bound ahead of its record's broker timestamp; "
+                     "the fold rejected it and it does not move the log's time",
 }
 
 

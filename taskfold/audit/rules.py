@@ -28,14 +28,23 @@ from taskfold.events import (
     TaskTimedOut,
     WorkflowSubmitted,
 )
+from taskfold.fold.placement import MISROUTED, SKEWED
 from taskfold.policies import workflow_task_id
-from taskfold.state import TERMINAL, TaskState
+from taskfold.state import TERMINAL, TaskState, Verdict
 
 REPORTS = (TaskStarted, TaskCompleted, TaskFailed, TaskLeaseExpired, TaskTimedOut, TaskCancelled)
 
 
 def _violation(rule: str, event: Event, detail: str) -> Violation:
     return Violation(rule, event.queue, detail, event.task, event.agent)
+
+
+def misplaced(event: Event, verdict: Verdict) -> list[Violation]:
+    """A rejection for where the event sits (misrouted, stamped ahead): a writer's fault the fold caught."""
+    reason = verdict.reason or ""
+    if verdict.outcome != "rejected" or not reason.startswith((MISROUTED, SKEWED)):
+        return []
+    return [_violation("misrouted" if reason.startswith(MISROUTED) else "stamped-ahead", event, reason)]
 
 
 def promises(books: Books, event: Event) -> list[Violation]:

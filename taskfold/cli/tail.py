@@ -35,7 +35,7 @@ async def _follow(console: Console, target, queue: str | None, task: str | None,
         if not from_beginning:
             console.print(f"[dim]folding history to {ends}, then following…[/]")
         async for entry in log.read(live=True):
-            verdict = None if isinstance(entry, Poison) else ledger.apply(entry.event)
+            verdict = None if isinstance(entry, Poison) else ledger.apply(entry.event, entry.where)
             historic = entry.offset < ends.get(entry.partition, 0)
             if historic and not from_beginning:
                 continue

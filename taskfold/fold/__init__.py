@@ -1,7 +1,9 @@
 """The fold: `evolve(state, event) -> (state, verdict)`, the one arbiter everyone runs.
 
 Pure and deterministic: no clock, no I/O, no faust. The state is one queue's
-(`QueueState`); `Ledger` routes events of many queues to their states.
+(`QueueState`); `Ledger` routes events of many queues to their states. A reader that
+knows where a record sits passes a `Where`, and the fold first rejects a misrouted or
+future-stamped event (`taskfold.fold.placement`), the same for every reader.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ from taskfold.events import (
     WorkflowSubmitted,
 )
 from taskfold.fold import attempts, intake, membership
+from taskfold.fold.placement import Where, misplaced
 from taskfold.state import EMPTY, QueueState, Verdict, duplicate, rejected
 
 
-def evolve(state: QueueState, event: Event) -> tuple[QueueState, Verdict]:
+def evolve(state: QueueState, event: Event, where: Where | None = None) -> tuple[QueueState, Verdict]:
     """Apply one event of a queue to that queue's state and say whether it counted."""
+    # Judged before the state: the verdict must not depend on what else was read first.
+    if where is not None and (reason := misplaced(event.queue, event.occurred_at, where)) is not None:
+        return state, rejected(reason)
     if _already_applied(state, event):
         return state, duplicate("event already applied", getattr(event, "task_id", None))
     match event:
@@ -82,9 +88,9 @@ class Ledger:
     def __init__(self) -> None:
         self.queues: dict[str, QueueState] = {}
 
-    def apply(self, event: Event) -> Verdict:
-        """Fold one event into its queue's state and return its verdict."""
-        state, verdict = evolve(self.queues.get(event.queue, EMPTY), event)
+    def apply(self, event: Event, where: Where | None = None) -> Verdict:
+        """Fold one event (read at `where`, if known) into its queue's state and return its verdict."""
+        state, verdict = evolve(self.queues.get(event.queue, EMPTY), event, where)
         self.queues[event.queue] = state
         return verdict
 
@@ -99,4 +105,4 @@ def fold(events: Iterable[Event], ledger: Ledger | None = None) -> tuple[Ledger,
     return ledger, [ledger.apply(event) for event in events]
 
 
-__all__ = ["evolve", "fold", "Ledger"]
+__all__ = ["evolve", "fold", "Ledger", "Where"]

@@ -15,6 +15,7 @@ from typing import Any
 from schemas.codec import PoisonMessage
 from taskfold.broker.topics import TopicNames
 from taskfold.events import Event
+from taskfold.fold.placement import Where, stamp
 from taskfold.log.reader import LogReader
 from taskfold.log.records import ConsumedRecord, Position, RawRecord
 from taskfold.log.writer import LogWriter
@@ -29,10 +30,18 @@ class Recorded:
     partition: int
     offset: int
     timestamp: int
+    partitions: int | None = None  # the topic's partition count, when the reader knew it
 
     @property
     def position(self) -> Position:
         return Position(self.partition, self.offset)
+
+    @property
+    def where(self) -> Where | None:
+        """Where the fold judges the event to sit (None when the partition count is unknown)."""
+        if self.partitions is None:
+            return None
+        return Where(self.partition, self.partitions, self.timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +71,7 @@ def entry_of(record: ConsumedRecord) -> Entry:
         event = decode_event(record.value)
     except PoisonMessage as exc:
         return Poison(record.partition, record.offset, exc.reason, record.key, record.value, record.headers)
-    return Recorded(event, record.partition, record.offset, record.timestamp)
+    return Recorded(event, record.partition, record.offset, record.timestamp, record.partitions)
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,9 @@ class Cut:
 
 
 def occurred_at(entry: Entry) -> int | None:
-    """The time a time cut judges an entry by: the event's own `occurred_at` (poison has none)."""
-    return entry.event.occurred_at if isinstance(entry, Recorded) else None
+    """The time a time cut judges an entry by: the event's `occurred_at`, unless the fold rejects
+    it as stamped too far ahead of its record (`taskfold.fold.placement`); poison has none."""
+    return stamp(entry.event.occurred_at, entry.where) if isinstance(entry, Recorded) else None
 
 
 class CutRule:
@@ -84,7 +94,11 @@ class CutRule:
 
     The one implementation of the cut, for `EventLog.read` and for projection rebuilds:
     a partition closes at `offsets[p]`, or at its first entry stamped after `until_ms`
-    (entries without a stamp, such as poison, never close it); nothing after is kept.
+    (entries without a stamp, such as poison or an event rejected as stamped ahead of
+    its record, never close it); nothing after is kept. Closing at the first stamp past
+    T is closing where the running maximum of the stamps passes T: the time of a
+    position is that running maximum, so stamps a few ms out of order between writers
+    never make a cut skip an event and keep a later one.
     """
 
     def __init__(self, cut: Cut | None = None, start: dict[int, int] | None = None, *,
@@ -162,7 +176,8 @@ class EventLog:
 
         A time cut is resolved through the events' own `occurred_at`, never through the
         broker's offsets_for_times (wrong on Tansu): a partition is closed at its first
-        event stamped after `until_ms`.
+        event stamped after `until_ms`, not counting an event stamped more than the skew
+        bound ahead of its record (the fold rejects it).
         """
         rule = CutRule(cut, start)
         partitions = rule.partitions()

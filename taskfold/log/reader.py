@@ -127,7 +127,8 @@ class LogReader:
         """
         if not (to_end or live):
             raise ValueError("read() needs to_end=True or live=True, or it would never know when to stop")
-        ids = list(partitions) if partitions is not None else await self.partitions(topic)
+        every = await self.partitions(topic)
+        ids = list(partitions) if partitions is not None else every
         tps = [TopicPartition(topic, p) for p in ids]
         ends = None if live else await compat.end_offsets(self._require_started(), tps)
 
@@ -174,6 +175,7 @@ class LogReader:
                             key=m.key.decode("utf-8") if m.key is not None else None,
                             value=m.value,
                             headers=tuple(m.headers),
+                            partitions=len(every),
                         ))
                 if holes is not None:
                     for tp in fetched:  # a hole after the last record fetched: the position ran past it

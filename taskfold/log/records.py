@@ -49,6 +49,7 @@ class ConsumedRecord:
     key: str | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    partitions: int | None = None  # the topic's partition count, when the reader knows it
 
     @property
     def position(self) -> Position:

@@ -117,7 +117,7 @@ async def test_under_load_a_queue_is_decided_in_batches_and_only_where_room_may_
 
     async def read(event) -> tuple:
         value, headers = encode_event(event)
-        outcome = await processor.on_record(InRecord(0, next(offsets), b"q", value, headers))
+        outcome = await processor.on_record(InRecord(partition_of("q", 4), next(offsets), b"q", value, headers))
         return outcome.appended
 
     await read(e.join("a1", slots=3))  # room opened: decided (nothing to assign yet)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskfold import staterows as rows
-from streams.scheduler import Scheduler
+from streams.scheduler import Scheduler, partition_of
 from taskfold.events import Backoff, Event
 from taskfold.fold import Ledger
 from taskfold.scheduling.fleet import replay
@@ -128,6 +128,9 @@ def test_rows_written_event_by_event_rebuild_what_the_scheduler_holds(drawn: lis
     assert rebuilt.queue("q").fleet == fleet
 
 
+HOME = partition_of("q", 4)  # the fold rejects an event read outside its queue's partition
+
+
 class CrashingStore(dict):
     """Takes `budget` writes, then silently drops the rest (a changelog that lost a suffix)."""
 
@@ -153,14 +156,14 @@ def test_an_event_written_in_part_is_applied_again_after_a_crash(drawn: list[tup
     crashed = Scheduler(store, partitions=4, policy=lambda q: POLICY)
     first_lost = len(events)
     for offset, event in enumerate(events):
-        crashed.apply(event, 0, offset)
+        crashed.apply(event, HOME, offset)
         if store.dropped and first_lost == len(events):
             first_lost = offset
     restarted = Scheduler({}, partitions=4, policy=lambda q: POLICY)
     restarted.load(store.items())
     # At least once: the committed offset is at or before the first event not wholly written.
     for offset in range(max(0, first_lost - back), len(events)):
-        restarted.apply(events[offset], 0, offset)
+        restarted.apply(events[offset], HOME, offset)
     state, fleet = reference(events)
     assert restarted.queue("q").state == state
     if first_lost == len(events):
