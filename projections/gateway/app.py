@@ -254,6 +254,7 @@ def create_app(config: GatewayConfig | None = None, *, runtime: Runtime | None =
     docs.install(app)
     limit = config.max_body_bytes if config else int(runtime.extra.get("max_body_bytes", 1 << 20))  # type: ignore[union-attr]
     app.add_middleware(ops.Timing, metrics=app.state.metrics)
+    app.add_middleware(errors.JsonBodies)
     app.add_middleware(errors.Guard, max_body_bytes=limit)  # outermost: before anything reads the body
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
