@@ -172,10 +172,12 @@ async def test_bad_body_is_422_naming_the_field_and_appends_nothing(gateway, bro
     assert await records(broker, topics) == 0
 
 
-async def test_malformed_json_is_422(gateway, broker, topics) -> None:
+async def test_malformed_json_is_400_naming_where(gateway, broker, topics) -> None:
     client, _ = gateway
     response = await client.post("/v1/tasks", content=b'{"queue": ', headers={"Content-Type": "application/json"})
-    assert response.status_code == 422
+    assert response.status_code == 400
+    assert response.json()["error"]["problems"] == [
+        {"field": "body", "reason": "invalid JSON at line 1 column 11: Expecting value"}]
     assert await records(broker, topics) == 0
 
 
