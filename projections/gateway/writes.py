@@ -3,6 +3,9 @@
 Read-your-write protocol, for every write:
 1. Validate the whole request and build every event (`taskfold.client`), so a bad field is
    a 422 naming it and nothing is appended; a batch is built whole before any append.
+   Submits are then checked against this gateway's fold (`admission`): an unknown
+   dependency (422) or an idempotency key reused for a different request (409) appends
+   nothing.
 2. Append the events and learn their positions (broker unreachable: 503 with the cause).
 3. Wait until this gateway's projection has applied those positions, at most
    `write_timeout_s`; past that, a 503 with Retry-After says the event WAS appended, where,
@@ -71,7 +74,7 @@ class TaskRequest(BaseModel):
     depends_on: list[Name] = Field(default_factory=list, description="task ids (any queue) this task waits for; "
                                    "each must exist unless dependencies_may_follow")
     on_dependency_failure: DependencyFailurePolicy = Field(
-        default=DependencyFailurePolicy.cancel, description="when a dependency fails: cancel this task, or run it anyway")
+        default=DependencyFailurePolicy.cancel, description="when a dependency fails: cancel this task, or run it")
     dependencies_may_follow: bool = Field(default=False, description="depends_on may name tasks not submitted yet")
     session_id: Text | None = None
     correlation_id: Text | None = None

@@ -46,7 +46,7 @@ class Told:
 def submit(
     queue: str = typer.Argument(..., help="queue name"),
     task_type: str = typer.Argument(..., help="task type the agents handle"),
-    payload: str = typer.Option("null", "--payload", "-p", help="payload as JSON text, @FILE to read a file, - for stdin"),
+    payload: str = typer.Option("null", "--payload", "-p", help="payload: JSON text, @FILE (a file) or - (stdin)"),
     priority: str = typer.Option("medium", help="critical | high | medium | low"),
     task_id: str = typer.Option(None, help="task id (default: a new uuid4)"),
     timeout_ms: int = typer.Option(300_000, help="timeout of one attempt, ms"),
