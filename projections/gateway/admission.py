@@ -13,6 +13,10 @@ Before appending (from this gateway's fold of the log, `runtime.live.projector`)
 After appending: a key that landed first from elsewhere while this submit was on its way
 makes the fold answer `duplicate`; if the requests differ, that is the same 409 (the
 appended event changed nothing, as every duplicate).
+
+A request is compared with the TaskSubmitted that created the original task, as the tasks
+view's history holds it, not with the folded task: a redrive raises the task's
+max_attempts, and a retry of the original request must still be the same request.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from projections import queries
 from projections.gateway.deps import Runtime
 from projections.gateway.errors import ApiError
 from projections.view import Change
 from taskfold.events import TaskSubmitted
+from taskfold.state import Task
 from taskfold.submits import conflict_reason, request_differences, unknown_dependencies, unknown_reason
 
 Item = tuple[TaskSubmitted, bool]  # the event, and whether the request named its task_id
@@ -36,7 +42,7 @@ def refuse_before_append(rt: Runtime, items: Sequence[Item], *, prefix: str = ""
         return  # a read-only gateway: the append answers 405
     field = (lambda i: f"{prefix}{i}.") if prefix else (lambda i: "")
     _refuse_unknown(projector, items, field)
-    _refuse_conflicts(projector, items, field)
+    _refuse_conflicts(rt, projector, items, field)
 
 
 def _refuse_unknown(projector: Any, items: Sequence[Item], field) -> None:  # noqa: ANN001
@@ -55,7 +61,7 @@ def _refuse_unknown(projector: Any, items: Sequence[Item], field) -> None:  # no
         raise ApiError(422, "unknown_dependency", f"nothing was appended: {problems[0][1]}", problems)
 
 
-def _refuse_conflicts(projector: Any, items: Sequence[Item], field) -> None:  # noqa: ANN001
+def _refuse_conflicts(rt: Runtime, projector: Any, items: Sequence[Item], field) -> None:  # noqa: ANN001
     first: dict[tuple[str, str], TaskSubmitted] = {}
     for index, (event, given) in enumerate(items):
         key = event.idempotency_key
@@ -63,7 +69,8 @@ def _refuse_conflicts(projector: Any, items: Sequence[Item], field) -> None:  # 
             continue
         state = projector.queue(event.queue).state
         used_by = state.idempotency.get(key)
-        original = state.task(used_by) if used_by is not None else first.get((event.queue, key))
+        task = state.task(used_by) if used_by is not None else None
+        original = submitted_request(rt, task) if task is not None else first.get((event.queue, key))
         if original is None:
             first[(event.queue, key)] = event
             continue
@@ -81,7 +88,16 @@ def conflict(key: str, original: str, differences: Sequence[str], field: str = "
                     extra={"idempotency_key": key, "task_id": original, **(extra or {})})
 
 
-def conflict_after(change: Change, event: TaskSubmitted, task_id_given: bool) -> ApiError | None:
+def submitted_request(rt: Runtime, task: Task) -> TaskSubmitted | Task:
+    """The TaskSubmitted that created `task`, from the tasks view; the folded task without that view."""
+    for row in queries.task_history(rt.live.store, task.task_id, queue=task.queue, limit=50):
+        event = row.get("event") or {}
+        if event.get("type") == "TaskSubmitted" and row.get("verdict", {}).get("outcome") == "accepted":
+            return TaskSubmitted.model_validate({k: v for k, v in event.items() if k != "type"})
+    return task
+
+
+def conflict_after(rt: Runtime, change: Change, event: TaskSubmitted, task_id_given: bool) -> ApiError | None:
     """The 409 of a submit the fold found a duplicate of a different request by key, else None."""
     verdict = change.verdict
     if verdict.outcome != "duplicate" or event.idempotency_key is None or verdict.ref is None:
@@ -89,7 +105,7 @@ def conflict_after(change: Change, event: TaskSubmitted, task_id_given: bool) ->
     original = change.after.state.task(verdict.ref)
     if original is None:
         return None
-    differences = request_differences(event, original, task_id_given=task_id_given)
+    differences = request_differences(event, submitted_request(rt, original), task_id_given=task_id_given)
     if not differences:
         return None
     return conflict(event.idempotency_key, original.task_id, differences,

@@ -148,7 +148,7 @@ async def submit_task(request: Request, body: TaskRequest, idempotency_key: Idem
     given = body.task_id is not None
     refuse_before_append(rt, [(event, given)])  # type: ignore[list-item]
     (change,) = await commit(rt, [event])
-    late = conflict_after(change, event, given)  # type: ignore[arg-type]
+    late = conflict_after(rt, change, event, given)  # type: ignore[arg-type]
     if late is not None:
         raise late
     status, result = judge(change, event.task_id, shower(rt))
@@ -183,7 +183,7 @@ async def submit_batch(request: Request, body: BatchRequest, idempotency_key: Id
     results, show = [], shower(rt)
     for index, (event, change) in enumerate(zip(events, changes, strict=True)):
         status, result = judge(change, event.task_id, show, raising=False)
-        late = conflict_after(change, event, given[index])  # type: ignore[arg-type]
+        late = conflict_after(rt, change, event, given[index])  # type: ignore[arg-type]
         if late is not None:
             status, result = late.status, result.model_copy(update={"reason": late.problems[0]["reason"]})
         results.append(BatchItem(index=index, status=status, **result.model_dump()))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
@@ -27,12 +27,27 @@ from taskfold.events import TaskSubmitted
 from taskfold.fold import Ledger
 from taskfold.log.eventlog import Cut, EventLog, Poison
 from taskfold.log.records import Position
-from taskfold.state import Verdict
+from taskfold.state import Task, Verdict
 from taskfold.submits import (conflict_reason, duplicate_reason, request_differences, unknown_dependencies,
                               unknown_reason)
 
 EXIT_REJECTED = 1  # the fold rejected the event (it was appended and changed nothing)
 EXIT_INVALID = 2  # refused before appending: a bad field, an unknown dependency, a key reused differently
+
+
+@dataclass
+class Folded:
+    """The log as folded so far: the ledger, the next offset of each partition read, and the
+    accepted TaskSubmitted of each (queue, idempotency key), for comparing requests (a
+    redrive changes the folded task's max_attempts, not the request that created it)."""
+
+    ledger: Ledger = field(default_factory=Ledger)
+    read_to: dict[int, int] = field(default_factory=dict)
+    keyed: dict[tuple[str, str], TaskSubmitted] = field(default_factory=dict)
+
+    def request(self, queue: str, key: str, task: Task) -> TaskSubmitted | Task:
+        """The submit that first used `key` in `queue` (the folded task if not seen)."""
+        return self.keyed.get((queue, key), task)
 
 
 @dataclass(frozen=True)
@@ -126,40 +141,43 @@ def _split_label(item: str) -> tuple[str, str]:
 
 async def _submit(target, event: TaskSubmitted, *, task_id_given: bool) -> Told:  # noqa: ANN001 - a Target
     """Steps 2 and 3 of the module docstring."""
-    ledger = Ledger()
-    read_to: dict[int, int] = {}
+    folded = Folded()
     async with EventLog(target.bootstrap, target.topics, tansu=target.tansu) as log:
         if (event.depends_on and not event.dependencies_may_follow) or event.idempotency_key is not None:
-            read_to, _ = await _fold(log, ledger)
-            refusal = _refusal(ledger, event, task_id_given)
+            await _fold(log, folded)
+            refusal = _refusal(folded, event, task_id_given)
             if refusal is not None:
                 return refusal
         (position,) = await log.append([event])
         cut = Cut(offsets={position.partition: position.offset + 1})
-        _, verdict = await _fold(log, ledger, {position.partition: read_to.get(position.partition, 0)}, cut, position)
+        start = {position.partition: folded.read_to.get(position.partition, 0)}
+        verdict = await _fold(log, folded, start, cut, position)
     if verdict is None:
         return Told(f"appended task {event.task_id} to queue {event.queue} at {position}, but its verdict could not "
                     "be read back: `taskfold tail --from-beginning` shows it", EXIT_REJECTED)
-    return _told(ledger, event, position, verdict, task_id_given)
+    return _told(folded, event, position, verdict, task_id_given)
 
 
-async def _fold(log: EventLog, ledger: Ledger, start: dict[int, int] | None = None, cut: Cut | None = None,
-                wanted: Position | None = None) -> tuple[dict[int, int], Verdict | None]:
-    """Fold from `start` to the end (or the cut): the next offset of each partition read, and `wanted`'s verdict."""
-    next_offsets = dict(start or {})
+async def _fold(log: EventLog, folded: Folded, start: dict[int, int] | None = None, cut: Cut | None = None,
+                wanted: Position | None = None) -> Verdict | None:
+    """Fold from `start` to the end (or the cut) into `folded`; the verdict of the event at `wanted`."""
     found = None
     async for entry in log.read(start=start, cut=cut):
-        next_offsets[entry.partition] = entry.offset + 1
+        folded.read_to[entry.partition] = entry.offset + 1
         if isinstance(entry, Poison):
             continue
-        verdict = ledger.apply(entry.event)
+        event = entry.event
+        verdict = folded.ledger.apply(event)
+        if isinstance(event, TaskSubmitted) and event.idempotency_key is not None and verdict.outcome == "accepted":
+            folded.keyed[(event.queue, event.idempotency_key)] = event
         if wanted is not None and (entry.partition, entry.offset) == (wanted.partition, wanted.offset):
             found = verdict
-    return next_offsets, found
+    return found
 
 
-def _refusal(ledger: Ledger, event: TaskSubmitted, task_id_given: bool) -> Told | None:
+def _refusal(folded: Folded, event: TaskSubmitted, task_id_given: bool) -> Told | None:
     """Why the log as folded refuses this submit before it is appended, or None."""
+    ledger = folded.ledger
     if event.depends_on and not event.dependencies_may_follow:
         def known(task_id: str) -> bool:
             return task_id == event.task_id or any(q.task(task_id) is not None for q in ledger.queues.values())
@@ -173,15 +191,16 @@ def _refusal(ledger: Ledger, event: TaskSubmitted, task_id_given: bool) -> Told 
     original = state.task(state.idempotency[key]) if key is not None and key in state.idempotency else None
     if original is None:
         return None
-    differences = request_differences(event, original, task_id_given=task_id_given)
+    differences = request_differences(event, folded.request(event.queue, key, original), task_id_given=task_id_given)
     if differences:
         return Told(f"conflict: {conflict_reason(key, original.task_id, differences)}; nothing submitted",
                     EXIT_INVALID)
     return None
 
 
-def _told(ledger: Ledger, event: TaskSubmitted, position: Position, verdict: Verdict, task_id_given: bool) -> Told:
+def _told(folded: Folded, event: TaskSubmitted, position: Position, verdict: Verdict, task_id_given: bool) -> Told:
     """What to print for the fold's verdict on the appended event."""
+    ledger = folded.ledger
     if verdict.outcome == "accepted":
         return Told(f"submitted task {event.task_id} to queue {event.queue} at {position} (event {event.event_id})")
     if verdict.outcome == "rejected":
@@ -189,7 +208,7 @@ def _told(ledger: Ledger, event: TaskSubmitted, position: Position, verdict: Ver
     key, original = event.idempotency_key, ledger.state(event.queue).task(verdict.ref or event.task_id)
     if key is None or original is None:
         return Told(f"duplicate: {verdict.reason} (nothing new submitted)")
-    differences = request_differences(event, original, task_id_given=task_id_given)
+    differences = request_differences(event, folded.request(event.queue, key, original), task_id_given=task_id_given)
     if differences:
         return Told(f"conflict: {conflict_reason(key, original.task_id, differences)}; the event appended at "
                     f"{position} changed nothing", EXIT_INVALID)

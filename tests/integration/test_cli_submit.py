@@ -9,7 +9,11 @@ import json
 import subprocess
 import sys
 
+from taskfold.client import build
+from taskfold.events import TaskRedriven
+from taskfold.log.eventlog import EventLog
 from tests.integration.test_cli import cli_env, taskfold, total_records
+from tests.integration.test_write_api import dead_letter_events
 
 
 def env_for(broker, topics) -> dict[str, str]:
@@ -90,3 +94,15 @@ async def test_piped_output_is_not_wrapped(broker, topics) -> None:
     done = taskfold(env, "submit", "emails", "send", "--task-id", task_id)
     assert done.returncode == 0, done
     assert len(done.stdout.splitlines()) == 1 and task_id in done.stdout
+
+
+async def test_a_retry_after_a_redrive_is_still_the_same_request(broker, topics) -> None:
+    env = env_for(broker, topics)
+    args = ["submit", "jobs", "t", "--task-id", "j-1", "--max-attempts", "1", "--idempotency-key", "j"]
+    assert taskfold(env, *args).returncode == 0
+    async with EventLog(broker.bootstrap, topics, tansu=broker.is_tansu) as log:
+        await log.append(dead_letter_events("jobs", "j-1"))
+        await log.append([build(TaskRedriven, queue="jobs", task_id="j-1", extra_attempts=2)])
+    again = taskfold(env, *args)
+    assert again.returncode == 0, again
+    assert again.stdout.startswith("duplicate: idempotency key 'j' was already used by task j-1")

@@ -12,10 +12,13 @@ import pytest
 
 from projections.gateway import writes
 from projections.gateway.app import open_runtime
+from taskfold.agent.reports import AttemptKey, Outcome, Reporter
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
+from taskfold.client import now_ms
+from taskfold.events import TaskAssigned
 from taskfold.log.eventlog import EventLog
-from tests.integration.test_gateway_writes import config_for, records, serving
+from tests.integration.test_gateway_writes import ADMIN, config_for, records, serving
 
 
 @pytest.fixture
@@ -124,3 +127,25 @@ async def test_dependencies_that_may_follow_and_known_ones_in_other_queues_are_a
     assert submitted["waits"].on_dependency_failure.value == "run"
     bad = await client.post("/v1/tasks", json={"queue": "b", "task_type": "t", "on_dependency_failure": "ignore"})
     assert bad.status_code == 422 and bad.json()["error"]["problems"][0]["field"] == "on_dependency_failure"
+
+
+def dead_letter_events(queue: str, task_id: str) -> list:
+    """An agent joins, takes attempt 1 and fails it for good: the task is dead-lettered."""
+    reporter = Reporter("agent-x", actor="test")
+    assign = TaskAssigned(event_id=f"assign-{task_id}", queue=queue, occurred_at=now_ms(), actor="test",
+                          task_id=task_id, attempt=1, agent_id="agent-x", lease_ms=60_000, strategy="test")
+    failed = reporter.outcome(AttemptKey(queue, task_id, 1), Outcome("failed", error="boom", retryable=False))
+    return [reporter.joined(queue, 1, [], {}), assign, failed]
+
+
+async def test_a_retry_after_a_redrive_is_still_the_same_request(gateway) -> None:
+    client, rt = gateway
+    body, key = {"queue": "jobs", "task_type": "t", "task_id": "j-1", "max_attempts": 1}, {"Idempotency-Key": "j"}
+    assert (await client.post("/v1/tasks", json=body, headers=key)).status_code == 201
+    for position in await rt.log.append(dead_letter_events("jobs", "j-1")):
+        await rt.live.wait_applied(position.partition, position.offset, 10)
+    redrive = await client.post("/v1/dead-letters/j-1/redrive", json={"extra_attempts": 2}, headers=ADMIN)
+    assert redrive.status_code == 200 and redrive.json()["task"]["max_attempts"] == 3, redrive.text
+    again = await client.post("/v1/tasks", json=body, headers=key)
+    assert again.status_code == 200, again.text  # the request asked for 1 attempt, as the first did
+    assert again.json()["duplicate"] is True
