@@ -8,7 +8,7 @@
 #      each with the attempt number (the fencing token); a retried POST is a duplicate, not a second report
 #   5. POST /v1/agents/ID/leave       on the way out (Ctrl-C, or after TASKFOLD_MAX_TASKS tasks)
 #
-# Usage: TASKFOLD_URL=http://127.0.0.1:8000 TASKFOLD_TOKEN=<agent token bound to ID> \
+# Usage: TASKFOLD_URL=http://127.0.0.1:8080 TASKFOLD_TOKEN=<agent token bound to ID> \
 #            examples/http_agent.sh ID QUEUE [SLOTS]
 # The handler below echoes the payload back; replace `handle` with real work.
 set -euo pipefail
@@ -16,7 +16,7 @@ set -euo pipefail
 agent=${1:?usage: http_agent.sh AGENT_ID QUEUE [SLOTS]}
 queue=${2:?usage: http_agent.sh AGENT_ID QUEUE [SLOTS]}
 slots=${3:-1}
-url=${TASKFOLD_URL:-http://127.0.0.1:8000}
+url=${TASKFOLD_URL:-http://127.0.0.1:8080}
 wait_s=${TASKFOLD_WAIT:-10}
 max_tasks=${TASKFOLD_MAX_TASKS:-0}  # 0: serve until interrupted
 

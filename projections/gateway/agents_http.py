@@ -8,14 +8,20 @@ may act as it.
 
 A report (started, completed, failed, cancelled) goes through these steps:
 1. Find the task in a queue the agent has a seat in (404 if none).
-2. Refuse, without appending, what the log has settled for good: the current attempt
-   held by another agent (403 not_holder); then, unless the log already holds this very
-   report (a retry, appended again to fold as a duplicate), an attempt older than the
-   current one (409 stale_attempt) or one that is over (409 attempt_over). An attempt
-   newer than this gateway's projection knows is appended: the fold decides.
-3. Append it (key = queue), wait until the projection has applied it, answer the fold's
-   verdict: accepted or duplicate is 200, rejected is 409 with the fold's reason, and a
-   projection that does not catch up in time is 503 (the retry is safe).
+2. An attempt newer than this gateway's projection knows: wait (bounded by the write
+   timeout) until the projection has applied the events log up to its end as of now.
+   The agent can only know attempts the log holds, so after that wait the projection
+   knows every attempt the agent may report on.
+3. Refuse, without appending, a report the fold would reject as things stand, by the
+   fold's own fence rules: the current attempt held by another agent (403 not_holder);
+   then, unless the log already holds this very report (a retry, appended again to fold
+   as a duplicate), a task completed or cancelled, an attempt older than the current one
+   or one never assigned (409 stale_attempt), or one that is over (409 attempt_over).
+4. Append it (key = queue), wait until the projection has applied it, answer the fold's
+   verdict: accepted or duplicate is 200, rejected is 409 with the fold's reason (a report
+   that passed step 3 but lost a race, say to a cancel or a lease expiry that landed
+   first), and a projection that does not catch up in time is 503 (the retry is safe).
+   If the wait of step 2 runs out, the report is appended and the fold decides.
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from projections.gateway.auth import ensure_agent
 from projections.gateway.deps import Principal, Role, Runtime, require, runtime
 from projections.gateway.errors import ApiError, ErrorBody
+from projections.gateway.fences import current, refusal
 from projections.gateway.writes import Text, actor, commit, read_only_error
 from projections.view import Change
 from taskfold.agent.reports import MAX_ERROR_CHARS, AttemptKey, Outcome, Reporter
 from taskfold.events import LeaveReason, QueueName
-from taskfold.fold.attempts import AttemptEvent, fence
+from taskfold.fold.attempts import AttemptEvent
 from taskfold.log.records import Position, RawRecord
 from taskfold.state import Task, TaskState
 from taskfold.telemetry import ChunkKind
@@ -203,37 +210,14 @@ def _locate(rt: Runtime, agent_id: str, task_id: str, queue: str | None) -> Task
     raise ApiError(404, "not_found", f"unknown task {task_id} in {where}")
 
 
-def _refusal(task: Task, probe: AttemptEvent, *, retry: bool) -> ApiError | None:
-    """Why the log has already settled against this report (step 2), or None to append it.
-
-    `probe` is the report (or, for progress, a start it stands for); with `retry`, a
-    report whose id the task has already seen is let through to fold as a duplicate.
-    """
-    attempt, agent_id = probe.attempt, probe.agent_id
-    if attempt > task.attempt:
-        return None  # newer than this projection knows: let the fold judge
-    if attempt == task.attempt and task.agent_id != agent_id:
-        # Before the retry check: report ids name the attempt, not the agent, so another
-        # agent's report would pass for a retry of the holder's.
-        return ApiError(403, "not_holder", f"agent {agent_id} does not hold attempt {attempt} of task "
-                        f"{task.task_id} (held by {task.agent_id})")
-    if retry and task.seen(probe.event_id):
-        return None
-    if attempt < task.attempt:
-        return ApiError(409, "stale_attempt", f"stale attempt {attempt}: the current attempt of task "
-                        f"{task.task_id} is {task.attempt}", [("attempt", f"must be {task.attempt}")])
-    problem = fence(task, probe)
-    return None if problem is None else ApiError(409, "attempt_over", problem)
-
-
 async def _report(rt: Runtime, principal: Principal, agent_id: str, task_id: str, body: ReportRequest,
                   build: Callable[[Reporter, AttemptKey, str | None], AttemptEvent]) -> ReportOut:
     reporter = _agent(rt, principal, agent_id)
-    task = _locate(rt, agent_id, task_id, body.queue)
+    task, caught_up = await current(rt, lambda: _locate(rt, agent_id, task_id, body.queue), body.attempt)
     event = build(reporter, AttemptKey(task.queue, task_id, body.attempt), task.correlation_id)
-    refusal = _refusal(task, event, retry=True)
-    if refusal is not None:
-        raise refusal
+    refused = refusal(task, event, retry=True, caught_up=caught_up)
+    if refused is not None:
+        raise refused
     [change] = await commit(rt, [event])
     if change.verdict.outcome == "rejected":
         raise ApiError(409, "rejected", f"the fold rejected the report: {change.verdict.reason}",
@@ -360,11 +344,11 @@ async def progress(agent_id: AgentId, task_id: TaskId, body: ProgressRequest, re
     """Progress chunks of an attempt the agent holds, appended in order to `progress` (key = queue)."""
     rt = runtime(request)
     reporter = _agent(rt, principal, agent_id)
-    task = _locate(rt, agent_id, task_id, body.queue)
+    task, caught_up = await current(rt, lambda: _locate(rt, agent_id, task_id, body.queue), body.attempt)
     key = AttemptKey(task.queue, task_id, body.attempt)
-    refusal = _refusal(task, reporter.started(key), retry=False)  # chunks need what a start needs
-    if refusal is not None:
-        raise refusal
+    refused = refusal(task, reporter.started(key), retry=False, caught_up=caught_up)  # chunks need what a start needs
+    if refused is not None:
+        raise refused
     records = []
     for chunk in body.chunks:
         value, headers = encode_record(reporter.chunk(key, chunk.seq, chunk.kind, chunk.content))

@@ -30,7 +30,7 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from projections.gateway import errors, ops
+from projections.gateway import docs, errors, ops
 from projections.gateway.auth import Auth
 from projections.gateway.deps import Runtime
 from projections.gateway.writes import read_only_error
@@ -244,15 +244,17 @@ def create_app(config: GatewayConfig | None = None, *, runtime: Runtime | None =
             yield
 
     app = FastAPI(title="taskfold gateway", description=DESCRIPTION, version=_version(), lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # docs.install: no CDN
     if runtime is not None:
         app.state.runtime = runtime
     app.state.metrics = ops.GatewayMetrics(lambda: getattr(app.state, "runtime", None))
     for module in modules:
         app.include_router(module.router)
     errors.install(app)
+    docs.install(app)
     limit = config.max_body_bytes if config else int(runtime.extra.get("max_body_bytes", 1 << 20))  # type: ignore[union-attr]
     app.add_middleware(ops.Timing, metrics=app.state.metrics)
+    app.add_middleware(errors.JsonBodies)
     app.add_middleware(errors.Guard, max_body_bytes=limit)  # outermost: before anything reads the body
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -111,10 +111,28 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    broken = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+    if broken is not None:
+        reason = json_problem(exc.body, broken)
+        return JSONResponse(error_body("invalid_json", f"the body is not valid JSON: {reason}", [("body", reason)]),
+                            status_code=400)
     problems = validation_problems(exc.errors())
     fields = ", ".join(sorted({field for field, _ in problems}))
     return JSONResponse(error_body("invalid_request", f"the request is not valid: {fields}", problems),
                         status_code=422)
+
+
+def json_problem(document: Any, error: Mapping[str, Any]) -> str:
+    """`invalid JSON at line L column C: <what>` for a body that did not parse."""
+    what = (error.get("ctx") or {}).get("error", "not JSON")
+    loc = error.get("loc", ())
+    position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    if position is None or not isinstance(document, (str, bytes)):
+        return f"invalid JSON: {what}"
+    text = document.decode("utf-8", "replace") if isinstance(document, bytes) else document
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return f"invalid JSON at line {line} column {column}: {what}"
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -139,7 +157,9 @@ class Guard:
 
     1. A Content-Length over the limit is refused before the body is read.
     2. A body without a length (chunked) is counted as it arrives; past the limit the
-       read stops and the answer is 413, so the body is never parsed.
+       read stops and the answer is 413, so the body is never parsed. Whatever the app
+       answers to a body cut short (FastAPI makes it a 400 "error parsing the body") is
+       replaced by that 413.
     3. An exception nobody handled is logged with its traceback and answered with a 500
        body holding an id to find it in the log; if the response had already started,
        it is re-raised for the server to close the connection.
@@ -158,20 +178,26 @@ class Guard:
         if length is not None and length > limit:
             await _send_json(send, 413, _too_large(limit))
             return
-        started = False
+        started = overflow = False
         seen = 0
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, overflow
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    overflow = True
                     raise PayloadTooLarge()
             return message
 
         async def tracked(message: Message) -> None:
             nonlocal started
+            if overflow:  # the app's answer to a body cut short: 413 instead
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _send_json(send, 413, _too_large(limit))
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -179,9 +205,10 @@ class Guard:
         try:
             await self.app(scope, counted, tracked)
         except PayloadTooLarge:
-            if started:
+            if not started:
+                await _send_json(send, 413, _too_large(limit))
+            elif not overflow:
                 raise
-            await _send_json(send, 413, _too_large(limit))
         except Exception:
             incident = uuid.uuid4().hex[:12]
             log.exception("unhandled error %s in %s %s", incident, scope.get("method"), scope.get("path"))
@@ -190,6 +217,45 @@ class Guard:
             await _send_json(send, 500, error_body(
                 "internal_error", f"the gateway failed to handle this request (incident {incident}); "
                 "the gateway's log has the details", incident=incident))
+
+
+JSON_TYPE = "application/json"
+
+
+class JsonBodies:
+    """ASGI middleware: a request body must be JSON (`Content-Type: application/json` or `+json`), else 415.
+
+    A POST without a body (cancel, heartbeat) needs no Content-Type. Without this, a body
+    sent without one (curl -d sends form encoding) fails validation with a message that
+    does not say the header is the problem.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _has_body(scope):
+            content_type = _header(scope, b"content-type")
+            media = (content_type or "").split(";")[0].strip().lower()
+            if media != JSON_TYPE and not (media.startswith("application/") and media.endswith("+json")):
+                got = f"got {content_type!r}" if content_type else "the request has no Content-Type"
+                await _send_json(send, 415, error_body(
+                    "unsupported_media_type", f"a request body must be JSON: send Content-Type: {JSON_TYPE} ({got})",
+                    [("content-type", f"expected {JSON_TYPE}")]))
+                return
+        await self.app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _has_body(scope: Scope) -> bool:
+    length = _content_length(scope)
+    return (length is not None and length > 0) or _header(scope, b"transfer-encoding") is not None
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -3,6 +3,9 @@
 Read-your-write protocol, for every write:
 1. Validate the whole request and build every event (`taskfold.client`), so a bad field is
    a 422 naming it and nothing is appended; a batch is built whole before any append.
+   Submits are then checked against this gateway's fold (`admission`): an unknown
+   dependency (422) or an idempotency key reused for a different request (409) appends
+   nothing.
 2. Append the events and learn their positions (broker unreachable: 503 with the cause).
 3. Wait until this gateway's projection has applied those positions, at most
    `write_timeout_s`; past that, a 503 with Retry-After says the event WAS appended, where,
@@ -27,12 +30,13 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from projections import queries
+from projections.gateway.admission import conflict_after, refuse_before_append
 from projections.gateway.deps import Principal, Role, Runtime, require, runtime
 from projections.gateway.errors import ApiError
 from projections.view import Change
 from taskfold.client import InvalidRequest, build, submission
-from taskfold.events import (INT_MAX, LONG_MAX, Backoff, Event, Millis, Priority, QueueName, TaskCancelRequested,
-                             TaskRedriven, TaskSubmitted)
+from taskfold.events import (INT_MAX, LONG_MAX, Backoff, DependencyFailurePolicy, Event, Millis, Priority, QueueName,
+                             TaskCancelRequested, TaskRedriven, TaskSubmitted)
 from taskfold.state import Task
 
 router = APIRouter(tags=["writes"])
@@ -67,7 +71,11 @@ class TaskRequest(BaseModel):
     timeout_ms: Annotated[int, Field(gt=0, le=LONG_MAX)] = 300_000
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 3
     backoff: Backoff | None = None
-    depends_on: list[Name] = Field(default_factory=list)
+    depends_on: list[Name] = Field(default_factory=list, description="task ids (any queue) this task waits for; "
+                                   "each must exist unless dependencies_may_follow")
+    on_dependency_failure: DependencyFailurePolicy = Field(
+        default=DependencyFailurePolicy.cancel, description="when a dependency fails: cancel this task, or run it")
+    dependencies_may_follow: bool = Field(default=False, description="depends_on may name tasks not submitted yet")
     session_id: Text | None = None
     correlation_id: Text | None = None
     concurrency_key: Text | None = None
@@ -128,19 +136,29 @@ ADMIN = require(Role.admin)
 
 @router.post("/v1/tasks", status_code=201, response_model=WriteResult,
              responses={200: {"model": WriteResult, "description": "a duplicate: the original task"},
-                        409: {"description": "rejected by the fold"}, 503: {"description": "not yet applied"}})
+                        409: {"description": "rejected by the fold, or idempotency_conflict: the key was used "
+                                              "for a different request"},
+                        422: {"description": "a field is not valid, or depends_on names an unknown task"},
+                        503: {"description": "not yet applied"}})
 async def submit_task(request: Request, body: TaskRequest, idempotency_key: IdempotencyHeader = None,
                       principal: Principal = SUBMITTER) -> JSONResponse:
     """Submit a task and answer with the verdict once this gateway's projection applied it."""
     rt = runtime(request)
     event = _submission(body, idempotency_key, principal)
+    given = body.task_id is not None
+    refuse_before_append(rt, [(event, given)])  # type: ignore[list-item]
     (change,) = await commit(rt, [event])
+    late = conflict_after(rt, change, event, given)  # type: ignore[arg-type]
+    if late is not None:
+        raise late
     status, result = judge(change, event.task_id, shower(rt))
     return JSONResponse(result.model_dump(), status_code=status)
 
 
 @router.post("/v1/tasks/batch", response_model=BatchResult,
-             responses={503: {"description": "appended, not yet applied"}})
+             responses={409: {"description": "idempotency_conflict: an item reuses a key for a different request; "
+                                              "nothing appended"},
+                        503: {"description": "appended, not yet applied"}})
 async def submit_batch(request: Request, body: BatchRequest, idempotency_key: IdempotencyHeader = None,
                        principal: Principal = SUBMITTER) -> BatchResult:
     """Submit many tasks at once: all are validated before any is appended; a verdict per task."""
@@ -159,10 +177,15 @@ async def submit_batch(request: Request, body: BatchRequest, idempotency_key: Id
     if problems:
         raise ApiError(422, "invalid_request", "nothing was appended: "
                        + ", ".join(sorted({field for field, _ in problems})) + " not valid", problems)
+    given = [item.task_id is not None for item in body.tasks]
+    refuse_before_append(rt, list(zip(events, given, strict=True)), prefix="tasks.")  # type: ignore[arg-type]
     changes = await commit(rt, events)
     results, show = [], shower(rt)
     for index, (event, change) in enumerate(zip(events, changes, strict=True)):
         status, result = judge(change, event.task_id, show, raising=False)
+        late = conflict_after(rt, change, event, given[index])  # type: ignore[arg-type]
+        if late is not None:
+            status, result = late.status, result.model_copy(update={"reason": late.problems[0]["reason"]})
         results.append(BatchItem(index=index, status=status, **result.model_dump()))
     return BatchResult(results=results)
 

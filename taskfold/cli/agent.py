@@ -13,6 +13,7 @@ from rich.console import Console
 
 from taskfold.agent import Agent, NoBroker
 from taskfold.agent.demo import demo_agent
+from taskfold.cli.render import cli_console
 
 
 def agent(
@@ -28,7 +29,7 @@ def agent(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every attempt"),
 ) -> None:
     """Run an agent until SIGTERM or Ctrl-C, then drain and leave its queues."""
-    console = Console(stderr=True)
+    console = cli_console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose:  # our own attempt lines, not aiokafka's chatter
         logging.getLogger("taskfold").setLevel(logging.INFO)

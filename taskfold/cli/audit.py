@@ -25,7 +25,7 @@ from taskfold.audit.logaudit import LogAudit, audit_log
 from taskfold.audit.report import RULES
 from taskfold.audit.verdicts import StoreVerdicts
 from taskfold.cli.connect import Target, resolve
-from taskfold.cli.render import STATE_STYLE, VERDICT_STYLE, parse_offsets, parse_time, show_time
+from taskfold.cli.render import STATE_STYLE, VERDICT_STYLE, cli_console, parse_offsets, parse_time, show_time
 from taskfold.cli.replay import progress_bar
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.replay import records_to_read
@@ -80,7 +80,7 @@ def audit(
     """Audit the events log: exit 1 if any promise was broken."""
     if ctx.invoked_subcommand is not None:
         return
-    console = Console(stderr=as_json, highlight=False)
+    console = cli_console(stderr=as_json, highlight=False)
     cut = _cut(until, offsets)
     verdicts = _open_store(store)
     target = resolve(bootstrap)
@@ -188,7 +188,7 @@ def explain(
     bootstrap: str = typer.Option(None, help=BOOTSTRAP_HELP),
 ) -> None:
     """Print a task's timeline and, for each assignment, the candidates, scores and strategy."""
-    console = Console(highlight=False)
+    console = cli_console(highlight=False)
     cut = _cut(until, offsets)
     target = resolve(bootstrap)
     found: Explainer = _read(console, target, cut, "reading", lambda log, progress: explain_log(
@@ -196,7 +196,7 @@ def explain(
     timelines = found.timelines()
     if not timelines:
         where = f"queue {queue}" if queue else f"any of the {len(found.queues())} queue(s) in the log"
-        Console(stderr=True).print(f"[red]unknown task[/]: no event about task {task_id!r} in {where} "
+        cli_console(stderr=True).print(f"[red]unknown task[/]: no event about task {task_id!r} in {where} "
                                    f"({found.events:,} events read)")
         raise typer.Exit(1)
     for timeline in timelines:
@@ -241,7 +241,7 @@ def _header(timeline: Timeline) -> Panel:
         body.append(f"submitted {show_time(task.submitted_at)}  finished {show_time(task.finished_at)}")
         if task.reason or task.error:
             body.append(f"\n{task.reason or task.error}", style="dim")
-    return Panel(body, title=f"task {timeline.task_id} in queue {timeline.queue}", title_align="left")
+    return Panel(body, title=f"task {timeline.task_id} in queue {timeline.queue}", title_align="left", expand=False)
 
 
 def _timeline_table(timeline: Timeline) -> Table:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from taskfold.broker.topics import TopicNames, ensure_topics
+from taskfold.cli.render import cli_console
 from taskfold.cluster import LocalCluster, wait_for_ready_file
 from taskfold.connection import session_file, write_session
 from taskfold.config import Settings
@@ -29,7 +30,7 @@ def dev(
     """Start the embedded broker, the topics, a scheduler worker, the gateway (and demo agents); Ctrl-C stops all."""
     from taskfold.broker.harness import start_broker
 
-    console = Console()
+    console = cli_console()
     settings = Settings()
     topics = TopicNames(settings.topic_prefix)
     with console.status("starting the broker"):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -15,6 +18,24 @@ from taskfold.state import QueueState, Verdict
 VERDICT_STYLE = {"accepted": "green", "duplicate": "yellow", "rejected": "red"}
 STATE_STYLE = {"completed": "green", "dead_lettered": "red", "cancelled": "magenta", "running": "cyan",
                "assigned": "cyan", "retry_wait": "yellow", "blocked": "dim", "scheduled": "dim"}
+
+
+PIPE_WIDTH = 1000  # columns when the output is a pipe or a file: wide enough that tables need not fold
+
+
+def cli_console(*, stderr: bool = False, **options: Any) -> Console:
+    """A Console for the CLI; when its stream is not a terminal, lines are never wrapped.
+
+    Rich wraps at 80 columns when it cannot ask a terminal, which splits words in output
+    piped to a file or to grep. Off a terminal: soft wrap, and tables get PIPE_WIDTH
+    columns unless COLUMNS says otherwise.
+    """
+    console = Console(stderr=stderr, **options)
+    if not console.is_terminal:
+        console.soft_wrap = True
+        if "COLUMNS" not in os.environ:
+            console.width = PIPE_WIDTH
+    return console
 
 
 def parse_time(text: str) -> int:

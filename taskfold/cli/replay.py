@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from taskfold.cli.connect import Target, resolve
-from taskfold.cli.render import parse_offsets, parse_time, show_time, state_counts, task_table
+from taskfold.cli.render import cli_console, parse_offsets, parse_time, show_time, state_counts, task_table
 from taskfold.config import Settings
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.replay import Replay, records_to_read, replay as fold_log
@@ -42,7 +42,7 @@ def replay(
                               "build the projections at that cut into it"),
 ) -> None:
     """Replay the events topic through the fold and print every task's state, or build projections."""
-    console = Console(stderr=as_json)
+    console = cli_console(stderr=as_json)
     cut = _cut(until, offsets, as_of, rebuild, store)
     if rebuild or as_of is not None or store is not None:
         target = resolve(bootstrap)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from taskfold.cli.connect import resolve
-from taskfold.cli.render import event_line
+from taskfold.cli.render import cli_console, event_line
 from taskfold.fold import Ledger
 from taskfold.log.eventlog import EventLog, Poison
 
@@ -20,7 +20,7 @@ def tail(
     bootstrap: str = typer.Option(None, help="broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"),
 ) -> None:
     """Follow the events topic. History is folded first so verdicts are right; Ctrl-C stops."""
-    console = Console(highlight=False)
+    console = cli_console(highlight=False)
     target = resolve(bootstrap)
     try:
         asyncio.run(_follow(console, target, queue, task, from_beginning))

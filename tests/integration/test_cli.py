@@ -57,7 +57,7 @@ async def test_submit_then_replay_shows_the_states(broker, topics) -> None:
     assert first.returncode == 0, first.stderr
     assert "submitted task t-1" in first.stdout
     assert taskfold(env, "submit", "reports", "build", "--task-id", "t-2", "--depends-on", "t-1").returncode == 0
-    assert taskfold(env, "submit", "emails", "send", "--task-id", "t-1").returncode == 0  # rejected by the fold
+    assert taskfold(env, "submit", "emails", "send", "--task-id", "t-1").returncode == 1  # rejected by the fold
     done = taskfold(env, "replay", "--json")
     assert done.returncode == 0, done.stderr
     states = {row["task_id"]: row["state"] for row in map(json.loads, done.stdout.splitlines())}
@@ -74,7 +74,7 @@ async def test_tail_prints_new_events_with_their_verdicts(broker, topics) -> Non
     output = Output(tail)
     try:
         output.wait_for("following", deadline=30)
-        assert taskfold(env, "submit", "emails", "send", "--task-id", "old").returncode == 0
+        assert taskfold(env, "submit", "emails", "send", "--task-id", "old").returncode == 1  # rejected
         assert taskfold(env, "submit", "emails", "send", "--task-id", "new").returncode == 0
         seen = output.wait_for("task=new", deadline=30)
         assert "rejected: task old was already submitted" in seen
