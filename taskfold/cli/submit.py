@@ -167,7 +167,7 @@ async def _fold(log: EventLog, folded: Folded, start: dict[int, int] | None = No
         if isinstance(entry, Poison):
             continue
         event = entry.event
-        verdict = folded.ledger.apply(event)
+        verdict = folded.ledger.apply(event, entry.where)
         if isinstance(event, TaskSubmitted) and event.idempotency_key is not None and verdict.outcome == "accepted":
             folded.keyed[(event.queue, event.idempotency_key)] = event
         if wanted is not None and (entry.partition, entry.offset) == (wanted.partition, wanted.offset):
