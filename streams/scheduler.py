@@ -75,7 +75,8 @@ class Scheduler:
         ours = self.pending.settle(event.event_id)
         if partition is not None and offset is not None and offset < self.applied.get(partition, 0):
             return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours)
-        done = rows.step(self.queue(event.queue), event, self.policy(event.queue))
+        # Slim: no changelog record of ours carries a payload or a result (see rows.slim).
+        done = rows.slimmed(rows.step(self.queue(event.queue), event, self.policy(event.queue)))
         verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
             self.applied[partition] = offset + 1

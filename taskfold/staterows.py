@@ -164,6 +164,35 @@ def all_rows(queue: str, state: QueueState, fleet: Fleet) -> list[Write]:
 
 
 
+# What the scheduler keeps of a task (see `slim`): no payload, no result, short texts.
+NOT_KEPT = ""  # the payload of a slim task: not JSON, so it cannot pass for a payload
+TEXT_KEPT_CHARS = 1000
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= TEXT_KEPT_CHARS:
+        return text
+    return text[: TEXT_KEPT_CHARS - 3] + "..."
+
+
+def slim(task: Task) -> Task:
+    """The task as the scheduler keeps it: no payload or result, error and reason clipped.
+
+    The scheduler decides on neither, and each task row is one changelog record, which a
+    payload (JSON-escaped in the row, up to twice its size or more) could push past the
+    producer's record limit. The projections keep whole tasks in their local stores.
+    """
+    if task.payload == NOT_KEPT and task.result is None and _clip(task.error) is task.error \
+            and _clip(task.reason) is task.reason:
+        return task
+    return replace(task, payload=NOT_KEPT, result=None, error=_clip(task.error), reason=_clip(task.reason))
+
+
+def slim_state(state: QueueState) -> QueueState:
+    """A queue's state with every task slim (what a scheduler rebuilt from its rows holds)."""
+    return replace(state, tasks=Map({tid: slim(t) for tid, t in state.tasks.items()}))
+
+
 @dataclass(frozen=True, slots=True)
 class Queue:
     """One queue: the fold's state and the fleet."""
@@ -193,6 +222,21 @@ def marker_of(event: Event) -> tuple[str, str] | None:
     if isinstance(event, (AgentJoined, AgentLeft)):
         return SEAT, event.agent_id
     return (TASK, event.task) if event.task is not None else None
+
+
+def slimmed(done: Step) -> Step:
+    """The step as the scheduler keeps it: its tasks slim in the queue after it and in the writes."""
+    if not done.tasks:
+        return done
+    tasks = [slim(t) for t in done.tasks]
+    queue = tasks[0].queue
+    rows = {key(queue, TASK, t.task_id): encode(t) for t in tasks}
+    writes = [(k, rows.get(k, v)) for k, v in done.writes]
+    kept = done.after.state.tasks.mutate()
+    for task in tasks:
+        kept[task.task_id] = task
+    after = Queue(replace(done.after.state, tasks=kept.finish()), done.after.fleet)
+    return replace(done, after=after, tasks=tasks, writes=writes)
 
 
 def step(before: Queue, event: Event, policy: QueuePolicy) -> Step:

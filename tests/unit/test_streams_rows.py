@@ -120,6 +120,7 @@ def test_rows_written_event_by_event_rebuild_what_the_scheduler_holds(drawn: lis
     for event in events:
         scheduler.apply(event)
     state, fleet = reference(events)
+    state = rows.slim_state(state)  # the scheduler keeps no payloads or results
     assert scheduler.queue("q").state == state
     assert scheduler.queue("q").fleet == fleet
     rebuilt = Scheduler({}, partitions=4, policy=lambda q: POLICY)
@@ -162,6 +163,6 @@ def test_an_event_written_in_part_is_applied_again_after_a_crash(drawn: list[tup
     for offset in range(max(0, first_lost - back), len(events)):
         restarted.apply(events[offset], 0, offset)
     state, fleet = reference(events)
-    assert restarted.queue("q").state == state
+    assert restarted.queue("q").state == rows.slim_state(state)
     if first_lost == len(events):
         assert restarted.queue("q").fleet == fleet  # the fleet is exact when nothing was lost
