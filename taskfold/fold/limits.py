@@ -50,7 +50,7 @@ def submit_problem(event: TaskSubmitted) -> str | None:
         return over("payload", size, PAYLOAD_HARD_MAX_BYTES, "the fold's hard maximum")
     fields = sum(text_bytes(s) for s in _strings(event))
     if fields > FIELDS_HARD_MAX_BYTES:
-        return over("the task's ids, labels, capabilities and dependencies", fields, FIELDS_HARD_MAX_BYTES,
+        return over("the sum of the task's ids, labels, capabilities and dependencies", fields, FIELDS_HARD_MAX_BYTES,
                     "the fold's hard maximum")
     return None
 
@@ -63,6 +63,6 @@ def workflow_problem(event: WorkflowSubmitted) -> str | None:
             return f"node {node.node}: " + over("payload", size, PAYLOAD_HARD_MAX_BYTES, "the fold's hard maximum")
         fields = text_bytes(node.node) + text_bytes(node.task_type) + sum(text_bytes(d) for d in node.depends_on)
         if fields > FIELDS_HARD_MAX_BYTES:
-            return f"node {node.node[:64]}: " + over("its name, type and dependencies", fields,
+            return f"node {node.node[:64]}: " + over("the sum of its name, type and dependencies", fields,
                                                     FIELDS_HARD_MAX_BYTES, "the fold's hard maximum")
     return None
