@@ -267,3 +267,16 @@ def test_the_guard_is_installed_on_fausts_buffer_and_can_be_removed() -> None:
     sendguard.uninstall()
     assert ProducerBuffer._send_pending is not sendguard._send_pending
     sendguard.install()
+
+
+# --- the CLI --------------------------------------------------------------------------------
+
+def test_cli_submit_over_the_limit_exits_2_naming_the_limit_before_connecting() -> None:
+    from typer.testing import CliRunner
+
+    from taskfold.cli.app import app
+
+    result = CliRunner().invoke(app, ["submit", "q", "echo", "--payload", text(DEFAULT_MAX_PAYLOAD_BYTES + 1)])
+    assert result.exit_code == 2
+    assert "payload is 524,289 bytes, over the limit of 524,288 (TASKFOLD_MAX_PAYLOAD_BYTES)" in \
+        " ".join(result.output.split())
