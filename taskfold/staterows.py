@@ -226,17 +226,18 @@ def marker_of(event: Event) -> tuple[str, str] | None:
 
 def slimmed(done: Step) -> Step:
     """The step as the scheduler keeps it: its tasks slim in the queue after it and in the writes."""
-    if not done.tasks:
+    # Most events change a task that is slim already (assign, start...): nothing to redo.
+    kept = [slim(task) for task in done.tasks]
+    changed = [task for task, old in zip(kept, done.tasks) if task is not old]
+    if not changed:
         return done
-    tasks = [slim(t) for t in done.tasks]
-    queue = tasks[0].queue
-    rows = {key(queue, TASK, t.task_id): encode(t) for t in tasks}
+    rows = {key(task.queue, TASK, task.task_id): encode(task) for task in changed}
     writes = [(k, rows.get(k, v)) for k, v in done.writes]
-    kept = done.after.state.tasks.mutate()
-    for task in tasks:
-        kept[task.task_id] = task
-    after = Queue(replace(done.after.state, tasks=kept.finish()), done.after.fleet)
-    return replace(done, after=after, tasks=tasks, writes=writes)
+    tasks = done.after.state.tasks.mutate()
+    for task in changed:
+        tasks[task.task_id] = task
+    after = Queue(replace(done.after.state, tasks=tasks.finish()), done.after.fleet)
+    return replace(done, after=after, tasks=kept, writes=writes)
 
 
 def step(before: Queue, event: Event, policy: QueuePolicy) -> Step:
