@@ -46,7 +46,8 @@ def events_from(drawn: list[tuple]) -> list[Event]:
             event = e.submit(task, session_id="s1" if flag else None, concurrency_key="c" if dt % 2 else None,
                              depends_on=[TASKS[(ti + 1) % 4]] if dt % 3 == 0 else [], max_attempts=2,
                              backoff=Backoff(initial_ms=100), idempotency_key=f"k{ti}" if flag else None,
-                             labels={"zone": "eu"} if dt % 5 == 0 else {})
+                             labels={"zone": "eu"} if dt % 5 == 0 else {},
+                             payload='{"n": %d, "quotes": "%s"}' % (dt, '\\"' * (dt % 7)))
         elif kind == "join":
             event = e.join(agent, slots=1 + dt % 2)
         elif kind == "assign":
@@ -58,7 +59,10 @@ def events_from(drawn: list[tuple]) -> list[Event]:
         elif kind == "redrive":
             event = e.redrive(task)
         elif kind == "fail":
-            event = e.fail(task, holder, attempt=max(1, attempt), retryable=flag)
+            # Long errors too: the scheduler's rows clip them (rows.slim).
+            event = e.fail(task, holder, attempt=max(1, attempt), retryable=flag, error="boom " * (1 + dt % 400))
+        elif kind == "complete":
+            event = e.complete(task, holder, attempt=max(1, attempt), result='{"dt": %d}' % dt)
         else:
             event = getattr(e, kind)(task, holder, attempt=max(1, attempt))
         shadow.apply(event)
