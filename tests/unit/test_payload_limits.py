@@ -12,20 +12,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from aiokafka.errors import MessageSizeTooLargeError, KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
+from faust.transport.producer import ProducerBuffer
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from streams import sendguard
 from streams.processor import InRecord, Processor
 from streams.scheduler import Scheduler
 from taskfold import staterows as rows
+from taskfold.agent import TaskContext
 from taskfold.agent.attempts import run_attempt
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
-from taskfold.agent import TaskContext
-from taskfold.client import InvalidRequest, payload_limit, submission
+from taskfold.cli.app import app
+from taskfold.client import InvalidRequest, cancel_request, payload_limit, submission
 from taskfold.config import DEFAULT_MAX_PAYLOAD_BYTES, Limits, Settings
-from taskfold.events import Event, WorkflowNode
+from taskfold.events import Event, WorkflowNode, WorkflowSubmitted
 from taskfold.fold import Ledger
 from taskfold.fold.limits import FIELDS_HARD_MAX_BYTES, PAYLOAD_HARD_MAX_BYTES
 from taskfold.scheduling.model import QueuePolicy
@@ -86,8 +89,6 @@ def test_the_setting_comes_from_the_environment_and_may_not_pass_the_hard_maximu
 
 
 def test_a_cancel_reason_is_bounded() -> None:
-    from taskfold.client import cancel_request
-
     cancel_request("q", "t", "x" * 4096)
     with pytest.raises(InvalidRequest, match="reason is 4,097 bytes"):
         cancel_request("q", "t", "x" * 4097)
@@ -139,8 +140,6 @@ def test_the_fold_rejects_a_submit_over_its_hard_maxima_whoever_wrote_it() -> No
 
 
 def test_the_fold_rejects_a_workflow_with_a_node_over_the_hard_maximum() -> None:
-    from taskfold.events import WorkflowSubmitted
-
     e, ledger = Events(), Ledger()
     nodes = [WorkflowNode(node="a", task_type="x"), WorkflowNode(node="b", task_type="x", depends_on=["a"],
                                                                   payload=text(PAYLOAD_HARD_MAX_BYTES + 1))]
@@ -252,7 +251,7 @@ async def test_the_send_guard_drops_a_record_too_large_and_raises_anything_else(
     assert fut.done() and fut.exception() is too_large
     assert sendguard.dropped["rows-changelog"] == before + 1
     with pytest.raises(ProducerSendError):
-        await sendguard._send_pending(None, Pending(ProducerSendError("x").with_traceback(None)))
+        await sendguard._send_pending(None, Pending(ProducerSendError("no cause")))
     transient = ProducerSendError("Error while sending")
     transient.__cause__ = KafkaTimeoutError()
     with pytest.raises(ProducerSendError):
@@ -260,8 +259,6 @@ async def test_the_send_guard_drops_a_record_too_large_and_raises_anything_else(
 
 
 def test_the_guard_is_installed_on_fausts_buffer_and_can_be_removed() -> None:
-    from faust.transport.producer import ProducerBuffer
-
     sendguard.install()
     assert ProducerBuffer._send_pending is sendguard._send_pending
     sendguard.uninstall()
@@ -272,10 +269,6 @@ def test_the_guard_is_installed_on_fausts_buffer_and_can_be_removed() -> None:
 # --- the CLI --------------------------------------------------------------------------------
 
 def test_cli_submit_over_the_limit_exits_2_naming_the_limit_before_connecting() -> None:
-    from typer.testing import CliRunner
-
-    from taskfold.cli.app import app
-
     result = CliRunner().invoke(app, ["submit", "q", "echo", "--payload", text(DEFAULT_MAX_PAYLOAD_BYTES + 1)])
     assert result.exit_code == 2
     assert "payload is 524,289 bytes, over the limit of 524,288 (TASKFOLD_MAX_PAYLOAD_BYTES)" in \
