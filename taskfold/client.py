@@ -8,7 +8,7 @@ import json
 import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -96,16 +96,15 @@ def submission(queue: str, task_type: str, *, payload: str | None = None, max_pa
     anything is appended.
     """
     if payload is not None:
+        check_size("payload", payload, max_payload_bytes)  # first: parsing a huge text costs
         try:
             json.loads(payload)
         except ValueError as exc:
             raise InvalidRequest([("payload", f"not valid JSON: {exc}")]) from None
-        check_size("payload", payload, max_payload_bytes)
         options["payload"] = payload
     options = {k: v for k, v in options.items() if v is not None}
     options.setdefault("task_id", str(uuid.uuid4()))
-    event = build(TaskSubmitted, queue=queue, task_type=task_type, **options)
-    assert isinstance(event, TaskSubmitted)
+    event = cast(TaskSubmitted, build(TaskSubmitted, queue=queue, task_type=task_type, **options))
     problem = submit_problem(event)
     if problem is not None:
         field = "payload" if problem.startswith("payload") else "(request)"
