@@ -19,7 +19,7 @@ from pathlib import Path
 import faust
 from aiokafka import TopicPartition
 
-from streams import patches
+from streams import patches, sendguard
 from streams.heartbeats import HeartbeatBoard
 from streams.pending import Pending
 from streams.processor import InRecord, Outbox, Processor, Progress, poison_headers, wall_ms
@@ -76,10 +76,20 @@ class FaustOutbox:
         self.source = topics.events
 
     async def append(self, events: Sequence[Event]) -> None:
-        """Hand events to the producer (not awaiting acks: a lost append is decided again)."""
+        """Hand events to the producer (not awaiting acks: a lost append is decided again).
+
+        One event the producer refuses does not keep the others back; the first refusal
+        is raised once all were handed over.
+        """
+        refused: list[Exception] = []
         for event in events:
             value, headers = encode_event(event)
-            await self.events.send(key=event.queue.encode(), value=value, headers=headers)
+            try:
+                await self.events.send(key=event.queue.encode(), value=value, headers=headers)
+            except Exception as exc:
+                refused.append(exc)
+        if refused:
+            raise refused[0]
 
     async def quarantine(self, record: InRecord, reason: str) -> None:
         """Copy an undecodable record to `poison`."""
@@ -105,6 +115,7 @@ def build(
     """Wire app, table, agent, timer, heartbeats and rebalance hooks; nothing starts yet."""
     compat.apply_faust_fixes(tansu)
     patches.install()  # a faust bug, on every broker
+    sendguard.install()  # a record too large for the producer must not crash the worker
     app_id = f"{topics.prefix}scheduler"  # the consumer group, and the changelog topics' prefix
     datadir = options.state_dir / "workers" / options.worker_id / app_id
     if not options.store.startswith("memory"):

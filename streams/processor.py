@@ -233,7 +233,13 @@ class Processor:
             self.counts["core_errors"] += 1
             return []
         if events:
-            await self.outbox.append(events)
+            try:
+                await self.outbox.append(events)
+            except Exception as exc:
+                # Decisions stay pending and are decided again once they expire; nothing is lost.
+                log.exception("appending %s %s failed: %s", len(events), what, exc)
+                self.counts["append_errors"] += 1
+                return []
             self.counts[what] += len(events)
         return events
 
@@ -242,5 +248,10 @@ class Processor:
         self.counts["poison"] += 1
         self.scheduler.skip(record.partition, record.offset)
         self.progress.note(record.partition, record.offset)
-        await self.outbox.quarantine(record, reason)
+        try:
+            await self.outbox.quarantine(record, reason)
+        except Exception as exc:
+            log.exception("copying poison at %s:%s to the poison topic failed: %s", record.partition,
+                          record.offset, exc)
+            self.counts["append_errors"] += 1
         return Outcome(record.partition, record.offset, poison=reason)

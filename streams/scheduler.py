@@ -77,7 +77,8 @@ class Scheduler:
         if partition is not None and offset is not None and offset < self.applied.get(partition, 0):
             return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours)
         where = Where(partition, self.partitions, timestamp) if partition is not None else None
-        done = rows.step(self.queue(event.queue), event, self.policy(event.queue), where)
+        # Slim: no changelog record of ours carries a payload or a result (see rows.slim).
+        done = rows.slimmed(rows.step(self.queue(event.queue), event, self.policy(event.queue), where))
         verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
             self.applied[partition] = offset + 1

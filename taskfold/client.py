@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
+from taskfold.config import Limits
 from taskfold.events import Event, TaskCancelRequested, TaskSubmitted
+from taskfold.fold.limits import over, submit_problem, text_bytes
+
+LIMIT_NAME = "TASKFOLD_MAX_PAYLOAD_BYTES"
+REASON_MAX_BYTES = 4096  # a cancel's or redrive's reason is a sentence, not a document
 
 
 class InvalidRequest(ValueError):
@@ -45,20 +51,52 @@ def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
+@functools.cache
+def payload_limit() -> int:
+    """TASKFOLD_MAX_PAYLOAD_BYTES of this process (read once)."""
+    return Limits().max_payload_bytes
+
+
+def size_problem(field: str, text: str | None, limit: int | None = None) -> str | None:
+    """Why a JSON text (payload, result) is over the writers' limit, or None."""
+    limit = payload_limit() if limit is None else limit
+    if text is None or len(text) * 4 <= limit:  # no UTF-8 text of that length can be over
+        return None
+    size = text_bytes(text)
+    return over(field, size, limit, LIMIT_NAME) if size > limit else None
+
+
+def check_size(field: str, text: str | None, limit: int | None = None) -> None:
+    """InvalidRequest naming the field, its size and the limit when `text` is over the writers' limit."""
+    problem = size_problem(field, text, limit)
+    if problem is not None:
+        raise InvalidRequest([(field, problem)])
+
+
 def build(event_class: type[Event], **fields: Any) -> Event:
     """Validate fields into an event; fills event_id and occurred_at; InvalidRequest names each bad field."""
     fields.setdefault("event_id", str(uuid.uuid4()))
     fields.setdefault("occurred_at", now_ms())
     fields.setdefault("actor", default_actor())
+    reason = fields.get("reason")
+    if isinstance(reason, str) and text_bytes(reason) > REASON_MAX_BYTES:
+        raise InvalidRequest([("reason", over("reason", text_bytes(reason), REASON_MAX_BYTES, "a reason's limit"))])
     try:
         return event_class.model_validate(fields)
     except ValidationError as exc:
         raise InvalidRequest(problems_of(exc)) from None
 
 
-def submission(queue: str, task_type: str, *, payload: str | None = None, **options: Any) -> TaskSubmitted:
-    """A TaskSubmitted from user input; payload is JSON text and must parse."""
+def submission(queue: str, task_type: str, *, payload: str | None = None, max_payload_bytes: int | None = None,
+               **options: Any) -> TaskSubmitted:
+    """A TaskSubmitted from user input; payload is JSON text, must parse and be within the limit.
+
+    The limit is `max_payload_bytes`, by default TASKFOLD_MAX_PAYLOAD_BYTES. A submit the
+    fold would reject for its size (limits.submit_problem) is refused here too, before
+    anything is appended.
+    """
     if payload is not None:
+        check_size("payload", payload, max_payload_bytes)  # first: parsing a huge text costs
         try:
             json.loads(payload)
         except ValueError as exc:
@@ -66,7 +104,12 @@ def submission(queue: str, task_type: str, *, payload: str | None = None, **opti
         options["payload"] = payload
     options = {k: v for k, v in options.items() if v is not None}
     options.setdefault("task_id", str(uuid.uuid4()))
-    return build(TaskSubmitted, queue=queue, task_type=task_type, **options)  # type: ignore[return-value]
+    event = cast(TaskSubmitted, build(TaskSubmitted, queue=queue, task_type=task_type, **options))
+    problem = submit_problem(event)
+    if problem is not None:
+        field = "payload" if problem.startswith("payload") else "(request)"
+        raise InvalidRequest([(field, problem)])
+    return event
 
 
 def cancel_request(queue: str, task_id: str, reason: str | None = None) -> TaskCancelRequested:

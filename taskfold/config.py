@@ -7,8 +7,22 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskfold.fold.limits import PAYLOAD_HARD_MAX_BYTES
 
-class Settings(BaseSettings):
+DEFAULT_MAX_PAYLOAD_BYTES = 524_288  # 512 KiB: a submit or a completion stays far under 1 MB records
+
+
+class Limits(BaseSettings):
+    """The size limit every writer applies (read alone by writers that need no other setting)."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKFOLD_", extra="ignore")
+
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1024, le=PAYLOAD_HARD_MAX_BYTES,
+                                   description="largest task payload or result (UTF-8 JSON text) a writer "
+                                               "appends; larger ones are refused naming this limit")
+
+
+class Settings(Limits):
     """Where the log is and how its topics are named and sized."""
 
     model_config = SettingsConfigDict(env_prefix="TASKFOLD_", extra="ignore")

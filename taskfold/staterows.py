@@ -164,6 +164,35 @@ def all_rows(queue: str, state: QueueState, fleet: Fleet) -> list[Write]:
 
 
 
+# What the scheduler keeps of a task (see `slim`): no payload, no result, short texts.
+NOT_KEPT = ""  # the payload of a slim task: not JSON, so it cannot pass for a payload
+TEXT_KEPT_CHARS = 1000
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= TEXT_KEPT_CHARS:
+        return text
+    return text[: TEXT_KEPT_CHARS - 3] + "..."
+
+
+def slim(task: Task) -> Task:
+    """The task as the scheduler keeps it: no payload or result, error and reason clipped.
+
+    The scheduler decides on neither, and each task row is one changelog record, which a
+    payload (JSON-escaped in the row, up to twice its size or more) could push past the
+    producer's record limit. The projections keep whole tasks in their local stores.
+    """
+    if task.payload == NOT_KEPT and task.result is None and _clip(task.error) is task.error \
+            and _clip(task.reason) is task.reason:
+        return task
+    return replace(task, payload=NOT_KEPT, result=None, error=_clip(task.error), reason=_clip(task.reason))
+
+
+def slim_state(state: QueueState) -> QueueState:
+    """A queue's state with every task slim (what a scheduler rebuilt from its rows holds)."""
+    return replace(state, tasks=Map({tid: slim(t) for tid, t in state.tasks.items()}))
+
+
 @dataclass(frozen=True, slots=True)
 class Queue:
     """One queue: the fold's state and the fleet."""
@@ -193,6 +222,22 @@ def marker_of(event: Event) -> tuple[str, str] | None:
     if isinstance(event, (AgentJoined, AgentLeft)):
         return SEAT, event.agent_id
     return (TASK, event.task) if event.task is not None else None
+
+
+def slimmed(done: Step) -> Step:
+    """The step as the scheduler keeps it: its tasks slim in the queue after it and in the writes."""
+    # Most events change a task that is slim already (assign, start...): nothing to redo.
+    kept = [slim(task) for task in done.tasks]
+    changed = [task for task, old in zip(kept, done.tasks) if task is not old]
+    if not changed:
+        return done
+    rows = {key(task.queue, TASK, task.task_id): encode(task) for task in changed}
+    writes = [(k, rows.get(k, v)) for k, v in done.writes]
+    tasks = done.after.state.tasks.mutate()
+    for task in changed:
+        tasks[task.task_id] = task
+    after = Queue(replace(done.after.state, tasks=tasks.finish()), done.after.fleet)
+    return replace(done, after=after, tasks=kept, writes=writes)
 
 
 def step(before: Queue, event: Event, policy: QueuePolicy, where: Where | None = None) -> Step:

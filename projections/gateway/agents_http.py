@@ -42,6 +42,7 @@ from projections.gateway.fences import current, refusal
 from projections.gateway.writes import Text, actor, commit, read_only_error
 from projections.view import Change
 from taskfold.agent.reports import MAX_ERROR_CHARS, AttemptKey, Outcome, Reporter
+from taskfold.client import size_problem
 from taskfold.events import LeaveReason, QueueName
 from taskfold.fold.attempts import AttemptEvent
 from taskfold.log.records import Position, RawRecord
@@ -318,6 +319,9 @@ async def completed(agent_id: AgentId, task_id: TaskId, body: CompletedRequest, 
     except ValueError:
         raise ApiError(422, "invalid_request", "result is not JSON",
                        [("result", "NaN and Infinity are not JSON")]) from None
+    too_large = size_problem("result", outcome.result)
+    if too_large is not None:
+        raise ApiError(422, "invalid_request", too_large, [("result", too_large)])
     return await _report(runtime(request), principal, agent_id, task_id, body,
                          lambda reporter, key, correlation: reporter.outcome(key, outcome, correlation))
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text, result_text
+from taskfold.client import size_problem
 from taskfold.state import Task
 from taskfold.telemetry import ChunkKind, ProgressChunk
 
@@ -114,6 +115,11 @@ def _finished(job: asyncio.Task[Any]) -> Outcome:
     if exc is not None:
         return Outcome("failed", error=error_text(exc), retryable=not isinstance(exc, NonRetryable))
     try:
-        return Outcome("completed", result=result_text(job.result()))
+        result = result_text(job.result())
     except (TypeError, ValueError) as exc:
         return Outcome("failed", error=f"result is not JSON: {error_text(exc)}", retryable=False)
+    # The same result would be too large on every retry: fail for good, naming the limit.
+    too_large = size_problem("result", result)
+    if too_large is not None:
+        return Outcome("failed", error=too_large, retryable=False)
+    return Outcome("completed", result=result)

@@ -211,6 +211,10 @@ async def end_offsets(
 # --- client settings ------------------------------------------------------------------
 
 MAX_BATCH_BYTES = 1_000_000  # 1 MB batches: ~79k msg/s vs 36-48k with the default 16 KB
+# The largest record any of our producers sends (faust's default, under Kafka's default
+# message.max.bytes of 1,048,588). Payloads and results are limited well below it
+# (TASKFOLD_MAX_PAYLOAD_BYTES; taskfold.fold.limits), so a submit or a completion fits whole.
+MAX_RECORD_BYTES = 1_000_000
 
 
 def producer_settings(broker: BrokerLike | bool) -> dict[str, Any]:
@@ -225,6 +229,7 @@ def producer_settings(broker: BrokerLike | bool) -> dict[str, Any]:
         "acks": "all",
         "enable_idempotence": not is_tansu(broker),
         "max_batch_size": MAX_BATCH_BYTES,
+        "max_request_size": MAX_RECORD_BYTES,
         "linger_ms": 5,  # throughput is CPU-bound in the client; linger barely matters
     }
 
@@ -301,6 +306,7 @@ def faust_settings(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str
         # request; 5 ms batches them (as producer_settings does for our own producers).
         "producer_linger": 0.005,
         "producer_max_batch_size": MAX_BATCH_BYTES,
+        "producer_max_request_size": MAX_RECORD_BYTES,
     }
     timeouts = group_timeouts(broker, fast=fast)
     if timeouts:

@@ -14,6 +14,7 @@ from taskfold.events import (
     WorkflowSubmitted,
 )
 from taskfold.fold.lifecycle import finish, put, satisfy, unblocked
+from taskfold.fold.limits import submit_problem, workflow_problem
 from taskfold.policies import workflow_task_id
 from taskfold.state import ACCEPTED, QueueState, Task, TaskState, Verdict, duplicate, rejected
 
@@ -30,6 +31,8 @@ def submit(state: QueueState, event: TaskSubmitted) -> Step:
         return state, rejected(f"task {event.task_id} was already submitted")
     if event.task_id in event.depends_on:
         return state, rejected(f"depends_on: task {event.task_id} cannot depend on itself")
+    if (too_large := submit_problem(event)) is not None:
+        return state, rejected(too_large)
     return _admit(state, event), ACCEPTED
 
 
@@ -75,6 +78,7 @@ def _admit(state: QueueState, event: TaskSubmitted) -> QueueState:
 def submit_workflow(state: QueueState, event: WorkflowSubmitted) -> Step:
     """Expand a workflow DAG into tasks with ids uuid5(workflow_id, node), in dependency order."""
     order, problem = _topological(event)
+    problem = problem or workflow_problem(event)
     if problem:
         return state, rejected(problem)
     ids = {node.node: workflow_task_id(event.workflow_id, node.node) for node in event.nodes}
