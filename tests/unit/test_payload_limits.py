@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from streams import sendguard
 from streams.processor import InRecord, Processor
-from streams.scheduler import Scheduler
+from streams.scheduler import Scheduler, partition_of
 from taskfold import staterows as rows
 from taskfold.agent import TaskContext
 from taskfold.agent.attempts import run_attempt
@@ -171,7 +171,7 @@ def test_the_schedulers_rows_carry_no_payload_or_result_and_short_texts() -> Non
     store: dict[bytes, bytes] = {}
     scheduler = Scheduler(store, partitions=4, policy=lambda q: QueuePolicy())
     for offset, event in enumerate(events):
-        scheduler.apply(event, 0, offset)
+        scheduler.apply(event, partition_of("q", 4), offset)
     assert max(len(v) for v in store.values()) < 3_000
     stored = rows.read(store.items()).queues["q"].state()
     t1, t2 = stored.task("t1"), stored.task("t2")
@@ -217,8 +217,8 @@ async def test_a_decision_or_poison_copy_the_producer_refuses_is_counted_and_the
     processor = Processor(Scheduler({}, partitions=4), outbox, clock_ms=lambda: e.now)
     for offset, event in enumerate([e.join("a"), e.submit("t1")]):
         value, headers = encode_event(event)
-        await processor.on_record(InRecord(0, offset, b"q", value, headers))
-    poison = await processor.on_record(InRecord(0, 2, b"q", b"not avro"))
+        await processor.on_record(InRecord(partition_of("q", 4), offset, b"q", value, headers))
+    poison = await processor.on_record(InRecord(partition_of("q", 4), 2, b"q", b"not avro"))
     assert outbox.tried >= 1 and poison.poison is not None
     assert processor.counts["append_errors"] >= 2 and processor.counts["decisions"] == 0
     assert await processor.on_tick() == []  # and the timer goes on too
