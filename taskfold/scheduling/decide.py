@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from taskfold.events import Candidate, TaskAssigned
 from taskfold.policies import derived_event_id
-from taskfold.scheduling.fleet import quarantined, record
+from taskfold.scheduling.fleet import quarantined, record, trip_reason
 from taskfold.scheduling.liveness import silence_ms
 from taskfold.scheduling.model import Fleet, QueuePolicy
 from taskfold.scheduling.strategies import Context, Option, rank, scorer
@@ -172,8 +172,7 @@ class _Round:
         agent = record(self.fleet, seat.agent_id)
         probe = agent.quarantined_until is not None
         if quarantined(agent, self.now_ms):
-            failures = agent.consecutive_failures
-            return f"quarantined until {agent.quarantined_until} after {failures} consecutive failures", True, False
+            return f"quarantined until {agent.quarantined_until}: {trip_reason(agent)}", True, False
         if probe and agent.probe_task is not None:
             return f"on probation: probe task {agent.probe_task} must end first", True, False
         if probe and seat.agent_id in self.probes:
