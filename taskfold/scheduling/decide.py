@@ -158,7 +158,7 @@ class _Round:
         fits = []
         for seat in self.seats:
             # A mismatch comes first: it never passes, so a session must not wait for it.
-            problem, waitable, probe = _match_problem(seat, task), False, False
+            problem, waitable, probe = match_problem(seat, task), False, False
             if problem is None:
                 problem, waitable, probe = self._seat_problem(seat)
             fits.append(Fit(seat.agent_id, self.load[seat.agent_id], seat.slots, problem, waitable, probe))
@@ -218,7 +218,7 @@ class _Round:
         return self.now_ms - since >= self.policy.session_fallback_ms
 
 
-def _match_problem(seat: Member, task: Task) -> str | None:
+def match_problem(seat: Member, task: Task) -> str | None:
     """Why the seat can never take this task (capabilities, labels), or None."""
     missing = sorted(task.required_capabilities - seat.capabilities)
     if missing:
