@@ -56,6 +56,7 @@ class TaskOut(BaseModel):
     idempotency_key: str | None
     attempt: int
     free_attempts: int
+    lost_attempts: int = Field(0, description="attempts whose holder was lost: not charged to max_attempts")
     agent_id: str | None
     lease_ms: int | None
     assigned_at: int | None
@@ -281,6 +282,7 @@ class DeadLetter(BaseModel):
     reason: str | None
     error: str | None
     attempts: int
+    lost_attempts: int = Field(0, description="attempts whose holder was lost (not charged)")
     max_attempts: int
     agent_id: str | None
     dead_lettered_at: int
