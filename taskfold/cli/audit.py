@@ -245,7 +245,8 @@ def _header(timeline: Timeline) -> Panel:
         body = Text()
         body.append(f"{task.task_type}  priority {task.priority.value}  state ")
         body.append(task.state.value, style=STATE_STYLE.get(task.state.value, "bold"))
-        body.append(f"  attempt {task.attempt}  agent {task.agent_id or '-'}\n")
+        lost = f" ({task.lost_attempts} lost with their holder, not charged)" if task.lost_attempts else ""
+        body.append(f"  attempt {task.attempt}{lost}  max_attempts {task.max_attempts}  agent {task.agent_id or '-'}\n")
         body.append(f"submitted {show_time(task.submitted_at)}  finished {show_time(task.finished_at)}")
         if task.reason or task.error:
             body.append(f"\n{task.reason or task.error}", style="dim")
