@@ -176,6 +176,22 @@ def test_slots_and_concurrency_limits_hold(events: list[Event]) -> None:
             assert holders and len(holders) <= min(state.tasks[t].concurrency_limit for t in holders)
 
 
+@common
+@given(sequences)
+def test_charged_attempts_stay_within_max_attempts_and_lost_holders_within_their_limit(events: list[Event]) -> None:
+    from taskfold.state import LOST_HOLDERS_LIMIT
+
+    ledger = Ledger()
+    for event in events:
+        ledger.apply(event)
+        for task in ledger.state("q").tasks.values():
+            assert 0 <= task.charged_attempts <= task.max_attempts, (event, task)
+            assert task.lost_attempts >= len(task.lost_holders), (event, task)
+            # A full row of lost holders is a dead letter; anything else keeps the row shorter.
+            full = len(task.lost_holders) >= LOST_HOLDERS_LIMIT
+            assert not full or (task.state == TaskState.dead_lettered and len(task.lost_holders) == LOST_HOLDERS_LIMIT)
+
+
 _PROBE = """
 import json, sys
 from taskfold.fold import fold
