@@ -125,6 +125,7 @@ class Seat(BaseModel):
     consecutive_failures: int
     quarantined_until: int | None
     probe_task: str | None
+    quarantine_reason: str | None = Field(None, description="what tripped the circuit breaker, while it is open")
     completed: int
     failed: int
 
