@@ -116,18 +116,22 @@ class Explainer:
     def observe(self, event: Event, position: str) -> None:
         """Fold one event; keep it if it is about the task."""
         self.events += 1
-        about = self._about(event)
         before = self.ledger.state(event.queue)
+        about = self._about(event)
         verdict = self.ledger.apply(event)
         self.auditor.observe(event, verdict, position)
-        after = self.ledger.state(event.queue)
-        fleet = self.fleets.get(event.queue) or Fleet()
-        self.fleets[event.queue] = observe(fleet, before, after, event, verdict, self.policy)
+        self._remember(event, before, verdict)
         if not about:
             return
         task = self.ledger.state(event.queue).task(self.task_id)
         timeline = self._timelines.setdefault(event.queue, Timeline(event.queue, self.task_id))
         timeline.moments.append(Moment(position, event, verdict, task.state.value if task else None))
+
+    def _remember(self, event: Event, before: QueueState, verdict: Verdict) -> None:
+        """Fold the event into its queue's Fleet, as a worker's scheduler would."""
+        fleet = self.fleets.get(event.queue) or Fleet()
+        after = self.ledger.state(event.queue)
+        self.fleets[event.queue] = observe(fleet, before, after, event, verdict, self.policy)
 
     def _about(self, event: Event) -> bool:
         if self.queue is not None and event.queue != self.queue:

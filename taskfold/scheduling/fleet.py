@@ -16,7 +16,9 @@ Circuit breaker: `breaker_failures` consecutive failures quarantine the agent un
 is its probe (`decide` makes one only after the cool-down). The probe's success lifts the
 quarantine and clears the failures; its failure quarantines the agent again; a probe that
 ends without a sample (cancel, drain) lets a new probe through. Any success resets the
-consecutive failures, but only a probe lifts a quarantine.
+consecutive failures, but only a probe lifts a quarantine. So the failure that set the
+quarantine's end is kept as its trip (the consecutive failures then, its task, time and
+kind): `trip_reason` says what opened the breaker, not what the counter says now.
 
 Sessions: an accepted assignment of a task with a session makes its agent the session's
 sticky agent. The round-robin cursor counts accepted assignments.
