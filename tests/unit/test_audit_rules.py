@@ -444,3 +444,12 @@ def test_explain_names_an_agent_on_probation_and_does_not_blame_the_breaker_when
     timeline = explained(events + [e.join("a2", at=13_100)], "job", breaker_failures=2, breaker_cooldown_ms=10_000)
     assert [h.agent_id for h in timeline.held_back] == ["a1"]
     assert timeline.standing.reason is None and "never assigned" in timeline.standing.detail
+
+
+def test_a_task_back_in_line_after_its_holder_was_lost_is_not_called_never_assigned() -> None:
+    e = Events()
+    events = [e.join("a1"), e.submit("t", max_attempts=1), e.assign("t", "a1"), e.leave("a1", "lost"),
+              e.submit("clock", at=10 * MINUTE)]
+    report = audit_events(events, require_terminal=False, deadline_ms=MINUTE)
+    [overdue] = [v for v in report.violations if v.task_id == "t"]
+    assert "queued since" in overdue.detail and "not assigned again after attempt 1" in overdue.detail
