@@ -138,7 +138,10 @@ def expire_lease(state: QueueState, event: TaskLeaseExpired) -> Step:
     problem = fence(task, event)
     if problem:
         return state, rejected(problem)
-    error = f"lease of agent {event.agent_id} expired on attempt {event.attempt}"
+    assert task is not None
+    # Before the start, the holder was silent or never took the assignment up (start_within_ms).
+    unstarted = " before it started" if task.state == TaskState.assigned else ""
+    error = f"lease of agent {event.agent_id} expired on attempt {event.attempt}{unstarted}"
     return end_attempt(state, task, event, error=error, retry="lost"), ACCEPTED  # type: ignore[arg-type]
 
 
