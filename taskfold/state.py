@@ -74,6 +74,12 @@ def duplicate(reason: str, ref: str | None = None) -> Verdict:
     return Verdict("duplicate", reason, ref)
 
 
+# Holders lost in a row after which a task is dead-lettered: a task that kills every agent it
+# touches must stop, while one crashed agent (even with max_attempts=1) must not kill a task.
+# A constant of the fold, not a setting: every reader must reach the same verdict.
+LOST_HOLDERS_LIMIT = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """One task's folded state."""
@@ -112,6 +118,12 @@ class Task:
     error: str | None = None
     reason: str | None = None
     event_ids: frozenset[str] = frozenset()
+    # Attempts whose holder was lost (lease expired, agent lost, never started): the agent's
+    # failure, not the task's, so not charged to max_attempts (the fleet charges the agent).
+    lost_attempts: int = 0
+    # The agents lost holding it, in a row since an attempt last ended another way (or a
+    # redrive); LOST_HOLDERS_LIMIT of them dead-letter the task.
+    lost_holders: tuple[str, ...] = ()
 
     def seen(self, event_id: str) -> bool:
         """True when this task already accepted the event with that id."""
@@ -119,8 +131,8 @@ class Task:
 
     @property
     def charged_attempts(self) -> int:
-        """Attempts that count against max_attempts."""
-        return self.attempt - self.free_attempts
+        """Attempts that count against max_attempts: neither handed back nor lost with their holder."""
+        return self.attempt - self.free_attempts - self.lost_attempts
 
     def noting(self, event_id: str, **changes: object) -> Task:
         """A copy with the changes applied and the event id recorded."""

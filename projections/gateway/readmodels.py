@@ -56,6 +56,7 @@ class TaskOut(BaseModel):
     idempotency_key: str | None
     attempt: int
     free_attempts: int
+    lost_attempts: int = Field(0, description="attempts whose holder was lost: not charged to max_attempts")
     agent_id: str | None
     lease_ms: int | None
     assigned_at: int | None
@@ -124,6 +125,7 @@ class Seat(BaseModel):
     consecutive_failures: int
     quarantined_until: int | None
     probe_task: str | None
+    quarantine_reason: str | None = Field(None, description="what tripped the circuit breaker, while it is open")
     completed: int
     failed: int
 
@@ -281,6 +283,7 @@ class DeadLetter(BaseModel):
     reason: str | None
     error: str | None
     attempts: int
+    lost_attempts: int = Field(0, description="attempts whose holder was lost (not charged)")
     max_attempts: int
     agent_id: str | None
     dead_lettered_at: int

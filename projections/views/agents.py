@@ -3,7 +3,8 @@
 Tables (keys NUL-joined):
 * `agent_seats`    agent, queue -> {agent_id, queue, slots, active, capabilities, labels, joined_at,
                    left_at, load (attempts held now), success_ewma, latency_ewma_ms,
-                   consecutive_failures, quarantined_until, probe_task, completed, failed}
+                   consecutive_failures, quarantined_until, probe_task, quarantine_reason (what
+                   tripped the breaker), completed, failed}
                    from the fold's seat and the scheduler's agent record (`Change.after.fleet`)
 * `queue_agents`   queue, agent -> agent_id (the agents a queue has seen)
 * `agent_beats`    agent -> the last heartbeat: {agent_id, sent_at, queues, load, slots, draining, position}
@@ -23,6 +24,7 @@ from typing import Any
 from projections.view import Change, Rows, Telemetry
 from projections.views.shapes import join
 from projections.views.timing import attempt_began, attempt_ended, attempt_outcome
+from taskfold.scheduling.fleet import trip_reason
 from taskfold.scheduling.model import AgentRecord
 from taskfold.state import Member, Task
 from taskfold.telemetry import Heartbeat
@@ -48,6 +50,7 @@ def seat_json(agent_id: str, queue: str, seat: Member | None, record: AgentRecor
         "consecutive_failures": record.consecutive_failures if record else 0,
         "quarantined_until": record.quarantined_until if record else None,
         "probe_task": record.probe_task if record else None,
+        "quarantine_reason": trip_reason(record) if record and record.quarantined_until is not None else None,
         "completed": record.completed if record else 0, "failed": record.failed if record else 0,
     }
 

@@ -2,7 +2,7 @@
 
 Table (keys NUL-joined):
 * `dead_letters`  queue, task_id -> {task_id, queue, task_type, priority, reason, error,
-                  attempts, max_attempts, agent_id, dead_lettered_at, position}
+                  attempts, lost_attempts, max_attempts, agent_id, dead_lettered_at, position}
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class DeadLettersView:
                 rows.put(DEAD_LETTERS, key, {
                     "task_id": task.task_id, "queue": task.queue, "task_type": task.task_type,
                     "priority": task.priority.value, "reason": task.reason, "error": task.error,
-                    "attempts": task.attempt, "max_attempts": task.max_attempts, "agent_id": task.agent_id,
+                    "attempts": task.attempt, "lost_attempts": task.lost_attempts, "max_attempts": task.max_attempts,
+                    "agent_id": task.agent_id,
                     "dead_lettered_at": change.event.occurred_at, "position": change.position})
 
     def telemetry(self, item: Telemetry, rows: Rows) -> None:

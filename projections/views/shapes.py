@@ -46,6 +46,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "concurrency_key": task.concurrency_key, "concurrency_limit": task.concurrency_limit,
         "labels": dict(task.labels), "required_capabilities": sorted(task.required_capabilities),
         "idempotency_key": task.idempotency_key, "attempt": task.attempt, "free_attempts": task.free_attempts,
+        "lost_attempts": task.lost_attempts,
         "agent_id": task.agent_id, "lease_ms": task.lease_ms, "assigned_at": task.assigned_at,
         "started_at": task.started_at, "finished_at": task.finished_at,
         "cancel_requested": task.cancel_requested, "result": task.result, "error": task.error,
@@ -57,7 +58,7 @@ FOLD_FIELDS = (
     "task_id", "queue", "task_type", "priority", "state", "payload", "arrival", "submitted_at", "timeout_ms",
     "max_attempts", "backoff", "not_before", "due_at", "waiting_on", "depends_on", "session_id",
     "correlation_id", "concurrency_key", "concurrency_limit", "labels", "required_capabilities",
-    "idempotency_key", "attempt", "free_attempts", "agent_id", "lease_ms", "assigned_at", "started_at",
+    "idempotency_key", "attempt", "free_attempts", "lost_attempts", "agent_id", "lease_ms", "assigned_at", "started_at",
     "finished_at", "cancel_requested", "result", "error", "reason",
 )
 

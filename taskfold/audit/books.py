@@ -37,9 +37,9 @@ from taskfold.events import (
     WorkflowSubmitted,
 )
 from taskfold.policies import workflow_task_id
-from taskfold.state import TERMINAL, TaskState
+from taskfold.state import LOST_HOLDERS_LIMIT, TERMINAL, TaskState
 
-Retry = Literal["backoff", "now", "never", "free"]
+Retry = Literal["backoff", "lost", "never", "free"]
 IN_FLIGHT = (TaskState.assigned, TaskState.running)
 _CURRENT = object()  # `before` default of a move: the state the book holds now
 
@@ -71,6 +71,8 @@ class TaskBook:
     waiting_on: set[str] = field(default_factory=set)
     attempt: int = 0
     free_attempts: int = 0  # handed back by a draining agent: not charged
+    lost_attempts: int = 0  # its holder was lost (lease expired, agent lost): not charged
+    lost_in_a_row: int = 0  # holders lost since an attempt last ended another way, or a redrive
     holder: str | None = None
     lease_ms: int = 0
     assigned_at: int | None = None
@@ -85,7 +87,7 @@ class TaskBook:
     @property
     def charged(self) -> int:
         """Attempts that count against max_attempts."""
-        return self.attempt - self.free_attempts
+        return self.attempt - self.free_attempts - self.lost_attempts
 
     @property
     def in_flight(self) -> bool:
@@ -227,7 +229,7 @@ class Books:
             case TaskTimedOut():
                 self._end_attempt(q, book, at, "backoff")
             case TaskLeaseExpired():
-                self._end_attempt(q, book, at, "now")
+                self._end_attempt(q, book, at, "lost")
             case TaskCancelled():
                 self._finish(q, book, TaskState.cancelled, at)
             case TaskCancelRequested():
@@ -253,6 +255,7 @@ class Books:
 
     def _redrive(self, book: TaskBook, event: TaskRedriven) -> None:
         book.max_attempts = book.charged + event.extra_attempts
+        book.lost_in_a_row = 0
         book.holder, book.due_at, book.due_by, book.finished_at, book.ended = None, None, None, None, 0
         self._move(book, TaskState.queued, event.occurred_at)
 
@@ -267,7 +270,7 @@ class Books:
         seat = q.seats.get(event.agent_id)
         if seat is None:
             return
-        retry: Retry = "free" if event.reason == LeaveReason.drained else "now"
+        retry: Retry = "free" if event.reason == LeaveReason.drained else "lost"
         for task_id in sorted(seat.holding):
             book = q.tasks.get(task_id)
             if book is not None and book.in_flight:
@@ -292,9 +295,17 @@ class Books:
         """End the current attempt: cancelled if asked, retried if allowed, else dead-lettered."""
         if book.cancel_requested:
             return self._finish(q, book, TaskState.cancelled, at)
+        if retry == "lost":
+            # The agent failed, not the task: uncharged, unless the task keeps losing its holders.
+            book.lost_attempts += 1
+            book.lost_in_a_row += 1
+            if book.lost_in_a_row >= LOST_HOLDERS_LIMIT:
+                return self._finish(q, book, TaskState.dead_lettered, at)
+        else:
+            book.lost_in_a_row = 0
         if retry == "free":
             book.free_attempts += 1
-        elif retry == "never" or book.charged >= book.max_attempts:
+        elif retry == "never" or (retry == "backoff" and book.charged >= book.max_attempts):
             return self._finish(q, book, TaskState.dead_lettered, at)
         self._free(q, book)
         book.holder = None

@@ -45,10 +45,15 @@ def standing(books: Books, book: TaskBook, end: int) -> Standing:
             kind = "not_before" if book.state is TaskState.scheduled else "retry backoff"
             if until > end:
                 return Standing(kind, until=until)
-            return Standing(None, until, f"{book.state.value}, due by {when(until)}, never assigned")
+            return Standing(None, until, f"{book.state.value}, due by {when(until)}, {_not_assigned(book)}")
         case TaskState.assigned | TaskState.running:
             return _held(book, end)
-    return Standing(None, book.changed_at, f"queued since {when(book.changed_at)}, never assigned")
+    return Standing(None, book.changed_at, f"queued since {when(book.changed_at)}, {_not_assigned(book)}")
+
+
+def _not_assigned(book: TaskBook) -> str:
+    # A task back in line after a lost holder or a retry has been assigned, just not since.
+    return f"not assigned again after attempt {book.attempt}" if book.attempt else "never assigned"
 
 
 def _blocked(books: Books, book: TaskBook) -> Standing:

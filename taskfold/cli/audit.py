@@ -29,6 +29,7 @@ from taskfold.cli.render import STATE_STYLE, VERDICT_STYLE, cli_console, parse_o
 from taskfold.cli.replay import progress_bar
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.replay import records_to_read
+from taskfold.scheduling.model import QueuePolicy
 
 T = TypeVar("T")
 BOOTSTRAP_HELP = "broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"
@@ -185,14 +186,17 @@ def explain(
     queue: str = typer.Option(None, help="only this queue (task ids are per queue)"),
     until: str = typer.Option(None, help="as of this time (ISO-8601 or epoch ms), by occurred_at"),
     offsets: str = typer.Option(None, help="as of these positions, e.g. 0:120,1:80"),
+    breaker_failures: int = typer.Option(3, min=1, help="the workers' --breaker-failures, to replay quarantines"),
+    breaker_cooldown_ms: int = typer.Option(30_000, min=1, help="the workers' --breaker-cooldown-ms"),
     bootstrap: str = typer.Option(None, help=BOOTSTRAP_HELP),
 ) -> None:
     """Print a task's timeline and, for each assignment, the candidates, scores and strategy."""
     console = cli_console(highlight=False)
     cut = _cut(until, offsets)
+    policy = QueuePolicy(breaker_failures=breaker_failures, breaker_cooldown_ms=breaker_cooldown_ms)
     target = resolve(bootstrap)
     found: Explainer = _read(console, target, cut, "reading", lambda log, progress: explain_log(
-        log, task_id, queue, cut, progress))
+        log, task_id, queue, cut, progress, policy))
     timelines = found.timelines()
     if not timelines:
         where = f"queue {queue}" if queue else f"any of the {len(found.queues())} queue(s) in the log"
@@ -222,6 +226,10 @@ def _verdict_of_audit(timeline: Timeline) -> Text:
         out.append(f"not terminal: {found.reason}{until}\n")
     elif found is not None:
         out.append(f"not terminal and unexplained since {show_time(found.since)}: {found.detail}\n", style="yellow")
+    if timeline.held_back:
+        out.append("agents that can take it, kept away by their circuit breaker:\n")
+        for agent in timeline.held_back:
+            out.append(f"  {agent}\n")
     if not timeline.violations:
         return out.append("audit: no rule broken by this task's events", style="green")
     for v in timeline.violations:
@@ -237,7 +245,8 @@ def _header(timeline: Timeline) -> Panel:
         body = Text()
         body.append(f"{task.task_type}  priority {task.priority.value}  state ")
         body.append(task.state.value, style=STATE_STYLE.get(task.state.value, "bold"))
-        body.append(f"  attempt {task.attempt}  agent {task.agent_id or '-'}\n")
+        lost = f" ({task.lost_attempts} lost with their holder, not charged)" if task.lost_attempts else ""
+        body.append(f"  attempt {task.attempt}{lost}  max_attempts {task.max_attempts}  agent {task.agent_id or '-'}\n")
         body.append(f"submitted {show_time(task.submitted_at)}  finished {show_time(task.finished_at)}")
         if task.reason or task.error:
             body.append(f"\n{task.reason or task.error}", style="dim")

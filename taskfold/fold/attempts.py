@@ -133,13 +133,16 @@ def fail(state: QueueState, event: TaskFailed) -> Step:
 
 
 def expire_lease(state: QueueState, event: TaskLeaseExpired) -> Step:
-    """The holder stopped heartbeating: the attempt is lost, the task goes back at once."""
+    """The holder stopped heartbeating (or never started it): the attempt is lost, uncharged."""
     task = state.tasks.get(event.task_id)
     problem = fence(task, event)
     if problem:
         return state, rejected(problem)
-    error = f"lease of agent {event.agent_id} expired on attempt {event.attempt}"
-    return end_attempt(state, task, event, error=error, retry="now"), ACCEPTED  # type: ignore[arg-type]
+    assert task is not None
+    # Before the start, the holder was silent or never took the assignment up (start_within_ms).
+    unstarted = " before it started" if task.state == TaskState.assigned else ""
+    error = f"lease of agent {event.agent_id} expired on attempt {event.attempt}{unstarted}"
+    return end_attempt(state, task, event, error=error, retry="lost"), ACCEPTED  # type: ignore[arg-type]
 
 
 def time_out(state: QueueState, event: TaskTimedOut) -> Step:

@@ -166,7 +166,7 @@ def redrive(state: QueueState, event: TaskRedriven) -> Step:
         return state, rejected(f"only dead-lettered tasks can be redriven; task {task.task_id} is {task.state.value}")
     again = task.noting(
         event.event_id, state=TaskState.queued, max_attempts=task.charged_attempts + event.extra_attempts,
-        finished_at=None, reason=event.reason, agent_id=None, lease_ms=None, due_at=None,
+        finished_at=None, reason=event.reason, agent_id=None, lease_ms=None, due_at=None, lost_holders=(),
     )
     return put(state, again), ACCEPTED
 

@@ -12,9 +12,9 @@ from typing import Literal
 
 from taskfold.events import Event
 from taskfold.policies import retry_delay_ms
-from taskfold.state import SCHEDULABLE, QueueState, Task, TaskState, order_of
+from taskfold.state import LOST_HOLDERS_LIMIT, SCHEDULABLE, QueueState, Task, TaskState, order_of
 
-Retry = Literal["backoff", "now", "never", "free"]
+Retry = Literal["backoff", "lost", "never", "free"]
 
 
 def put(state: QueueState, task: Task) -> QueueState:
@@ -95,28 +95,45 @@ def satisfy(task: Task, dependency: str, when: int) -> Task:
 def end_attempt(
     state: QueueState, task: Task, event: Event, *, error: str, retry: Retry
 ) -> QueueState:
-    """End the current attempt: cancel if asked, else retry if allowed, else dead-letter."""
+    """End the current attempt: cancel if asked, else retry if allowed, else dead-letter.
+
+    `retry` says how the attempt ended: "backoff" (a retryable failure or a timeout, charged),
+    "never" (a non-retryable failure), "free" (handed back by a draining agent) or "lost"
+    (its holder was lost: not charged, but LOST_HOLDERS_LIMIT in a row dead-letter the task).
+    """
     if task.cancel_requested:
         return finish(state, task, event, TaskState.cancelled, error=error,
                       reason=f"cancelled; attempt {task.attempt} ended: {error}")
     if retry == "free":
         # Handed back by a draining agent: neither the task's fault nor the agent's.
-        state = free(state, task)
-        after = task.noting(event.event_id, state=TaskState.queued, due_at=None, free_attempts=task.free_attempts + 1)
-        return put(state, _cleared(after, error))
-    if retry != "never" and task.charged_attempts < task.max_attempts:
-        state = free(state, task)
-        if retry == "backoff":
-            due = event.occurred_at + retry_delay_ms(task.backoff, task.attempt, task.task_id)
-            after = task.noting(event.event_id, state=TaskState.retry_wait, due_at=due)
-        else:
-            after = task.noting(event.event_id, state=TaskState.queued, due_at=None)
-        return put(state, _cleared(after, error))
+        after = task.noting(event.event_id, state=TaskState.queued, due_at=None,
+                            free_attempts=task.free_attempts + 1, lost_holders=())
+        return put(free(state, task), _cleared(after, error))
+    if retry == "lost":
+        return _lose_holder(state, task, event, error)
+    task = replace(task, lost_holders=())  # its holder lived to see the attempt end
+    if retry == "backoff" and task.charged_attempts < task.max_attempts:
+        due = event.occurred_at + retry_delay_ms(task.backoff, task.attempt, task.task_id)
+        after = task.noting(event.event_id, state=TaskState.retry_wait, due_at=due)
+        return put(free(state, task), _cleared(after, error))
     if retry == "never":
         reason = f"failed without retry on attempt {task.attempt}: {error}"
     else:
         reason = f"attempts exhausted ({task.charged_attempts} of {task.max_attempts}): {error}"
     return finish(state, task, event, TaskState.dead_lettered, error=error, reason=reason)
+
+
+def _lose_holder(state: QueueState, task: Task, event: Event, error: str) -> QueueState:
+    """The holder was lost: the agent failed, not the task, so the task goes back at once,
+    uncharged; unless its last LOST_HOLDERS_LIMIT holders were all lost under it."""
+    task = replace(task, lost_attempts=task.lost_attempts + 1,
+                   lost_holders=(*task.lost_holders, task.agent_id or "an unknown agent"))
+    if len(task.lost_holders) >= LOST_HOLDERS_LIMIT:
+        reason = (f"lost {len(task.lost_holders)} holders in a row ({', '.join(task.lost_holders)}): "
+                  f"the task may be killing its agents; last: {error}")
+        return finish(state, task, event, TaskState.dead_lettered, error=error, reason=reason)
+    after = task.noting(event.event_id, state=TaskState.queued, due_at=None)
+    return put(free(state, task), _cleared(after, error))
 
 
 def _cleared(task: Task, error: str) -> Task:

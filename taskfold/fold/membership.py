@@ -34,7 +34,7 @@ def leave(state: QueueState, event: AgentLeft) -> Step:
     error = f"agent {event.agent_id} left ({event.reason.value}) holding attempt"
     for task_id in sorted(seat.holding):
         task = state.tasks[task_id]
-        retry = "free" if event.reason == LeaveReason.drained else "now"
+        retry = "free" if event.reason == LeaveReason.drained else "lost"
         state = end_attempt(state, task, event, error=f"{error} {task.attempt}", retry=retry)
     seat = state.members[event.agent_id]
     gone = replace(seat, active=False, left_at=event.occurred_at, holding=frozenset(),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from taskfold.events import Candidate, TaskAssigned
 from taskfold.policies import derived_event_id
-from taskfold.scheduling.fleet import quarantined, record
+from taskfold.scheduling.fleet import quarantined, record, trip_reason
 from taskfold.scheduling.liveness import silence_ms
 from taskfold.scheduling.model import Fleet, QueuePolicy
 from taskfold.scheduling.strategies import Context, Option, rank, scorer
@@ -158,7 +158,7 @@ class _Round:
         fits = []
         for seat in self.seats:
             # A mismatch comes first: it never passes, so a session must not wait for it.
-            problem, waitable, probe = _match_problem(seat, task), False, False
+            problem, waitable, probe = match_problem(seat, task), False, False
             if problem is None:
                 problem, waitable, probe = self._seat_problem(seat)
             fits.append(Fit(seat.agent_id, self.load[seat.agent_id], seat.slots, problem, waitable, probe))
@@ -172,8 +172,7 @@ class _Round:
         agent = record(self.fleet, seat.agent_id)
         probe = agent.quarantined_until is not None
         if quarantined(agent, self.now_ms):
-            failures = agent.consecutive_failures
-            return f"quarantined until {agent.quarantined_until} after {failures} consecutive failures", True, False
+            return f"quarantined until {agent.quarantined_until}: {trip_reason(agent)}", True, False
         if probe and agent.probe_task is not None:
             return f"on probation: probe task {agent.probe_task} must end first", True, False
         if probe and seat.agent_id in self.probes:
@@ -219,7 +218,7 @@ class _Round:
         return self.now_ms - since >= self.policy.session_fallback_ms
 
 
-def _match_problem(seat: Member, task: Task) -> str | None:
+def match_problem(seat: Member, task: Task) -> str | None:
     """Why the seat can never take this task (capabilities, labels), or None."""
     missing = sorted(task.required_capabilities - seat.capabilities)
     if missing:

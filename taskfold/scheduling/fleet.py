@@ -16,7 +16,9 @@ Circuit breaker: `breaker_failures` consecutive failures quarantine the agent un
 is its probe (`decide` makes one only after the cool-down). The probe's success lifts the
 quarantine and clears the failures; its failure quarantines the agent again; a probe that
 ends without a sample (cancel, drain) lets a new probe through. Any success resets the
-consecutive failures, but only a probe lifts a quarantine.
+consecutive failures, but only a probe lifts a quarantine. So the failure that set the
+quarantine's end is kept as its trip (the consecutive failures then, its task, time and
+kind): `trip_reason` says what opened the breaker, not what the counter says now.
 
 Sessions: an accepted assignment of a task with a session makes its agent the session's
 sticky agent. The round-robin cursor counts accepted assignments.
@@ -24,7 +26,7 @@ sticky agent. The round-robin cursor counts accepted assignments.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from taskfold.events import (
@@ -43,6 +45,9 @@ from taskfold.fold import evolve
 from taskfold.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
 from taskfold.state import EMPTY, QueueState, Verdict
 
+# How each kind of failure reads in a breaker's trip reason.
+FAILURE_KINDS = {TaskFailed: "failed", TaskTimedOut: "timed out", TaskLeaseExpired: "lease expired"}
+
 
 def observe(
     fleet: Fleet, before: QueueState, after: QueueState, event: Event, verdict: Verdict, policy: QueuePolicy
@@ -56,7 +61,8 @@ def observe(
         case TaskCompleted():
             return _put(fleet, _completed(record(fleet, event.agent_id), before, event, policy))
         case TaskFailed() | TaskTimedOut() | TaskLeaseExpired():
-            failed = _failure(record(fleet, event.agent_id), event.task_id, event.occurred_at, policy)
+            kind = FAILURE_KINDS[type(event)]
+            failed = _failure(record(fleet, event.agent_id), event.task_id, event.occurred_at, policy, kind)
             return _put(fleet, failed)
         case TaskCancelled():
             return _put(fleet, _no_sample(record(fleet, event.agent_id), event.task_id))
@@ -128,18 +134,33 @@ def _completed(agent: AgentRecord, before: QueueState, event: TaskCompleted, pol
     return agent
 
 
-def _failure(agent: AgentRecord, task_id: str, at: int, policy: QueuePolicy) -> AgentRecord:
+def _failure(agent: AgentRecord, task_id: str, at: int, policy: QueuePolicy, kind: str) -> AgentRecord:
     failures = agent.consecutive_failures + 1
     agent = replace(
         agent, success_ewma=_ewma(agent.success_ewma, 0.0, policy.ewma_alpha),
         consecutive_failures=failures, failed=agent.failed + 1,
     )
-    if agent.probe_task == task_id or failures >= policy.breaker_failures:
+    probing = agent.probe_task == task_id
+    if probing or failures >= policy.breaker_failures:
         # max: a late failure must never shorten a quarantine already running.
         until = max(at + policy.breaker_cooldown_ms, agent.quarantined_until or 0)
-        probe = None if agent.probe_task == task_id else agent.probe_task
+        probe = None if probing else agent.probe_task
         agent = replace(agent, quarantined_until=until, probe_task=probe)
+        if until == at + policy.breaker_cooldown_ms:  # this failure set the end: it is the trip
+            agent = replace(agent, tripped_failures=failures, tripped_task=task_id, tripped_at=at,
+                            tripped_by=f"probe {kind}" if probing else kind)
     return agent
+
+
+def trip_reason(agent: AgentRecord, show_time: Callable[[int], str] = str) -> str:
+    """What opened the agent's breaker: the failures then, not the counter now."""
+    if agent.tripped_at is None or agent.tripped_by is None:  # a record written before trips were kept
+        return f"{agent.consecutive_failures} consecutive failures"
+    at = show_time(agent.tripped_at)
+    if agent.tripped_by.startswith("probe "):
+        return f"its probe task {agent.tripped_task} {agent.tripped_by.removeprefix('probe ')} at {at}"
+    return (f"{agent.tripped_failures} consecutive failures, the last on task {agent.tripped_task} "
+            f"({agent.tripped_by}) at {at}")
 
 
 def _no_sample(agent: AgentRecord, task_id: str) -> AgentRecord:
@@ -151,7 +172,7 @@ def _left(agent: AgentRecord, before: QueueState, event: AgentLeft, policy: Queu
     held = sorted(seat.holding) if seat is not None else []
     for task_id in held:
         if event.reason == LeaveReason.lost:
-            agent = _failure(agent, task_id, event.occurred_at, policy)
+            agent = _failure(agent, task_id, event.occurred_at, policy, "agent lost")
         else:
             agent = _no_sample(agent, task_id)
     return agent

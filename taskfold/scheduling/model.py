@@ -66,6 +66,13 @@ class AgentRecord:
     probe_task: str | None = None  # the one task allowed while probing after a quarantine
     completed: int = 0
     failed: int = 0
+    # What opened (or last extended) the quarantine, kept because a late success resets
+    # consecutive_failures while the quarantine runs on: the consecutive failures then, and
+    # the task, time and kind of the failure that did it ("probe ..." when a probe failed).
+    tripped_failures: int = 0
+    tripped_task: str | None = None
+    tripped_at: int | None = None
+    tripped_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ Three rules, judged at `now_ms`:
    TaskTimedOut, which retries with backoff.
 3. Otherwise an in-flight attempt whose holder has given no sign of life (heartbeat,
    join, the attempt's assignment or start) for longer than `lease_ms` loses its lease:
-   TaskLeaseExpired, which puts the task back at once.
+   TaskLeaseExpired, which puts the task back at once, not charged to its max_attempts
+   (the fold dead-letters it only when its third holder in a row is lost).
 4. An attempt assigned more than `start_within_ms` ago and still not started loses its
    lease too, although its agent heartbeats: the agent missed the assignment or could
    not report the start, and its heartbeats would otherwise renew the lease forever.

@@ -126,7 +126,9 @@ async def agents_killed(run: FaultRun, sizes: Sizes) -> Outcome:
     for agent in agents:
         run.agent(agent, "-q", f"{q}=2", "--heartbeat-interval", "0.2")
     await run.agents_joined([q], agents, sizes.deadline_s)
-    await run.submit(q, n, "sleep", prefix="ak", payload=json.dumps({"ms": sizes.agent_kill_task_ms}))
+    # max_attempts=1: an attempt lost with its agent is not charged, so one crash must not kill a task.
+    await run.submit(q, n, "sleep", prefix="ak", payload=json.dumps({"ms": sizes.agent_kill_task_ms}),
+                     max_attempts=1)
 
     def busy(ledger: Ledger) -> bool:
         state = ledger.state(q)
@@ -164,6 +166,9 @@ async def agents_killed(run: FaultRun, sizes: Sizes) -> Outcome:
     finishers = {c.task_id: c.agent_id for c in replay.accepted(TaskCompleted)}
     out.expect("lost tasks completed by a killed agent", [],
                sorted(t for t, _ in lost if finishers.get(t) not in survivors))
+    folded = replay.ledger.state(q)
+    out.expect("lost tasks with their lost attempts uncharged", [],
+               sorted(t for t, _ in lost if folded.task(t).lost_attempts < 1 or folded.task(t).charged_attempts > 1))
     out.note(zombie_reports=len(zombies),
              zombie_rejections=Counter(reason_kind(v.reason) for copies in verdicts.values() for v in copies),
              lost_attempts_ended_by=Counter("lease expired" if k in expired else "agent declared lost" for k in lost))

@@ -135,3 +135,23 @@ async def test_explain_shows_a_scheduler_decision_with_candidates_and_scores(bro
     assert "TaskSubmitted" in out and "TaskStarted" in out and "TaskCompleted" in out
     unknown = taskfold(env, "audit", "explain", "nope")
     assert unknown.returncode == 1 and "unknown task" in unknown.stderr and "nope" in unknown.stderr
+
+
+async def test_explain_says_a_waiting_task_waits_on_quarantined_agents(broker, topics) -> None:
+    e = Events(queue="breakers", now=100_000)
+    events = [e.join("a1", slots=2)]
+    for n in range(2):
+        events += [e.submit(f"f{n}"), e.assign(f"f{n}", "a1"), e.fail(f"f{n}", "a1", error="out of memory")]
+    await append(broker, topics, events + [e.submit("stuck")])
+    env = cli_env(broker, topics)
+
+    out = taskfold(env, "audit", "explain", "stuck", "--breaker-failures", "2", "--breaker-cooldown-ms", "60000")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "not terminal: every agent that can take it is quarantined or on probation" in out.stdout
+    assert "a1 is quarantined until 1970-01-01T00:02:40.007Z after 2 consecutive failures, the last on task f1 " \
+           "(failed) at 1970-01-01T00:01:40.007Z" in out.stdout
+    # With the default breaker (3 failures) a1 was never quarantined: the wait is unexplained.
+    default = taskfold(env, "audit", "explain", "stuck")
+    assert "unexplained since" in default.stdout and "quarantined" not in default.stdout
+    bad = taskfold(env, "audit", "explain", "stuck", "--breaker-failures", "0")
+    assert bad.returncode == 2 and "breaker-failures" in bad.stdout + bad.stderr

@@ -25,10 +25,8 @@ KINDS = ["submit"] * 4 + ["join"] * 2 + ["assign"] * 4 + ["start"] * 2 + ["compl
 
 REPORTS = {"start", "complete", "fail", "expire", "time_out", "cancelled"}
 
-step = st.tuples(
-    st.sampled_from(KINDS), st.sampled_from(TASKS), st.sampled_from(AGENTS),
-    st.integers(0, 3), st.integers(0, 3_000), st.booleans(),
-)
+STEP_PARTS = (st.sampled_from(TASKS), st.sampled_from(AGENTS), st.integers(0, 3), st.integers(0, 3_000), st.booleans())
+step = st.tuples(st.sampled_from(KINDS), *STEP_PARTS)
 
 
 def build(steps: list[tuple]) -> list[Event]:
@@ -100,6 +98,43 @@ def with_redeliveries(events: list[Event], picks: list[int]) -> list[Event]:
 
 
 sequences = st.lists(step, min_size=5, max_size=80).map(build)
+
+
+def build_lossy(steps: list[tuple[str, int]]) -> list[Event]:
+    """Assignments of ready tasks and the ends of held attempts, mostly by losing the holder,
+    so that rows of lost holders (and the dead letters they cause) are common."""
+    e, shadow = Events(seed="lossy"), Ledger()
+    out: list[Event] = [e.join("a0", slots=2), e.join("a1", slots=2)]
+    out += [e.submit(task, max_attempts=1 + n % 2, backoff=Backoff(initial_ms=0)) for n, task in enumerate(TASKS)]
+    for event in out:
+        shadow.apply(event)
+    for kind, pick in steps:
+        state = shadow.state("q")
+        ready = sorted(t for t, v in state.tasks.items() if v.state in (TaskState.queued, TaskState.retry_wait))
+        held = sorted(t for t, v in state.tasks.items() if v.state.in_flight)
+        seats = sorted(a for a, m in state.members.items() if m.active and len(m.holding) < m.slots)
+        if kind == "assign" and ready and seats:
+            task = ready[0 if pick % 3 else pick % len(ready)]  # the same task often, so rows grow
+            event = e.assign(task, seats[pick % len(seats)], attempt=state.tasks[task].attempt + 1, at=e.now + 1)
+        elif kind in ("expire", "fail", "time_out", "complete") and held:
+            task = state.tasks[held[pick % len(held)]]
+            event = getattr(e, kind)(task.task_id, task.agent_id, attempt=task.attempt)
+        elif kind in ("lost", "drained"):
+            event = e.leave(AGENTS[pick % 2], reason=kind)
+        elif kind == "join":
+            event = e.join(AGENTS[pick % 2], slots=2)
+        elif kind == "redrive":
+            event = e.redrive(TASKS[pick % len(TASKS)])
+        else:
+            continue
+        shadow.apply(event)
+        out.append(event)
+    return out
+
+
+LOSSY = ["assign"] * 4 + ["expire"] * 3 + ["lost", "join", "join", "drained", "fail", "time_out", "complete", "redrive"]
+lossy_sequences = st.lists(st.tuples(st.sampled_from(LOSSY), st.integers(0, 100)), min_size=20, max_size=80).map(
+    build_lossy)
 common = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -176,6 +211,22 @@ def test_slots_and_concurrency_limits_hold(events: list[Event]) -> None:
             assert holders and len(holders) <= min(state.tasks[t].concurrency_limit for t in holders)
 
 
+@common
+@given(st.one_of(sequences, lossy_sequences))
+def test_charged_attempts_stay_within_max_attempts_and_lost_holders_within_their_limit(events: list[Event]) -> None:
+    from taskfold.state import LOST_HOLDERS_LIMIT
+
+    ledger = Ledger()
+    for event in events:
+        ledger.apply(event)
+        for task in ledger.state("q").tasks.values():
+            assert 0 <= task.charged_attempts <= task.max_attempts, (event, task)
+            assert task.lost_attempts >= len(task.lost_holders), (event, task)
+            # A full row of lost holders is a dead letter; anything else keeps the row shorter.
+            full = len(task.lost_holders) >= LOST_HOLDERS_LIMIT
+            assert not full or (task.state == TaskState.dead_lettered and len(task.lost_holders) == LOST_HOLDERS_LIMIT)
+
+
 _PROBE = """
 import json, sys
 from taskfold.fold import fold
@@ -226,7 +277,7 @@ def test_rows_touched_by_each_event_rebuild_the_same_state(events: list[Event]) 
 
 
 @common
-@given(sequences, st.lists(st.integers(0, 10_000), max_size=10))
+@given(st.one_of(sequences, lossy_sequences), st.lists(st.integers(0, 10_000), max_size=10))
 def test_the_audit_finds_nothing_wrong_with_what_the_fold_accepts(events: list[Event], picks: list[int]) -> None:
     from taskfold.audit import audit_events
 

@@ -77,13 +77,15 @@ def test_duplicate_submit_by_idempotency_key_points_at_the_original_task() -> No
     assert verdicts[1].outcome == "duplicate" and verdicts[1].ref == "t1"
 
 
-def test_agent_lost_requeues_every_held_attempt_and_counts_them() -> None:
+def test_agent_lost_requeues_every_held_attempt_without_charging_it() -> None:
     e = Events()
     ledger, _ = fold([e.join("a1", slots=2), e.submit("t1"), e.submit("t2", max_attempts=1),
                       e.assign("t1", "a1"), e.assign("t2", "a1"), e.leave("a1", reason="lost")])
     state = ledger.state("q")
     assert state.task("t1").state == TaskState.queued and state.task("t1").attempt == 1
-    assert state.task("t2").state == TaskState.dead_lettered
+    # max_attempts=1: one crashed agent must not kill the task.
+    t2 = state.task("t2")
+    assert t2.state == TaskState.queued and (t2.lost_attempts, t2.charged_attempts, t2.lost_holders) == (1, 0, ("a1",))
     assert not state.member("a1").active and state.member("a1").holding == frozenset()
 
 
@@ -123,3 +125,36 @@ def test_retry_wait_due_time_comes_from_the_policy() -> None:
     ledger, _ = fold([e.join("a1"), e.submit("t1", backoff=policy), e.assign("t1", "a1"),
                       e.fail("t1", "a1", at=10_000)])
     assert ledger.state("q").task("t1").due_at == 10_000 + retry_delay_ms(policy, 1, "t1")
+
+
+def test_a_task_that_loses_three_holders_in_a_row_is_dead_lettered_with_the_holders_named() -> None:
+    e = Events()
+    ledger, verdicts = fold([e.join("a1"), e.join("a2"), e.submit("t1", max_attempts=1),
+                             e.assign("t1", "a1"), e.start("t1", "a1"), e.leave("a1", reason="lost"),
+                             e.assign("t1", "a2", attempt=2), e.expire("t1", "a2", attempt=2), e.join("a1"),
+                             e.assign("t1", "a1", attempt=3), e.expire("t1", "a1", attempt=3)])
+    assert all(v.accepted for v in verdicts), verdicts
+    task = ledger.state("q").task("t1")
+    assert task.state == TaskState.dead_lettered
+    assert (task.attempt, task.lost_attempts, task.charged_attempts) == (3, 3, 0)
+    assert task.reason == ("lost 3 holders in a row (a1, a2, a1): the task may be killing its agents; "
+                           "last: lease of agent a1 expired on attempt 3 before it started")
+    # Redriven, it gets a fresh row: one more loss puts it back in line, its max_attempts untouched by losses.
+    ledger, verdicts = fold([e.redrive("t1", extra_attempts=1), e.assign("t1", "a2", attempt=4),
+                             e.expire("t1", "a2", attempt=4)], ledger)
+    assert all(v.accepted for v in verdicts), verdicts
+    task = ledger.state("q").task("t1")
+    assert (task.state, task.max_attempts, task.lost_holders) == (TaskState.queued, 1, ("a2",))
+
+
+def test_the_audit_books_charge_lost_holders_as_the_fold_does() -> None:
+    from taskfold.audit import audit_events
+
+    e = Events()
+    events = [e.join("a1"), e.submit("t1", max_attempts=1), e.submit("t2", max_attempts=1)]
+    for attempt in (1, 2, 3):
+        events += [e.assign("t1", "a1", attempt=attempt), e.leave("a1", reason="lost"), e.join("a1")]
+    events += [e.assign("t2", "a1"), e.expire("t2", "a1"), e.assign("t2", "a1", attempt=2), e.complete("t2", "a1", 2)]
+    report = audit_events(events, require_terminal=True)
+    assert report.ok, report.violations
+    assert report.states == {"dead_lettered": 1, "completed": 1}

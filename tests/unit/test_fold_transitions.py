@@ -38,6 +38,12 @@ def running(e: Events, **submit) -> list[Event]:
     return assigned(e, **submit) + [e.start("t1", "a1")]
 
 
+def lost_twice(e: Events, **submit) -> list[Event]:
+    """Two attempts in a row that lost their holder: a lease expiry, then the agent declared lost."""
+    return running(e, **submit) + [e.expire("t1", "a1"), e.assign("t1", "a1", attempt=2),
+                                   e.leave("a1", reason="lost"), e.join("a1")]
+
+
 CASES = [
     # submit
     Case("submit queues a task", lambda e: [], lambda e: e.submit("t1"), "accepted", TaskState.queued),
@@ -125,8 +131,33 @@ CASES = [
     Case("failure on the last attempt dead-letters", lambda e: running(e, max_attempts=1),
          lambda e: e.fail("t1", "a1"), "accepted", TaskState.dead_lettered),
     Case("lease expiry requeues at once", running, lambda e: e.expire("t1", "a1"), "accepted", TaskState.queued),
-    Case("lease expiry on the last attempt dead-letters", lambda e: running(e, max_attempts=1),
-         lambda e: e.expire("t1", "a1"), "accepted", TaskState.dead_lettered),
+    Case("lease expiry on the last attempt requeues uncharged", lambda e: running(e, max_attempts=1),
+         lambda e: e.expire("t1", "a1"), "accepted", TaskState.queued),
+    Case("an assignment never started is taken back uncharged", lambda e: assigned(e, max_attempts=1),
+         lambda e: e.expire("t1", "a1"), "accepted", TaskState.queued),
+    Case("agent lost on the last attempt requeues uncharged", lambda e: running(e, max_attempts=1),
+         lambda e: e.leave("a1", reason="lost"), "accepted", TaskState.queued),
+    Case("a third holder lost in a row dead-letters", lambda e: lost_twice(e) + [e.assign("t1", "a1", attempt=3)],
+         lambda e: e.expire("t1", "a1", attempt=3), "accepted", TaskState.dead_lettered),
+    Case("a third agent lost in a row dead-letters", lambda e: lost_twice(e) + [e.assign("t1", "a1", attempt=3)],
+         lambda e: e.leave("a1", reason="lost"), "accepted", TaskState.dead_lettered),
+    Case("a failure breaks the row of lost holders",
+         lambda e: lost_twice(e) + [e.assign("t1", "a1", attempt=3), e.fail("t1", "a1", attempt=3),
+                                    e.assign("t1", "a1", attempt=4, at=e.now + 10_000)],
+         lambda e: e.expire("t1", "a1", attempt=4), "accepted", TaskState.queued),
+    Case("a drain breaks the row of lost holders",
+         lambda e: lost_twice(e) + [e.assign("t1", "a1", attempt=3), e.leave("a1"), e.join("a1"),
+                                    e.assign("t1", "a1", attempt=4)],
+         lambda e: e.expire("t1", "a1", attempt=4), "accepted", TaskState.queued),
+    Case("a redrive breaks the row of lost holders",
+         lambda e: lost_twice(e) + [e.assign("t1", "a1", attempt=3), e.expire("t1", "a1", attempt=3),
+                                    e.redrive("t1"), e.assign("t1", "a1", attempt=4)],
+         lambda e: e.expire("t1", "a1", attempt=4), "accepted", TaskState.queued),
+    Case("lost holders leave max_attempts to failures",
+         lambda e: lost_twice(e, max_attempts=1) + [e.assign("t1", "a1", attempt=3)],
+         lambda e: e.fail("t1", "a1", attempt=3), "accepted", TaskState.dead_lettered),
+    Case("a timeout on the last attempt dead-letters (charged)", lambda e: running(e, max_attempts=1),
+         lambda e: e.time_out("t1", "a1"), "accepted", TaskState.dead_lettered),
     Case("lease expiry for a non-holder is rejected", lambda e: running(e) + [e.join("a2")],
          lambda e: e.expire("t1", "a2"), "rejected", TaskState.running, "does not hold"),
     Case("timeout waits to retry", running, lambda e: e.time_out("t1", "a1"), "accepted", TaskState.retry_wait),

@@ -299,7 +299,24 @@ def test_a_quarantined_agent_gets_nothing_during_the_cooldown():
     e = Events()
     decisions = decided(tripped(e), BREAKER, now=11_999)
     assert [d.agent_id for d in decisions] == ["a2"] * 3
-    assert decisions[0].candidates[0].reason == "quarantined until 12000 after 2 consecutive failures"
+    assert decisions[0].candidates[0].reason == (
+        "quarantined until 12000: 2 consecutive failures, the last on task f1 (failed) at 2000")
+
+
+def test_a_late_success_does_not_change_what_the_candidate_says_tripped_the_breaker():
+    # A success resets the consecutive failures but not the quarantine: the entry must say
+    # what opened the breaker, not "after 0 consecutive failures".
+    e = Events()
+    events = [e.join("a1", slots=3, at=1_000), e.join("a2", slots=3, at=1_000), e.submit("late", at=1_000),
+              e.assign("late", "a1", at=1_000)]
+    for n in range(2):
+        events += [e.submit(f"f{n}", max_attempts=1, at=1_000), e.assign(f"f{n}", "a1", at=1_000)]
+    events += [e.expire("f0", "a1", at=2_000), e.fail("f1", "a1", at=2_100), e.complete("late", "a1", at=3_000),
+               e.submit("t0", at=3_000)]
+    decisions = decided(events, BREAKER, now=5_000)  # f0 (its lease expired: not charged) and t0
+    assert [(d.task_id, d.agent_id) for d in decisions] == [("f0", "a2"), ("t0", "a2")]
+    assert decisions[0].candidates[0].reason == (
+        "quarantined until 12100: 2 consecutive failures, the last on task f1 (failed) at 2100")
 
 
 def test_after_the_cooldown_exactly_one_probe():
@@ -333,7 +350,9 @@ def test_a_probe_failure_quarantines_again():
     events = tripped(e)
     [probe, *_] = decided(events, BREAKER, now=12_000)
     events += [probe, e.fail("t0", "a1", at=12_500)]
-    assert {d.agent_id for d in decided(events, BREAKER, now=22_499)} == {"a2"}
+    waiting = decided(events, BREAKER, now=22_499)
+    assert {d.agent_id for d in waiting} == {"a2"}
+    assert waiting[0].candidates[0].reason == "quarantined until 22500: its probe task t0 failed at 12500"
     assert [d.strategy for d in decided(events, BREAKER, now=22_500)][0] == "probe"
 
 

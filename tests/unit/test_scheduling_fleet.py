@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskfold.scheduling.fleet import observe, record, replay
+from taskfold.scheduling.fleet import observe, record, replay, trip_reason
 from taskfold.scheduling.model import Fleet, QueuePolicy, Session
 from taskfold.state import EMPTY
 from taskfold.testing import Events
@@ -97,6 +97,24 @@ def test_k_consecutive_failures_quarantine_for_the_cooldown():
     assert record(remembered(events[:-1]), "a1").quarantined_until is None
 
 
+def test_the_breaker_keeps_what_tripped_it_when_a_late_success_resets_the_counter():
+    e = Events()
+    events = [e.join("a1", slots=3), e.submit("t1"), e.submit("t2"), e.submit("t3"), e.assign("t1", "a1"),
+              e.assign("t2", "a1"), e.assign("t3", "a1"), e.fail("t1", "a1", at=6_000),
+              e.leave("a1", reason="lost", at=7_000)]
+    agent = record(remembered(events), "a1")
+    # The loss ended t2 and t3: the second failure opened the breaker, the third (same time) is its last.
+    assert (agent.quarantined_until, agent.tripped_failures, agent.tripped_task, agent.tripped_at,
+            agent.tripped_by) == (8_000, 3, "t3", 7_000, "agent lost")
+    events = [e.join("a1", slots=3), e.submit("t1"), e.submit("t2"), e.submit("t3"), e.assign("t1", "a1"),
+              e.assign("t2", "a1"), e.assign("t3", "a1"), e.fail("t1", "a1", at=6_000),
+              e.expire("t2", "a1", at=7_000), e.complete("t3", "a1", at=7_100)]
+    agent = record(remembered(events), "a1")
+    assert (agent.consecutive_failures, agent.quarantined_until) == (0, 8_000)
+    assert (agent.tripped_failures, agent.tripped_task, agent.tripped_by) == (2, "t2", "lease expired")
+    assert trip_reason(agent) == "2 consecutive failures, the last on task t2 (lease expired) at 7000"
+
+
 def quarantined_then_probed(e: Events) -> list:
     return [e.join("a1", slots=2), e.submit("t1"), e.submit("t2"), e.submit("t3"),
             e.assign("t1", "a1"), e.assign("t2", "a1"), e.fail("t1", "a1"), e.fail("t2", "a1", at=7_000),
@@ -117,9 +135,10 @@ def test_a_probe_success_lifts_the_quarantine():
 
 def test_a_probe_failure_quarantines_again():
     e = Events()
-    fleet = remembered(quarantined_then_probed(e) + [e.fail("t3", "a1", at=8_100)])
+    fleet = remembered(quarantined_then_probed(e) + [e.time_out("t3", "a1", at=8_100)])
     agent = record(fleet, "a1")
     assert (agent.quarantined_until, agent.probe_task) == (9_100, None)
+    assert trip_reason(agent) == "its probe task t3 timed out at 8100"
 
 
 def test_a_cancelled_probe_lets_another_probe_through():

@@ -86,9 +86,25 @@ def test_a_task_row_round_trips_through_json() -> None:
 
 def test_fleet_rows_round_trip() -> None:
     agent = AgentRecord("a", success_ewma=0.25, latency_ewma_ms=12.5, consecutive_failures=2,
-                        quarantined_until=99, probe_task="t")
+                        quarantined_until=99, probe_task="t", tripped_failures=3, tripped_task="t0",
+                        tripped_at=50, tripped_by="lease expired")
     assert rows.decode(AgentRecord, rows.encode(agent)) == agent
     assert rows.decode(Session, rows.encode(Session("a", 7))) == Session("a", 7)
+
+
+def test_rows_written_before_lost_attempts_and_trips_were_kept_still_decode() -> None:
+    import json
+
+    e = Events()
+    state, _ = reference([e.join("a"), e.submit("t"), e.assign("t", "a"), e.expire("t", "a")])
+    task = state.task("t")
+    assert (task.lost_attempts, task.lost_holders) == (1, ("a",))
+    assert rows.decode(type(task), rows.encode(task)) == task
+    old = {k: v for k, v in json.loads(rows.encode(task)).items() if k not in ("lost_attempts", "lost_holders")}
+    assert rows.decode(type(task), json.dumps(old).encode()).lost_holders == ()
+    agent = json.loads(rows.encode(AgentRecord("a", quarantined_until=9)))
+    old_agent = {k: v for k, v in agent.items() if not k.startswith("tripped_")}
+    assert rows.decode(AgentRecord, json.dumps(old_agent).encode()) == AgentRecord("a", quarantined_until=9)
 
 
 def test_a_row_from_another_format_is_refused() -> None:

@@ -188,10 +188,21 @@ def test_dead_letters_appear_when_attempts_run_out_and_go_on_redrive(log: Log) -
     assert cursor is None and [r["task_id"] for r in rows] == ["t", "u"]
     assert rows[0] == {"task_id": "t", "queue": "q", "task_type": "echo", "priority": "medium",
                        "reason": "attempts exhausted (1 of 1): disk full", "error": "disk full", "attempts": 1,
-                       "max_attempts": 1, "agent_id": "a1", "dead_lettered_at": 150, "position": "0:4"}
+                       "lost_attempts": 0, "max_attempts": 1, "agent_id": "a1", "dead_lettered_at": 150, "position": "0:4"}
     log.apply(e.redrive("t"))
     assert [r["task_id"] for r in queries.dead_letters(log.store)[0]] == ["u"]
     assert queries.dead_letters(log.store, queue="elsewhere") == ([], None)
+
+
+def test_a_dead_letter_by_lost_holders_shows_its_attempts_were_lost_not_charged(log: Log) -> None:
+    e = Events(queue="q", now=0)
+    log.apply(e.join("a1"), e.submit("t", max_attempts=1))
+    for attempt in (1, 2, 3):
+        log.apply(e.assign("t", "a1", attempt=attempt), e.expire("t", "a1", attempt=attempt))
+    [row], _ = queries.dead_letters(log.store)
+    assert (row["attempts"], row["lost_attempts"], row["max_attempts"]) == (3, 3, 1)
+    assert row["reason"].startswith("lost 3 holders in a row (a1, a1, a1)")
+    assert queries.get_task(log.store, "t", queue="q")["lost_attempts"] == 3
 
 
 def test_every_rejection_is_kept_with_its_reason_in_log_order(log: Log) -> None:

@@ -98,6 +98,7 @@ def test_an_agent_has_seats_load_performance_quarantine_and_its_tasks(log: Log) 
     assert (seat["slots"], seat["active"], seat["capabilities"], seat["labels"]) == (3, True, ["gpu"], {"zone": "eu"})
     assert seat["load"] == 1 and seat["consecutive_failures"] == 3 and seat["failed"] == 3
     assert seat["quarantined_until"] == T0 + 10 + 30_000  # the third failure's time + the default cool-down
+    assert seat["quarantine_reason"] == f"3 consecutive failures, the last on task f2 (failed) at {T0 + 10}"
     assert seat["success_ewma"] == pytest.approx(0.8 ** 3)
     assert (agent["held_now"], agent["held_ever"], agent["attempts"], agent["load"]) == (1, 4, 4, 1)
     held, _ = queries.agent_tasks(log.store, "a1", held=True)
