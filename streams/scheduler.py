@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiokafka.partitioner import murmur2
 
 from streams.pending import Pending
+from streams.relay import Note, notes_of, notes_of_replay
 from taskfold import staterows as rows
 from taskfold.events import Event
 from taskfold.scheduling.decide import decide
@@ -28,10 +29,12 @@ RowStore = MutableMapping[bytes, bytes]
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What one event did: its verdict, and whether it was one of ours read back."""
+    """What one event did: its verdict, whether it was one of ours read back, and the
+    relay notes of the task rows it concerns."""
 
     verdict: Verdict
     ours: bool
+    notes: tuple[Note, ...] = ()
 
 
 def partition_of(queue: str, partitions: int) -> int:
@@ -74,7 +77,9 @@ class Scheduler:
         """
         ours = self.pending.settle(event.event_id)
         if partition is not None and offset is not None and offset < self.applied.get(partition, 0):
-            return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours)
+            # The notes sent for it may have died with the worker that folded it: send them again.
+            notes = tuple(notes_of_replay(self.queue(event.queue).state, event))
+            return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours, notes)
         done = rows.step(self.queue(event.queue), event, self.policy(event.queue))
         verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
@@ -86,7 +91,7 @@ class Scheduler:
             writes.append(rows.offset_write(partition, offset))
         self._write(writes)
         self.queues[event.queue] = done.after
-        return Applied(verdict, ours)
+        return Applied(verdict, ours, tuple(notes_of(done.after.state, done.tasks)))
 
     def skip(self, partition: int, offset: int) -> None:
         """Record that the record at (partition, offset) was handled without folding (poison)."""
