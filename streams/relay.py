@@ -28,7 +28,21 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 
-from taskfold.events import DependencyEnd, DependencyOutcome, DependencyResolved, Event
+from taskfold.events import (
+    AgentLeft,
+    DependencyEnd,
+    DependencyOutcome,
+    DependencyResolved,
+    Event,
+    TaskCancelled,
+    TaskCancelRequested,
+    TaskCompleted,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskSubmitted,
+    TaskTimedOut,
+    WorkflowSubmitted,
+)
 from taskfold.fold import rows as fold_rows
 from taskfold.policies import derived_event_id
 from taskfold.rowjson import ROW_FORMAT
@@ -81,8 +95,16 @@ def notes_of(state: QueueState, tasks: Iterable[Task]) -> list[Note]:
     return out
 
 
+# The events that can admit a task blocked or end one (and so its dependents): the others
+# (assignments, starts, joins, redrives) never give a note, and a replay of them sends none.
+NOTED = (TaskSubmitted, WorkflowSubmitted, DependencyResolved, TaskCompleted, TaskFailed, TaskTimedOut,
+         TaskLeaseExpired, TaskCancelled, TaskCancelRequested, AgentLeft)
+
+
 def notes_of_replay(state: QueueState, event: Event) -> list[Note]:
     """The notes of an event the rows already reflect: those of every task it may have touched."""
+    if not isinstance(event, NOTED):
+        return []
     ids = fold_rows.affected_tasks(state, event)
     return notes_of(state, [t for tid in sorted(ids) if (t := state.tasks.get(tid)) is not None])
 
