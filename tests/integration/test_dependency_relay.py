@@ -11,9 +11,11 @@ queue is released. Every wait is on a condition with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,16 @@ class Crew(Agents):
         e = Events(queue=assigned.queue, seed=uuid.uuid4().hex, now=int(time.time() * 1000))
         a = (assigned.task_id, assigned.agent_id, assigned.attempt)
         await self.log.append([e.start(*a), e.fail(*a, retryable=False, error="bounced")])
+
+
+@contextlib.asynccontextmanager
+async def crew_of(broker: Broker, topics: TopicNames) -> AsyncIterator[Crew]:
+    crew = Crew(broker, topics, {"a1"})
+    await crew.start()
+    try:
+        yield crew
+    finally:
+        await crew.stop()
 
 
 def three_queues() -> list[str]:
@@ -93,7 +105,7 @@ async def test_dependencies_cross_queues_partitions_and_a_killed_worker(
     with workers(broker, topics, tmp_path) as start:
         one, two = start(tmp_path / "one"), start(tmp_path / "two")
         await eventually(lambda: one.partitions() and two.partitions(), 60, "two workers holding partitions")
-        async with _crew(broker, topics) as crew:
+        async with crew_of(broker, topics) as crew:
             submitted: list[TaskSubmitted] = []
 
             async def submit(*events: Event) -> None:
@@ -133,7 +145,6 @@ async def test_dependencies_cross_queues_partitions_and_a_killed_worker(
             ended = lambda: all(state(q, t) == want for t, (q, want) in expected.items())  # noqa: E731
             took = await eventually(ended, 60, "every task ended as expected", lambda: _open(crew, expected))
             reasons = {t: crew.ledger.state(q).task(t).reason for t, (q, _) in expected.items()}
-        one.stop(), two.stop()
     assert reasons["dep-cancel"] == "dependency fail-x was dead_lettered"
     assert reasons["dep-cancel-2"] == "dependency dep-cancel was cancelled"
     assert reasons["waits-born-dead"] == "dependency born-dead was cancelled"
@@ -157,18 +168,3 @@ async def test_dependencies_cross_queues_partitions_and_a_killed_worker(
 def _open(crew: Crew, expected: dict[str, tuple[str, TaskState]]) -> str:
     wrong = {t: f"{crew.state(q, t)}" for t, (q, want) in expected.items() if crew.state(q, t) != want}
     return f"not as expected: {dict(list(wrong.items())[:10])}; last log: {crew.trace[-10:]}"
-
-
-def _crew(broker: Broker, topics: TopicNames):  # noqa: ANN202 - the async context of test_worker.agents
-    import contextlib
-
-    @contextlib.asynccontextmanager
-    async def crew():  # noqa: ANN202
-        agents = Crew(broker, topics, {"a1"})
-        await agents.start()
-        try:
-            yield agents
-        finally:
-            await agents.stop()
-
-    return crew()

@@ -120,7 +120,8 @@ def test_two_tasks_of_a_key_in_flight_over_its_limit_is_over_concurrency() -> No
 ILLEGAL = {
     "redrive of a completed task": (lambda e: [e.join("a1"), e.submit("t"), e.assign("t", "a1"),
                                                e.complete("t", "a1"), e.redrive("t")], "which is completed"),
-    "assignment of a blocked task": (lambda e: [e.join("a1"), e.submit("t", depends_on=["d"], dependencies_may_follow=True),
+    "assignment of a blocked task": (lambda e: [e.join("a1"),
+                                                e.submit("t", depends_on=["d"], dependencies_may_follow=True),
                                                 e.assign("t", "a1")], "which is blocked"),
     "assignment before not_before": (lambda e: [e.join("a1"), e.submit("t", not_before=10_000),
                                                 e.assign("t", "a1")], "not before 1970-01-01T00:00:10.000Z"),
