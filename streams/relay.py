@@ -83,16 +83,22 @@ class Note:
         return note
 
 
-def notes_of(state: QueueState, tasks: Iterable[Task]) -> list[Note]:
-    """The notes for these task rows of one queue, as they stand in `state`."""
+def notes_of(state: QueueState, tasks: Iterable[Task], before: QueueState | None = None) -> list[Note]:
+    """The notes for these task rows of one queue, as they stand in `state`; with `before`
+    (the state the event was folded into), a task blocked already sent its waiting notes."""
     out: list[Note] = []
     for task in tasks:
         if task.state.terminal:
             out.append(Note(task.task_id, task.queue, ended=task.state.value))
-        elif task.state == TaskState.blocked:
+        elif task.state == TaskState.blocked and not _was_blocked(before, task.task_id):
             # A dependency this queue has is settled by the fold itself.
             out += [Note(x, task.queue, waiter=task.task_id) for x in sorted(task.waiting_on) if x not in state.tasks]
     return out
+
+
+def _was_blocked(before: QueueState | None, task_id: str) -> bool:
+    old = before.tasks.get(task_id) if before is not None else None
+    return old is not None and old.state == TaskState.blocked
 
 
 # The events that can admit a task blocked or end one (and so its dependents): the others
@@ -102,11 +108,19 @@ NOTED = (TaskSubmitted, WorkflowSubmitted, DependencyResolved, TaskCompleted, Ta
 
 
 def notes_of_replay(state: QueueState, event: Event) -> list[Note]:
-    """The notes of an event the rows already reflect: those of every task it may have touched."""
+    """The notes of an event the rows already reflect, from the rows as they stand now.
+
+    Only what this event itself may have done: the end of a task it finished (finished at
+    its time), the waiting notes of a task it admitted. A later event's notes are sent
+    when that event is folded or replayed in turn, so nothing is noted twice per replay.
+    """
     if not isinstance(event, NOTED):
         return []
-    ids = fold_rows.affected_tasks(state, event)
-    return notes_of(state, [t for tid in sorted(ids) if (t := state.tasks.get(tid)) is not None])
+    admits = isinstance(event, (TaskSubmitted, WorkflowSubmitted))
+    touched = [t for tid in sorted(fold_rows.affected_tasks(state, event)) if (t := state.tasks.get(tid)) is not None]
+    own = [t for t in touched if (t.state.terminal and t.finished_at == event.occurred_at)
+           or (admits and t.state == TaskState.blocked)]
+    return notes_of(state, own)
 
 
 def resolution_id(dependency: str, waiter: str) -> str:

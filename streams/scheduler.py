@@ -91,7 +91,7 @@ class Scheduler:
             writes.append(rows.offset_write(partition, offset))
         self._write(writes)
         self.queues[event.queue] = done.after
-        return Applied(verdict, ours, tuple(notes_of(done.after.state, done.tasks)))
+        return Applied(verdict, ours, tuple(notes_of(done.after.state, done.tasks, done.before.state)))
 
     def skip(self, partition: int, offset: int) -> None:
         """Record that the record at (partition, offset) was handled without folding (poison)."""

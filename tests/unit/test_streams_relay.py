@@ -126,3 +126,21 @@ async def test_the_relay_agent_appends_the_resolution_through_the_outbox() -> No
         await relay.put(Note("x", "p", ended="completed").encode(), key=b"x", partition=1)
     (resolved,) = outbox.appended
     assert (resolved.queue, resolved.task_id, resolved.dependency_id, resolved.occurred_at) == ("q", "d", "x", 7_000)
+
+
+def test_a_task_still_blocked_after_one_of_its_dependencies_resolved_sends_no_new_note() -> None:
+    scheduler = Scheduler({}, partitions=4)
+    e = Events(queue="reports")
+    scheduler.apply(e.submit("d", depends_on=["x", "y"], dependencies_may_follow=True), 0, 0)
+    resolved = scheduler.apply(e.resolved("d", "x", "satisfied", dependency_state="completed"), 0, 1)
+    assert resolved.verdict.accepted and resolved.notes == ()
+
+
+def test_a_replay_notes_only_what_the_replayed_event_did() -> None:
+    scheduler = Scheduler({}, partitions=4)
+    e = Events(queue="emails")
+    log = [e.join("a1"), e.submit("x"), e.assign("x", "a1"), e.complete("x", "a1")]
+    for offset, event in enumerate(log):
+        scheduler.apply(event, 0, offset)
+    replayed = [scheduler.apply(event, 0, offset).notes for offset, event in enumerate(log)]
+    assert replayed == [(), (), (), (Note("x", "emails", ended="completed"),)]
