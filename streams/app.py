@@ -23,7 +23,7 @@ from streams import patches
 from streams.heartbeats import HeartbeatBoard
 from streams.pending import Pending
 from streams.processor import InRecord, Outbox, Processor, Progress, poison_headers, wall_ms
-from streams.relay import Note, RelayBook, carry
+from streams.relay import Note, Relay, RelayBook
 from streams.scheduler import Scheduler
 from taskfold.broker import compat
 from taskfold.broker.topics import TopicNames
@@ -155,7 +155,8 @@ def build(
                                                      tuple(m.headers or ())))
 
     agent = app.agent(events, name="scheduler")(schedule)
-    relay_agent, relay_table = _relay(app, faust_outbox.notes, out, partitions, options, clock_ms)
+    relay_agent, relay_table = _relay(app, faust_outbox.notes, out, partitions, options, clock_ms,
+                                      _log_range(bootstrap, tansu, relay_topic(topics)))
     _hooks(app, table, processor, topics, options)
     if options.read_heartbeats:
         app.task(_heartbeats_reader(board, bootstrap, tansu, topics.heartbeats))
@@ -163,17 +164,18 @@ def build(
 
 
 def _relay(app: faust.App, notes: faust.TopicT, out: Outbox, partitions: int, options: WorkerOptions,
-           clock_ms: Callable[[], int]) -> tuple[faust.types.AgentT, faust.types.TableT]:
+           clock_ms: Callable[[], int], backfill: Callable) -> tuple[faust.types.AgentT, faust.types.TableT]:
     """The dependency relay's agent over the notes topic, and its table (co-partitioned with it)."""
     table = app.Table(RELAY_TABLE, key_type=bytes, value_type=bytes, partitions=partitions,
                       options={"driver": "rocksdict"} if options.store.startswith("rocksdb") else None)
-    book = RelayBook(table, actor=f"relay:{options.worker_id}", clock_ms=clock_ms)
+    relay = Relay(RelayBook(table, actor=f"relay:{options.worker_id}", clock_ms=clock_ms), out.append, backfill)
 
-    async def relay(stream: faust.StreamT) -> None:
+    async def carry(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            yield await carry(book, out.append, record.value)
+            m = record.message
+            yield await relay.on_record(InRecord(m.partition, m.offset, record.key, record.value))
 
-    return app.agent(notes, name="relay")(relay), table
+    return app.agent(notes, name="relay")(carry), table
 
 
 def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topics: TopicNames,

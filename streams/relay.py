@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from taskfold.events import (
     AgentLeft,
@@ -150,6 +152,9 @@ class Entry:
         return cls(body["queue"], body["ended"], dict(body["waiters"]))
 
 
+DEPENDENCY, OFFSET = b"d", b"o"  # relay table keys: one row per dependency, one per partition
+
+
 class RelayBook:
     """The relay's table and rule: notes in, DependencyResolved events out."""
 
@@ -160,7 +165,7 @@ class RelayBook:
 
     def take(self, note: Note) -> list[DependencyResolved]:
         """Record the note; the resolutions it makes possible (again, if it is a repeat)."""
-        key = note.dependency.encode()
+        key = DEPENDENCY + note.dependency.encode()
         raw = self.store.get(key)
         entry = Entry.decode(raw) if raw is not None else Entry()
         waiters = dict(entry.waiters or {})
@@ -187,15 +192,62 @@ class RelayBook:
             dependency_state=DependencyEnd(entry.ended),
         )
 
+    def next_offset(self, partition: int) -> int:
+        """The first offset of a notes partition the table does not reflect yet."""
+        raw = self.store.get(OFFSET + str(partition).encode())
+        return int(raw) if raw is not None else 0
 
-async def carry(book: RelayBook, append: Callable[[list[Event]], Awaitable[None]], raw: bytes | None) -> list[Event]:
-    """One record of the notes topic: take it in and append what it resolves (a bad note is skipped, logged)."""
-    try:
-        note = Note.decode(raw)
-    except NoteFormatError as exc:
-        log.warning("relay: skipping a record of the notes topic: %s", exc)
-        return []
-    resolutions: list[Event] = list(book.take(note))
-    if resolutions:
-        await append(resolutions)
-    return resolutions
+    def passed(self, partition: int, offset: int) -> None:
+        """The note at (partition, offset) is taken in (the offset row never goes back)."""
+        if offset + 1 > self.next_offset(partition):
+            self.store[OFFSET + str(partition).encode()] = str(offset + 1).encode()
+
+
+class NoteRecord(Protocol):
+    """A record of the notes topic, as the agent or a backfill read it."""
+
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass
+class Relay:
+    """The relay agent's work, per record of the notes topic, in order:
+
+    1. If the record comes after a hole (offsets the table does not reflect: a Fetch that
+       skipped a batch, see BROKER.md), take in the missing records from the log first.
+    2. Decode the note (a record that is not a note is logged, counted and skipped),
+       take it into the table, and append the resolutions it makes possible.
+    3. Record the offset in the table.
+    """
+
+    book: RelayBook
+    append: Callable[[list[Event]], Awaitable[None]]
+    backfill: Callable[[int, int, int], Awaitable[Sequence[NoteRecord]]] | None = None
+    counts: Counter = field(default_factory=Counter)
+
+    async def on_record(self, record: NoteRecord) -> list[Event]:
+        """Steps 1-3 for one record."""
+        start = self.book.next_offset(record.partition)
+        if record.offset > start and self.backfill is not None:
+            missed = await self.backfill(record.partition, start, record.offset)
+            log.warning("relay: notes partition %s resumed at %s, the table reflects offsets before %s; "
+                        "taking %s records from the log", record.partition, record.offset, start, len(missed))
+            self.counts["backfilled"] += len(missed)
+            for earlier in missed:
+                await self._take(earlier)
+        return await self._take(record)
+
+    async def _take(self, record: NoteRecord) -> list[Event]:
+        try:
+            resolutions: list[Event] = list(self.book.take(Note.decode(record.value)))
+        except NoteFormatError as exc:
+            log.warning("relay: skipping record %s:%s of the notes topic: %s", record.partition, record.offset, exc)
+            self.counts["bad_notes"] += 1
+            resolutions = []
+        if resolutions:
+            await self.append(resolutions)
+            self.counts["resolutions"] += len(resolutions)
+        self.book.passed(record.partition, record.offset)
+        return resolutions

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from streams.app import WorkerOptions, build
-from streams.relay import Entry, Note, NoteFormatError, RelayBook, resolution_id
+from streams.processor import InRecord
+from streams.relay import Entry, Note, NoteFormatError, Relay, RelayBook, resolution_id
 from streams.scheduler import Scheduler, partition_of
 from taskfold.broker.topics import TopicNames
 from taskfold.events import DependencyResolved
@@ -56,7 +57,7 @@ def test_a_repeated_note_resolves_with_the_same_event_id() -> None:
     again = book.take(Note("x", "q", waiter="d"))
     repeat = book.take(Note("x", "p", ended="completed"))
     assert [r.event_id for r in first + again + repeat] == [resolution_id("x", "d")] * 3
-    assert Entry.decode(store[b"x"]) == Entry("p", "completed", {"d": "q"})
+    assert Entry.decode(store[b"dx"]) == Entry("p", "completed", {"d": "q"})
 
 
 def test_notes_round_trip_and_bad_bytes_name_the_problem() -> None:
@@ -144,3 +145,32 @@ def test_a_replay_notes_only_what_the_replayed_event_did() -> None:
         scheduler.apply(event, 0, offset)
     replayed = [scheduler.apply(event, 0, offset).notes for offset, event in enumerate(log)]
     assert replayed == [(), (), (), (Note("x", "emails", ended="completed"),)]
+
+
+async def test_notes_a_fetch_skipped_are_taken_from_the_log_before_the_next_one() -> None:
+    # Tansu may answer a Fetch with later records and leave a batch out (BROKER.md): the
+    # waiter note at offset 1 must not be lost, or d stays blocked for good.
+    log = [Note("x", "p", ended="completed"), Note("x", "q", waiter="d"), Note("y", "q", waiter="e")]
+    records = [InRecord(0, n, b"x", note.encode()) for n, note in enumerate(log)]
+    asked: list[tuple[int, int, int]] = []
+
+    async def backfill(partition: int, start: int, end: int) -> list[InRecord]:
+        asked.append((partition, start, end))
+        return records[start:end]
+
+    appended: list = []
+
+    async def append(events: list) -> None:
+        appended.extend(events)
+
+    book, store = _book()
+    relay = Relay(book, append, backfill)
+    await relay.on_record(records[0])
+    await relay.on_record(records[2])  # offset 1 was skipped by the fetch
+    assert asked == [(0, 1, 2)] and relay.counts["backfilled"] == 1
+    assert _pairs(appended) == [("q", "d", "x", "satisfied", "completed")]
+    assert book.next_offset(0) == 3
+    # A restart that resumes past what the table reflects is repaired the same way.
+    again = Relay(RelayBook(store, actor="relay:test", clock_ms=lambda: 6_000), append, backfill)
+    await again.on_record(InRecord(0, 5, b"z", Note("z", "p", ended="cancelled").encode()))
+    assert asked[-1] == (0, 3, 5)
