@@ -69,23 +69,23 @@ def test_notes_round_trip_and_bad_bytes_name_the_problem() -> None:
 
 
 def test_the_scheduler_notes_foreign_waiters_and_every_end() -> None:
-    scheduler = Scheduler({}, partitions=4)
+    scheduler, p = Scheduler({}, partitions=4), partition_of("reports", 4)
     e = Events(queue="reports")
-    submitted = scheduler.apply(e.submit("d", depends_on=["x", "local"], dependencies_may_follow=True), 0, 0)
+    submitted = scheduler.apply(e.submit("d", depends_on=["x", "local"], dependencies_may_follow=True), p, 0)
     assert submitted.notes == (Note("local", "reports", waiter="d"), Note("x", "reports", waiter="d"))
-    local = scheduler.apply(e.submit("local"), 0, 1)
+    local = scheduler.apply(e.submit("local"), p, 1)
     assert local.notes == ()  # queued: not an end, not waiting
-    cancelled = scheduler.apply(e.cancel("local"), 0, 2)
+    cancelled = scheduler.apply(e.cancel("local"), p, 2)
     # local's end (for waiters elsewhere), and d, cancelled in turn by the fold, with its end
     assert cancelled.notes == (Note("d", "reports", ended="cancelled"), Note("local", "reports", ended="cancelled"))
 
 
 def test_a_record_the_rows_already_reflect_gives_the_notes_of_the_current_rows() -> None:
-    scheduler = Scheduler({}, partitions=4)
+    scheduler, p = Scheduler({}, partitions=4), partition_of("reports", 4)
     e = Events(queue="reports")
     submit = e.submit("d", depends_on=["x"], dependencies_may_follow=True)
-    scheduler.apply(submit, 0, 0)
-    replayed = scheduler.apply(submit, 0, 0)  # the consumer resumed below the rows' offset
+    scheduler.apply(submit, p, 0)
+    replayed = scheduler.apply(submit, p, 0)  # the consumer resumed below the rows' offset
     assert replayed.verdict.outcome == "duplicate"
     assert replayed.notes == (Note("x", "reports", waiter="d"),)
 
@@ -130,20 +130,20 @@ async def test_the_relay_agent_appends_the_resolution_through_the_outbox() -> No
 
 
 def test_a_task_still_blocked_after_one_of_its_dependencies_resolved_sends_no_new_note() -> None:
-    scheduler = Scheduler({}, partitions=4)
+    scheduler, p = Scheduler({}, partitions=4), partition_of("reports", 4)
     e = Events(queue="reports")
-    scheduler.apply(e.submit("d", depends_on=["x", "y"], dependencies_may_follow=True), 0, 0)
-    resolved = scheduler.apply(e.resolved("d", "x", "satisfied", dependency_state="completed"), 0, 1)
+    scheduler.apply(e.submit("d", depends_on=["x", "y"], dependencies_may_follow=True), p, 0)
+    resolved = scheduler.apply(e.resolved("d", "x", "satisfied", dependency_state="completed"), p, 1)
     assert resolved.verdict.accepted and resolved.notes == ()
 
 
 def test_a_replay_notes_only_what_the_replayed_event_did() -> None:
-    scheduler = Scheduler({}, partitions=4)
+    scheduler, p = Scheduler({}, partitions=4), partition_of("emails", 4)
     e = Events(queue="emails")
     log = [e.join("a1"), e.submit("x"), e.assign("x", "a1"), e.complete("x", "a1")]
     for offset, event in enumerate(log):
-        scheduler.apply(event, 0, offset)
-    replayed = [scheduler.apply(event, 0, offset).notes for offset, event in enumerate(log)]
+        scheduler.apply(event, p, offset)
+    replayed = [scheduler.apply(event, p, offset).notes for offset, event in enumerate(log)]
     assert replayed == [(), (), (), (Note("x", "emails", ended="completed"),)]
 
 
