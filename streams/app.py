@@ -74,6 +74,7 @@ class Topology:
     board: HeartbeatBoard
     relay_agent: faust.types.AgentT
     relay_table: faust.types.TableT
+    relay: Relay
 
 
 class FaustOutbox:
@@ -155,16 +156,16 @@ def build(
                                                      tuple(m.headers or ())))
 
     agent = app.agent(events, name="scheduler")(schedule)
-    relay_agent, relay_table = _relay(app, faust_outbox.notes, out, partitions, options, clock_ms,
-                                      _log_range(bootstrap, tansu, relay_topic(topics)))
+    relay_agent, relay_table, relay_work = _relay(app, faust_outbox.notes, out, partitions, options, clock_ms,
+                                                  _log_range(bootstrap, tansu, relay_topic(topics)))
     _hooks(app, table, processor, topics, options)
     if options.read_heartbeats:
         app.task(_heartbeats_reader(board, bootstrap, tansu, topics.heartbeats))
-    return Topology(app, agent, table, processor, board, relay_agent, relay_table)
+    return Topology(app, agent, table, processor, board, relay_agent, relay_table, relay_work)
 
 
 def _relay(app: faust.App, notes: faust.TopicT, out: Outbox, partitions: int, options: WorkerOptions,
-           clock_ms: Callable[[], int], backfill: Callable) -> tuple[faust.types.AgentT, faust.types.TableT]:
+           clock_ms: Callable[[], int], backfill: Callable) -> tuple[faust.types.AgentT, faust.types.TableT, Relay]:
     """The dependency relay's agent over the notes topic, and its table (co-partitioned with it)."""
     table = app.Table(RELAY_TABLE, key_type=bytes, value_type=bytes, partitions=partitions,
                       options={"driver": "rocksdict"} if options.store.startswith("rocksdb") else None)
@@ -175,7 +176,7 @@ def _relay(app: faust.App, notes: faust.TopicT, out: Outbox, partitions: int, op
             m = record.message
             yield await relay.on_record(InRecord(m.partition, m.offset, record.key, record.value))
 
-    return app.agent(notes, name="relay")(carry), table
+    return app.agent(notes, name="relay")(carry), table, relay
 
 
 def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topics: TopicNames,

@@ -65,6 +65,8 @@ def run_worker(
             raise
     counts = sorted(topology.processor.counts.items())
     options.report("processed: " + (", ".join(f"{k} {v}" for k, v in counts) or "nothing"))
+    relayed = sorted(topology.relay.counts.items())
+    options.report("relay: " + (", ".join(f"{k} {v}" for k, v in relayed) or "nothing to resolve"))
 
 
 def spawn(
