@@ -8,12 +8,13 @@ own queue, because no verdict may depend on another partition's events (§1). Th
    small *notes* (task ids only, never payloads), keyed by the dependency's task id:
    * `waiting`: dependent D in queue Q waits on X, which Q does not have;
    * `outcome`: task X in queue P ended completed, dead_lettered or cancelled.
-   A record the rows already reflect (replayed after a crash) gives the notes of the
-   current rows again, so a note lost with the crash is sent after all. Notes come from
-   folded records only: a submit counts once the log has it.
-2. The relay agent reads the notes topic; its table (RocksDB, one row per dependency id)
-   keeps X's latest outcome and its waiters. When both are there and the waiter's queue
-   is not X's, it appends `DependencyResolved(queue=Q, task_id=D, dependency_id=X)`.
+   A record the rows already reflect (read again after a crash) gives the notes of what
+   it did, read from the current rows, so a note lost with the crash is sent after all.
+   Notes come from folded records only: a submit counts once the log has it.
+2. The relay agent reads the notes topic; its table (RocksDB, one row per dependency id,
+   one offset row per partition) keeps X's latest outcome and its waiters. When both are
+   there and the waiter's queue is not X's, it appends `DependencyResolved(queue=Q,
+   task_id=D, dependency_id=X)`. Notes a fetch skipped are read from the log (`Relay`).
 
 Exactly one resolution per (X, D) counts: the event id is derived from (X, D), so a
 repeat (a note replayed after a crash, an outcome sent again) folds as a duplicate, and
