@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from streams import patches, sendguard
 from streams.heartbeats import HeartbeatBoard
 from streams.pending import Pending
 from streams.processor import InRecord, Outbox, Processor, Progress, poison_headers, wall_ms
+from streams.relay import Note, Relay, RelayBook
 from streams.scheduler import Scheduler
 from taskfold.broker import compat
 from taskfold.broker.topics import TopicNames
@@ -34,6 +35,12 @@ from taskfold.wire import encode_event
 log = logging.getLogger(__name__)
 
 TABLE = "rows"
+RELAY_TABLE = "relay"
+
+
+def relay_topic(topics: TopicNames) -> str:
+    """The internal topic of the dependency relay's notes, keyed by dependency task id."""
+    return f"{topics.prefix}scheduler-relay"
 
 
 @dataclass(frozen=True)
@@ -65,14 +72,18 @@ class Topology:
     table: faust.types.TableT
     processor: Processor
     board: HeartbeatBoard
+    relay_agent: faust.types.AgentT
+    relay_table: faust.types.TableT
+    relay: Relay
 
 
 class FaustOutbox:
     """Appends through the app's producer (key = queue; `poison` keeps the original key)."""
 
-    def __init__(self, app: faust.App, topics: TopicNames) -> None:
+    def __init__(self, app: faust.App, topics: TopicNames, partitions: int) -> None:
         self.events = _raw_topic(app, topics.events)
         self.poison = _raw_topic(app, topics.poison)
+        self.notes = _raw_topic(app, relay_topic(topics), partitions=partitions, internal=True)
         self.source = topics.events
 
     async def append(self, events: Sequence[Event]) -> None:
@@ -90,6 +101,11 @@ class FaustOutbox:
                 refused.append(exc)
         if refused:
             raise refused[0]
+
+    async def relay(self, notes: Sequence[Note]) -> None:
+        """Hand the dependency relay's notes to the producer, key = the dependency's task id."""
+        for note in notes:
+            await self.notes.send(key=note.dependency.encode(), value=note.encode())
 
     async def quarantine(self, record: InRecord, reason: str) -> None:
         """Copy an undecodable record to `poison`."""
@@ -111,8 +127,12 @@ def create_app(bootstrap: str, topics: TopicNames, *, tansu: bool, partitions: i
 def build(
     bootstrap: str, topics: TopicNames, *, tansu: bool, partitions: int, options: WorkerOptions = WorkerOptions(),
     outbox: Outbox | None = None, progress: Progress | None = None, clock_ms: Callable[[], int] = wall_ms,
+    relay: Callable[[Sequence[Note]], Awaitable[None]] | None = None,
 ) -> Topology:
-    """Wire app, table, agent, timer, heartbeats and rebalance hooks; nothing starts yet."""
+    """Wire app, tables, agents, timer, heartbeats and rebalance hooks; nothing starts yet.
+
+    Tests that bring their own outbox bring the relay's note sender too, or go without one.
+    """
     compat.apply_faust_fixes(tansu)
     patches.install()  # a faust bug, on every broker
     sendguard.install()  # a record too large for the producer must not crash the worker
@@ -132,9 +152,12 @@ def build(
     scheduler = Scheduler(table, partitions=partitions, policy=options.policy_for, heartbeats=board,
                           pending=Pending(options.pending_timeout_s), actor=f"scheduler:{options.worker_id}")
     progress = progress if progress is not None else _consumer_progress(app, topics.events)
-    processor = Processor(scheduler, outbox or FaustOutbox(app, topics), progress, clock_ms,
+    faust_outbox = FaustOutbox(app, topics, partitions)
+    out = outbox or faust_outbox
+    processor = Processor(scheduler, out, progress, clock_ms,
                           ready=board.ready.is_set if options.read_heartbeats else lambda: True,
-                          backfill=_log_range(bootstrap, tansu, topics.events))
+                          backfill=_log_range(bootstrap, tansu, topics.events),
+                          relay=relay if relay is not None or outbox is not None else faust_outbox.relay)
     events = _raw_topic(app, topics.events, partitions=partitions)
 
     async def schedule(stream: faust.StreamT) -> None:
@@ -144,10 +167,27 @@ def build(
                                                      tuple(m.headers or ()), _ms(m.timestamp)))
 
     agent = app.agent(events, name="scheduler")(schedule)
+    relay_agent, relay_table, relay_work = _relay(app, faust_outbox.notes, out, partitions, options, clock_ms,
+                                                  _log_range(bootstrap, tansu, relay_topic(topics)))
     _hooks(app, table, processor, topics, options)
     if options.read_heartbeats:
         app.task(_heartbeats_reader(board, bootstrap, tansu, topics.heartbeats))
-    return Topology(app, agent, table, processor, board)
+    return Topology(app, agent, table, processor, board, relay_agent, relay_table, relay_work)
+
+
+def _relay(app: faust.App, notes: faust.TopicT, out: Outbox, partitions: int, options: WorkerOptions,
+           clock_ms: Callable[[], int], backfill: Callable) -> tuple[faust.types.AgentT, faust.types.TableT, Relay]:
+    """The dependency relay's agent over the notes topic, and its table (co-partitioned with it)."""
+    table = app.Table(RELAY_TABLE, key_type=bytes, value_type=bytes, partitions=partitions,
+                      options={"driver": "rocksdict"} if options.store.startswith("rocksdb") else None)
+    relay = Relay(RelayBook(table, actor=f"relay:{options.worker_id}", clock_ms=clock_ms), out.append, backfill)
+
+    async def carry(stream: faust.StreamT) -> None:
+        async for record in stream.events():
+            m = record.message
+            yield await relay.on_record(InRecord(m.partition, m.offset, record.key, record.value))
+
+    return app.agent(notes, name="relay")(carry), table, relay
 
 
 def _ms(seconds: float | None) -> int | None:

@@ -5,7 +5,8 @@ Per record (the protocol, in order):
 1. Decode the value. Undecodable bytes are copied to the `poison` topic with the reason,
    counted, and skipped; they never stop the worker.
 2. Fold the event into its queue's state, observe it into the fleet, persist the rows it
-   changed, and settle it if it was one of our pending appends.
+   changed, and settle it if it was one of our pending appends. Send the dependency
+   relay's notes of the task rows it concerns (streams/relay.py).
 3. If the event may have made room (a submit, a completion, a new seat...), decide for
    that queue and append the assignments (key = queue); under load at most every
    `decide_every_s`, and not before the partition has been read to its end once since
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from schemas.codec import PoisonMessage
+from streams.relay import Note
 from streams.scheduler import Applied, Scheduler
 from taskfold.events import Event, TaskAssigned, TaskStarted
 from taskfold.state import Verdict
@@ -157,6 +159,8 @@ class Processor:
     monotonic: Callable[[], float] = time.monotonic
     # Reads records [start, end) of a partition from the log, for gaps the consumer skipped.
     backfill: Callable[[int, int, int], Awaitable[list[InRecord]]] | None = None
+    # Sends the dependency relay's notes (streams/relay.py); None: no relay (unit tests).
+    relay: Callable[[Sequence[Note]], Awaitable[None]] | None = None
     counts: Counter = field(default_factory=Counter)
     _dirty: set[str] = field(default_factory=set)  # queues where an event may have made room
     _decided_at: dict[str, float] = field(default_factory=dict)
@@ -207,6 +211,9 @@ class Processor:
         self.progress.note(record.partition, record.offset)
         self.counts[applied.verdict.outcome] += 1
         self.counts["read_back"] += applied.ours
+        if applied.notes and self.relay is not None:
+            await self.relay(applied.notes)
+            self.counts["relay_notes"] += len(applied.notes)
         return event, applied
 
     async def _fill(self, partition: int, start: int, end: int) -> None:

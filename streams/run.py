@@ -53,9 +53,9 @@ def run_worker(
     from streams.localstate import changelog_ends, discard_stale
 
     topology = build(bootstrap, topics, tansu=tansu, partitions=partitions, options=options)
-    table = topology.table
-    ends = asyncio.run(changelog_ends(bootstrap, tansu, table.changelog_topic_name))
-    discard_stale(table.data.partition_path, ends, partitions, options.report)
+    for table in (topology.table, topology.relay_table):
+        ends = asyncio.run(changelog_ends(bootstrap, tansu, table.changelog_topic_name))
+        discard_stale(table.data.partition_path, ends, partitions, options.report)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its cursor escapes would garble our lines in logs and in `taskfold dev`
     try:
@@ -65,6 +65,8 @@ def run_worker(
             raise
     counts = sorted(topology.processor.counts.items())
     options.report("processed: " + (", ".join(f"{k} {v}" for k, v in counts) or "nothing"))
+    relayed = sorted(topology.relay.counts.items())
+    options.report("relay: " + (", ".join(f"{k} {v}" for k, v in relayed) or "nothing to resolve"))
 
 
 def spawn(

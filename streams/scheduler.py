@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 
 from streams.pending import Pending
+from streams.relay import Note, notes_of, notes_of_replay
 from taskfold import staterows as rows
 from taskfold.events import Event
 from taskfold.fold.placement import Where, home_partition
@@ -27,10 +28,12 @@ RowStore = MutableMapping[bytes, bytes]
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What one event did: its verdict, and whether it was one of ours read back."""
+    """What one event did: its verdict, whether it was one of ours read back, and the
+    relay notes of the task rows it concerns."""
 
     verdict: Verdict
     ours: bool
+    notes: tuple[Note, ...] = ()
 
 
 def partition_of(queue: str, partitions: int) -> int:
@@ -75,7 +78,9 @@ class Scheduler:
         """
         ours = self.pending.settle(event.event_id)
         if partition is not None and offset is not None and offset < self.applied.get(partition, 0):
-            return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours)
+            # The notes sent for it may have died with the worker that folded it: send them again.
+            notes = tuple(notes_of_replay(self.queue(event.queue).state, event))
+            return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours, notes)
         where = Where(partition, self.partitions, timestamp) if partition is not None else None
         # Slim: no changelog record of ours carries a payload or a result (see rows.slim).
         done = rows.slimmed(rows.step(self.queue(event.queue), event, self.policy(event.queue), where))
@@ -90,7 +95,7 @@ class Scheduler:
         self._write(writes)
         if done.writes or event.queue in self.queues:  # a misrouted stray adds no queue we do not own
             self.queues[event.queue] = done.after
-        return Applied(verdict, ours)
+        return Applied(verdict, ours, tuple(notes_of(done.after.state, done.tasks, done.before.state)))
 
     def skip(self, partition: int, offset: int) -> None:
         """Record that the record at (partition, offset) was handled without folding (poison)."""

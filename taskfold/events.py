@@ -43,6 +43,14 @@ class DependencyOutcome(str, Enum):
     failed = "failed"
 
 
+class DependencyEnd(str, Enum):
+    """The terminal state a dependency reached (relayed with its outcome)."""
+
+    completed = "completed"
+    dead_lettered = "dead_lettered"
+    cancelled = "cancelled"
+
+
 class DependencyFailurePolicy(str, Enum):
     """What a dependent does when a dependency is dead-lettered or cancelled."""
 
@@ -157,6 +165,7 @@ class DependencyResolved(Event):
     task_id: str
     dependency_id: str
     outcome: DependencyOutcome
+    dependency_state: DependencyEnd | None = None
 
 
 class TaskAssigned(Event):

@@ -13,7 +13,7 @@ from typing import Literal
 
 from immutables import Map
 
-from taskfold.events import Backoff, Priority
+from taskfold.events import Backoff, DependencyFailurePolicy, Priority
 
 
 class TaskState(str, Enum):
@@ -99,6 +99,8 @@ class Task:
     due_at: int | None = None
     waiting_on: frozenset[str] = frozenset()
     depends_on: tuple[str, ...] = ()
+    on_dependency_failure: DependencyFailurePolicy = DependencyFailurePolicy.cancel
+    dependencies_may_follow: bool = False
     session_id: str | None = None
     correlation_id: str | None = None
     concurrency_key: str | None = None
@@ -133,6 +135,11 @@ class Task:
     def charged_attempts(self) -> int:
         """Attempts that count against max_attempts: neither handed back nor lost with their holder."""
         return self.attempt - self.free_attempts - self.lost_attempts
+
+    @property
+    def runs_anyway(self) -> bool:
+        """True when a dead-lettered or cancelled dependency counts as satisfied for this task."""
+        return self.on_dependency_failure == DependencyFailurePolicy.run
 
     def noting(self, event_id: str, **changes: object) -> Task:
         """A copy with the changes applied and the event id recorded."""

@@ -82,5 +82,7 @@ class Events:
     def redrive(self, task: str, extra_attempts: int = 1, at: int | None = None) -> TaskRedriven:
         return TaskRedriven(**self._envelope(at), task_id=task, extra_attempts=extra_attempts)
 
-    def resolved(self, task: str, dependency: str, outcome: str = "satisfied", at: int | None = None) -> DependencyResolved:
-        return DependencyResolved(**self._envelope(at), task_id=task, dependency_id=dependency, outcome=outcome)
+    def resolved(self, task: str, dependency: str, outcome: str = "satisfied", at: int | None = None,
+                 **fields) -> DependencyResolved:
+        return DependencyResolved(**self._envelope(at), task_id=task, dependency_id=dependency, outcome=outcome,
+                                  **fields)

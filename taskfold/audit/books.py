@@ -20,6 +20,7 @@ from taskfold.events import (
     AgentJoined,
     AgentLeft,
     Backoff,
+    DependencyFailurePolicy,
     DependencyOutcome,
     DependencyResolved,
     Event,
@@ -69,6 +70,8 @@ class TaskBook:
     concurrency_key: str | None = None
     concurrency_limit: int = 1
     waiting_on: set[str] = field(default_factory=set)
+    runs_anyway: bool = False  # on_dependency_failure: run
+    may_follow: bool = False  # dependencies_may_follow: an unknown dependency is not (yet) an error
     attempt: int = 0
     free_attempts: int = 0  # handed back by a draining agent: not charged
     lost_attempts: int = 0  # its holder was lost (lease expired, agent lost): not charged
@@ -181,7 +184,9 @@ class Books:
         book = TaskBook(task_id=task_id, queue=event.queue, state=TaskState.blocked, submitted_at=event.occurred_at,
                         changed_at=event.occurred_at, timeout_ms=spec.timeout_ms, max_attempts=spec.max_attempts,
                         backoff=spec.backoff, not_before=spec.not_before, concurrency_key=spec.concurrency_key,
-                        concurrency_limit=spec.concurrency_limit)
+                        concurrency_limit=spec.concurrency_limit,
+                        runs_anyway=spec.on_dependency_failure == DependencyFailurePolicy.run,
+                        may_follow=spec.dependencies_may_follow)
         q.tasks[task_id] = book
         failed = None
         for dependency in sorted(set(depends_on)):
@@ -190,15 +195,15 @@ class Books:
             if known is not None and known.state is TaskState.completed:
                 continue
             if known is not None and known.state in TERMINAL:
-                failed = failed or dependency
+                failed = failed or (None if book.runs_anyway else dependency)
             else:
                 book.waiting_on.add(dependency)
         if failed is not None:
-            # Born cancelled: like the fold, tasks already waiting on this id are not settled here;
-            # if that leaves one blocked for good, the end-of-log check reports it.
+            # Born cancelled: the tasks already waiting on this id are settled as for any other end.
             book.waiting_on.clear()
             book.ended, book.finished_at = 1, event.occurred_at
             self._move(book, TaskState.cancelled, event.occurred_at, before=None)
+            self._settle(q, book, event.occurred_at)
         elif book.waiting_on:
             self._moved.append(Moved(book, None, TaskState.blocked))
         else:
@@ -260,7 +265,7 @@ class Books:
         self._move(book, TaskState.queued, event.occurred_at)
 
     def _resolved(self, q: QueueBooks, book: TaskBook, event: DependencyResolved) -> None:
-        if event.outcome == DependencyOutcome.satisfied:
+        if event.outcome == DependencyOutcome.satisfied or book.runs_anyway:
             self._satisfy(book, event.dependency_id, event.occurred_at)
         else:
             book.waiting_on.clear()
@@ -329,7 +334,7 @@ class Books:
             waiting = q.tasks.get(task_id)
             if waiting is None or waiting.state is not TaskState.blocked or done.task_id not in waiting.waiting_on:
                 continue
-            if done.state is TaskState.completed:
+            if done.state is TaskState.completed or waiting.runs_anyway:
                 self._satisfy(waiting, done.task_id, at)
             else:
                 waiting.waiting_on.clear()

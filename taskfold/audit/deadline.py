@@ -4,7 +4,9 @@ The log is the clock: "now" is the newest `occurred_at` the audit read, never th
 clock, so an audit of the same log gives the same answer anywhere.
 
 A task that is not terminal is explained while
-* blocked on a dependency that has not ended (or is not known anywhere in the log yet),
+* blocked on a dependency that has not ended (or is not known anywhere in the log yet, when
+  the task declared `dependencies_may_follow`; without it, a dependency no queue knows is
+  reported at once as `unknown-dependency`, whatever the deadline),
 * scheduled with `not_before` still ahead,
 * waiting out a retry backoff (until the longest delay its policy allows),
 * assigned within its lease, or running within its timeout.
@@ -68,6 +70,13 @@ def _blocked(books: Books, book: TaskBook) -> Standing:
     return Standing(None, since, f"blocked, but every dependency it waits on has ended ({done or 'none left'})")
 
 
+def unknown_dependencies(books: Books, book: TaskBook) -> list[str]:
+    """The dependencies a blocked task waits on that no queue has, unless it said they may follow."""
+    if book.state is not TaskState.blocked or book.may_follow:
+        return []
+    return [d for d in sorted(book.waiting_on) if books.find(d, book.queue) is None]
+
+
 def _held(book: TaskBook, end: int) -> Standing:
     if book.state is TaskState.running:
         until, what = (book.started_at or book.changed_at) + book.timeout_ms, "its timeout"
@@ -87,6 +96,12 @@ def end_of_log(books: Books, report: AuditReport, *, deadline_ms: int | None, re
             report.tasks += 1
             report.states[book.state.value] += 1
             if book.state in TERMINAL:
+                continue
+            unknown = unknown_dependencies(books, book)
+            if unknown:
+                report.violations.append(Violation(
+                    "unknown-dependency", queue, f"task {book.task_id} waits on {', '.join(unknown)}, which no queue "
+                    "knows, and it did not declare dependencies_may_follow", book.task_id))
                 continue
             if require_terminal:
                 report.violations.append(Violation("not-terminal", queue, f"task {book.task_id} ended the log "

@@ -13,7 +13,7 @@ from taskfold.events import (
     TaskSubmitted,
     WorkflowSubmitted,
 )
-from taskfold.fold.lifecycle import finish, put, satisfy, unblocked
+from taskfold.fold.lifecycle import cancelled_by, finish, put, satisfy, settle_dependents, unblocked
 from taskfold.fold.limits import submit_problem, workflow_problem
 from taskfold.policies import workflow_task_id
 from taskfold.state import ACCEPTED, QueueState, Task, TaskState, Verdict, duplicate, rejected
@@ -47,10 +47,11 @@ def _admit(state: QueueState, event: TaskSubmitted) -> QueueState:
         concurrency_limit=event.concurrency_limit, labels=tuple(sorted(event.labels.items())),
         required_capabilities=frozenset(event.required_capabilities),
         idempotency_key=event.idempotency_key, event_ids=frozenset({event.event_id}),
+        on_dependency_failure=event.on_dependency_failure, dependencies_may_follow=event.dependencies_may_follow,
     )
     dependents = state.dependents
     waiting: set[str] = set()
-    failed: str | None = None
+    failed: Task | None = None  # the first dependency (by id) that ended without completing
     for dependency in sorted(set(event.depends_on)):
         # Every dependency is indexed, waited on or not, so the index can be rebuilt from rows.
         dependents = dependents.set(dependency, dependents.get(dependency, frozenset()) | {event.task_id})
@@ -58,7 +59,8 @@ def _admit(state: QueueState, event: TaskSubmitted) -> QueueState:
         if known is not None and known.state == TaskState.completed:
             continue
         if known is not None and known.state.terminal:
-            failed = failed or dependency
+            if not task.runs_anyway:
+                failed = failed or known
             continue
         waiting.add(dependency)
     idempotency = state.idempotency
@@ -66,13 +68,12 @@ def _admit(state: QueueState, event: TaskSubmitted) -> QueueState:
         idempotency = idempotency.set(event.idempotency_key, event.task_id)
     state = replace(state, dependents=dependents, idempotency=idempotency, arrivals=state.arrivals + 1)
     if failed is not None:
-        task = replace(task, state=TaskState.cancelled, finished_at=event.occurred_at,
-                       reason=f"dependency {failed} did not complete")
-    elif waiting:
-        task = replace(task, waiting_on=frozenset(waiting))
-    else:
-        task = unblocked(task, event.occurred_at)
-    return put(state, task)
+        # Cancelled at once: whatever already waits on it (dependencies_may_follow) is settled now.
+        task = cancelled_by(task, failed.task_id, failed.state.value, event.occurred_at)
+        return settle_dependents(put(state, task), task, event.occurred_at)
+    if waiting:
+        return put(state, replace(task, waiting_on=frozenset(waiting)))
+    return put(state, unblocked(task, event.occurred_at))
 
 
 def submit_workflow(state: QueueState, event: WorkflowSubmitted) -> Step:
@@ -134,11 +135,12 @@ def resolve_dependency(state: QueueState, event: DependencyResolved) -> Step:
         return state, rejected(f"unknown task {event.task_id}")
     if task.state != TaskState.blocked or event.dependency_id not in task.waiting_on:
         return state, rejected(f"task {event.task_id} is not waiting on {event.dependency_id} (it is {task.state.value})")
-    if event.outcome == DependencyOutcome.satisfied:
+    if event.outcome == DependencyOutcome.satisfied or task.runs_anyway:
         released = satisfy(task, event.dependency_id, event.occurred_at)
         return put(state, released.noting(event.event_id)), ACCEPTED
-    state = finish(state, task, event, TaskState.cancelled, waiting_on=frozenset(),
-                   reason=f"dependency {event.dependency_id} did not complete")
+    ended = event.dependency_state.value if event.dependency_state is not None else None
+    why = cancelled_by(task, event.dependency_id, ended, event.occurred_at).reason
+    state = finish(state, task, event, TaskState.cancelled, waiting_on=frozenset(), reason=why)
     return state, ACCEPTED
 
 

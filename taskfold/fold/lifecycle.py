@@ -66,23 +66,28 @@ def finish(
 
 
 def settle_dependents(state: QueueState, done: Task, when: int) -> QueueState:
-    """Satisfy the dependents of a completed task; cancel, transitively, those of a failed one."""
-    work = [(done.task_id, done.state == TaskState.completed)]
+    """Satisfy the dependents of a completed task; those of a dead-lettered or cancelled one
+    are cancelled, transitively, unless they run anyway (`on_dependency_failure: run`)."""
+    work = [(done.task_id, done.state)]
     while work:
-        dependency, satisfied = work.pop()
+        dependency, ended = work.pop()
         for task_id in sorted(state.dependents.get(dependency, frozenset())):
             waiting = state.tasks.get(task_id)
             if waiting is None or waiting.state != TaskState.blocked or dependency not in waiting.waiting_on:
                 continue
-            if satisfied:
+            if ended == TaskState.completed or waiting.runs_anyway:
                 state = put(state, satisfy(waiting, dependency, when))
-            else:
-                state = put(state, _move(
-                    waiting, TaskState.cancelled, finished_at=when, waiting_on=frozenset(),
-                    reason=f"dependency {dependency} did not complete",
-                ))
-                work.append((task_id, False))
+                continue
+            cancelled = cancelled_by(waiting, dependency, ended.value, when)
+            state = put(state, cancelled)
+            work.append((task_id, cancelled.state))
     return state
+
+
+def cancelled_by(task: Task, dependency: str, ended: str | None, when: int) -> Task:
+    """The blocked task cancelled because `dependency` ended without completing."""
+    why = f"dependency {dependency} was {ended}" if ended else f"dependency {dependency} did not complete"
+    return _move(task, TaskState.cancelled, finished_at=when, waiting_on=frozenset(), reason=why)
 
 
 def satisfy(task: Task, dependency: str, when: int) -> Task:

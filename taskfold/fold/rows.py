@@ -58,6 +58,11 @@ def touched(before: QueueState, after: QueueState, event: Event) -> tuple[list[T
     return tasks, members
 
 
+def affected_tasks(state: QueueState, event: Event) -> set[str]:
+    """The ids of the tasks `event` may change: its own, a workflow's, a leaving agent's, and their dependents."""
+    return _candidate_tasks(state, event)
+
+
 def _candidate_tasks(before: QueueState, event: Event) -> set[str]:
     ids: set[str] = set()
     if event.task:

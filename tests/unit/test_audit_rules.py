@@ -120,7 +120,8 @@ def test_two_tasks_of_a_key_in_flight_over_its_limit_is_over_concurrency() -> No
 ILLEGAL = {
     "redrive of a completed task": (lambda e: [e.join("a1"), e.submit("t"), e.assign("t", "a1"),
                                                e.complete("t", "a1"), e.redrive("t")], "which is completed"),
-    "assignment of a blocked task": (lambda e: [e.join("a1"), e.submit("t", depends_on=["d"]),
+    "assignment of a blocked task": (lambda e: [e.join("a1"),
+                                                e.submit("t", depends_on=["d"], dependencies_may_follow=True),
                                                 e.assign("t", "a1")], "which is blocked"),
     "assignment before not_before": (lambda e: [e.join("a1"), e.submit("t", not_before=10_000),
                                                 e.assign("t", "a1")], "not before 1970-01-01T00:00:10.000Z"),
@@ -135,7 +136,8 @@ ILLEGAL = {
                                              e.cancelled("t", "a1")], "no cancel requested"),
     "a second cancel request": (lambda e: [e.join("a1"), e.submit("t"), e.assign("t", "a1"), e.cancel("t"),
                                            e.cancel("t")], "already requested"),
-    "a dependency it does not wait on": (lambda e: [e.submit("t", depends_on=["d"]), e.resolved("t", "other")],
+    "a dependency it does not wait on": (lambda e: [e.submit("t", depends_on=["d"], dependencies_may_follow=True),
+                                                    e.resolved("t", "other")],
                                          "not waiting on other"),
     "a second submission": (lambda e: [e.submit("t"), e.submit("t")], "which is queued"),
     "a task depending on itself": (lambda e: [e.submit("t", depends_on=["t"])], "depending on itself"),
@@ -190,7 +192,7 @@ def test_a_task_queued_longer_than_the_deadline_is_overdue_and_a_recent_one_is_n
 def test_waiting_tasks_are_explained_until_their_reason_runs_out() -> None:
     e = Events()
     late = Backoff(initial_ms=10 * MINUTE, max_ms=10 * MINUTE, jitter=0.0)
-    events = [e.join("a1", slots=3), e.submit("blocked", depends_on=["elsewhere"]),
+    events = [e.join("a1", slots=3), e.submit("blocked", depends_on=["elsewhere"], dependencies_may_follow=True),
               e.submit("scheduled", not_before=20 * MINUTE), e.submit("backoff", backoff=late),
               e.submit("running", timeout_ms=10 * MINUTE), e.assign("backoff", "a1"), e.fail("backoff", "a1"),
               e.assign("running", "a1"), e.start("running", "a1"), e.submit("clock", at=5 * MINUTE)]
@@ -205,14 +207,37 @@ def test_waiting_tasks_are_explained_until_their_reason_runs_out() -> None:
 
 
 def test_a_task_left_blocked_on_dependencies_that_ended_is_overdue() -> None:
-    # "waiter" waits on "middle"; "middle" arrives depending on a cancelled task, so it is
-    # born cancelled, and the fold never settles "waiter": stuck for good.
-    e = Events()
-    events = [e.submit("waiter", depends_on=["middle"]), e.submit("gone"), e.cancel("gone"),
-              e.submit("middle", depends_on=["gone"]), e.submit("clock", at=10 * MINUTE)]
+    # "waiter" in queue a waits on "gone" in queue b; "gone" is cancelled, but nothing relays
+    # its end to queue a (no DependencyResolved): blocked for good.
+    a, b = Events(queue="a"), Events(queue="b")
+    events = [b.submit("gone"), a.submit("waiter", depends_on=["gone"]), b.cancel("gone"),
+              a.submit("clock", at=10 * MINUTE)]
     report = audit_events(events, require_terminal=False, deadline_ms=MINUTE)
     assert [(v.rule, v.task_id) for v in report.violations] == [("overdue", "waiter")]
-    assert "middle cancelled" in report.violations[0].detail
+    assert "gone cancelled in queue b" in report.violations[0].detail
+
+
+def test_a_task_born_cancelled_releases_its_waiters_in_books_and_fold_alike() -> None:
+    # "middle" arrives depending on a cancelled task, so it is born cancelled, and "waiter"
+    # (submitted before it, dependencies_may_follow) is cancelled in turn; "runner" runs anyway.
+    e = Events()
+    events = [e.submit("waiter", depends_on=["middle"], dependencies_may_follow=True),
+              e.submit("runner", depends_on=["middle"], dependencies_may_follow=True, on_dependency_failure="run"),
+              e.submit("gone"), e.cancel("gone"),
+              e.submit("middle", depends_on=["gone"])]
+    report = audit_events(events, require_terminal=False, deadline_ms=MINUTE)
+    assert report.violations == []
+    assert report.states == {"cancelled": 3, "queued": 1}
+
+
+def test_a_dependency_no_queue_knows_is_reported_at_once_unless_it_may_follow() -> None:
+    e = Events()
+    events = [e.submit("orphan", depends_on=["nowhere"]),
+              e.submit("patient", depends_on=["later"], dependencies_may_follow=True)]
+    report = audit_events(events, require_terminal=False, deadline_ms=10 * MINUTE)
+    assert [(v.rule, v.task_id) for v in report.violations] == [("unknown-dependency", "orphan")]
+    assert "nowhere" in report.violations[0].detail
+    assert report.explained == {"waiting on a dependency": 1}
 
 
 def test_dead_lettered_counts_as_terminal() -> None:
@@ -357,7 +382,8 @@ def build(steps: list[tuple]) -> list[Event]:
         if kind == "submit":
             event = e.submit(task, depends_on=[TASKS[(TASKS.index(task) + 1 + dt) % len(TASKS)]] if mode == 0 else [],
                              not_before=e.now + dt if mode == 1 else None, max_attempts=2,
-                             backoff=backoff, concurrency_key="k" if flag else None)
+                             backoff=backoff, concurrency_key="k" if flag else None,
+                             dependencies_may_follow=True)  # the gateway refuses unknown ids otherwise
         elif kind == "assign":
             event = e.assign(task, agent, attempt=(known.attempt if known else 0) + 1 if aim else 1)
         elif kind in ("start", "complete", "expire", "time_out", "cancelled"):
