@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import socket
+import sys
 
 import typer
 from rich.console import Console
@@ -89,6 +90,12 @@ def _load(target: str) -> Agent:
     module_name, sep, attribute = target.partition(":")
     if not sep:
         raise ValueError(f"{target!r} is not module:attribute")
+    # The console script's sys.path starts with its bin directory, not the working
+    # directory: put the latter first, as uvicorn and celery do, so `mailer:agent` run
+    # next to mailer.py finds it.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
