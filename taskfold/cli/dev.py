@@ -90,8 +90,9 @@ def _run(console: Console, settings: Settings, lock: DevLock, plan: Plan) -> int
             console.print(f"started {', '.join(cluster.processes)} (logs in {cluster.log_dir})")
         if plan.demo:
             console.print("try: taskfold submit demo echo --payload '{\"hello\": \"world\"}'  then  taskfold replay")
+        stop = _stop_on_signals()  # before saying so, or an early Ctrl-C would interrupt, not stop
         console.print("Ctrl-C to stop.")
-        return _supervise(console, supervisor, record)
+        return _supervise(console, supervisor, record, stop)
     finally:
         console.print("stopping")
         if cluster is not None:
@@ -127,11 +128,16 @@ def _start_children(console: Console, cluster: LocalCluster, supervisor: Supervi
     return {"gateway": url}
 
 
-def _supervise(console: Console, supervisor: Supervisor, record: Callable[[], None]) -> int:
-    """Keep the children up until Ctrl-C or SIGTERM (0), or until one cannot be kept up (1)."""
+def _stop_on_signals() -> threading.Event:
+    """An event that Ctrl-C or SIGTERM sets, from now on."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _supervise(console: Console, supervisor: Supervisor, record: Callable[[], None], stop: threading.Event) -> int:
+    """Keep the children up until `stop` is set (0), or until one cannot be kept up (1)."""
     pids = supervisor.pids()
     while not stop.wait(0.5):
         reason = supervisor.check()
