@@ -114,7 +114,6 @@ class Agent:
         target = await connect(bootstrap, self.topics, self.tansu)
         self.topics, self._bootstrap = target.topics, target.bootstrap
         self._log = EventLog(target.bootstrap, target.topics, tansu=target.tansu)
-        await self._log.start()
         try:
             with signal_handlers(self._on_signal, handle_signals):
                 await self._serve(self._log)
@@ -128,20 +127,20 @@ class Agent:
         await bounded(log_.writer.stop(), until, "closing the log writer (flushing what is unsent)")
 
     async def _serve(self, log_: EventLog) -> None:
-        topics = log_.topics
-        partitions = list(partitions_of(self.slots, len(await log_.reader.partitions(topics.events))))
-        self._progress = ProgressStream(log_.writer, topics.progress)
-        background = [asyncio.create_task(self._progress.run())]
+        self._progress = ProgressStream(log_.writer, log_.topics.progress)
+        stopping = asyncio.create_task(self._stopping.wait())
+        starting = asyncio.create_task(self._start_up(log_))
+        background = [asyncio.create_task(self._progress.run()), stopping, starting]
         try:
-            start = await self._catch_up(log_, partitions)
-            for queue in self.slots:
-                self._act_all(resume(self.ledger.state(queue), self.agent_id, self._attempts, self.draining))
-            await log_.append([self.reporter.joined(q, n, self.capabilities, self.labels) for q, n in self.slots.items()])
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                # A broker that does not answer holds start-up; stopping must not wait for it.
+                log.warning("%s stopped while starting up, before it joined", self.agent_id)
+                return
+            partitions, start = starting.result()
             follow = asyncio.create_task(self._follow(log_, partitions, start))
             background += [follow, asyncio.create_task(self._heartbeats())]
             self.ready.set()
-            stopping = asyncio.create_task(self._stopping.wait())
-            background.append(stopping)
             await asyncio.wait({follow, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if follow.done():
                 follow.result()  # the log went away: raise, without a drain that could not be written
@@ -154,6 +153,16 @@ class Agent:
             until = self._budget.close_by if self._budget else asyncio.get_running_loop().time() + CALL_S
             await bounded(asyncio.gather(*background, *self._jobs, return_exceptions=True), until,
                           "stopping the agent's tasks")
+
+    async def _start_up(self, log_: EventLog) -> tuple[list[int], dict[int, int]]:
+        """Connect, fold history, resume held attempts, join: the partitions to follow, and from where."""
+        await log_.start()
+        partitions = list(partitions_of(self.slots, len(await log_.reader.partitions(log_.topics.events))))
+        start = await self._catch_up(log_, partitions)
+        for queue in self.slots:
+            self._act_all(resume(self.ledger.state(queue), self.agent_id, self._attempts, self.draining))
+        await log_.append([self.reporter.joined(q, n, self.capabilities, self.labels) for q, n in self.slots.items()])
+        return partitions, start
 
     async def _catch_up(self, log_: EventLog, partitions: list[int]) -> dict[int, int]:
         """Fold history up to the current end, acting on nothing; return where to follow from."""

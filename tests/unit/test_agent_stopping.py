@@ -7,8 +7,10 @@ import logging
 
 import pytest
 
+from taskfold.agent import Agent
 from taskfold.agent.process import RepeatFilter
-from taskfold.agent.stopping import BACKOFF_MAX_S, StopBudget, backoff, bounded
+from taskfold.agent.stopping import BACKOFF_MAX_S, MIN_STOP_S, StopBudget, backoff, bounded
+from taskfold.broker.topics import TopicNames
 
 
 @pytest.mark.parametrize("drain, attempts, end", [(30.0, 26.0, 30.0), (1.0, 1.0, 2.0), (0.0, 1.0, 2.0)])
@@ -47,3 +49,31 @@ def test_repeat_filter_lets_one_of_each_kind_through_per_window() -> None:
     summary = record("aiokafka", connect, 1, "refused")
     assert repeats.filter(summary)
     assert summary.getMessage() == "Unable connect to node with id 1: refused [and 300 more like it in the last 61 s]"
+
+
+async def test_an_agent_stops_while_a_broker_that_never_answers_holds_its_start_up() -> None:
+    # Not a Kafka mock: a peer that accepts connections and never says a word, which is
+    # one of the things a broker can do.
+    accepted, peers = asyncio.Event(), []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer)
+        accepted.set()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    agent = Agent("a-1", {"emails": 1}, tansu=True, topics=TopicNames("test.silent."), drain_timeout=1.0)
+    run = asyncio.create_task(agent.run(f"127.0.0.1:{port}", handle_signals=False))
+    try:
+        await asyncio.wait_for(accepted.wait(), 30)
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        agent.stop()
+        await asyncio.wait_for(run, 10)
+        assert loop.time() - asked < 2 * MIN_STOP_S
+        assert not agent.ready.is_set()
+    finally:
+        run.cancel()
+        for peer in peers:
+            peer.close()
+        server.close()
