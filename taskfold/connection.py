@@ -42,7 +42,10 @@ def write_session(settings: Settings, bootstrap: str, tansu: bool, extra: dict |
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"bootstrap": bootstrap, "tansu": tansu, "topic_prefix": settings.topic_prefix,
             "pid": os.getpid(), **(extra or {})}
-    path.write_text(json.dumps(body, indent=2))
+    # Written aside and renamed: dev rewrites it while other commands may be reading it.
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(body, indent=2))
+    os.replace(partial, path)
     return path
 
 

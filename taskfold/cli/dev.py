@@ -74,8 +74,9 @@ def _run(console: Console, settings: Settings, lock: DevLock, plan: Plan) -> int
     try:
         created = asyncio.run(ensure_topics(broker.bootstrap, topics, partitions=plan.partitions or settings.partitions))
         _announce(console, broker, created, write_session(settings, broker.bootstrap, broker.is_tansu))
+        # Children die with dev, however it dies: orphans would hold the worker locks of the next dev.
         cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, settings.state_dir,
-                               log_dir=settings.state_dir / "logs")
+                               log_dir=settings.state_dir / "logs", die_with_parent=True)
         cluster.log_dir.mkdir(parents=True, exist_ok=True)
         supervisor = Supervisor(cluster, lambda line: console.print(line, markup=False, highlight=False,
                                                                     soft_wrap=True))

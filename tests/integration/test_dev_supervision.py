@@ -190,3 +190,25 @@ def test_a_restarted_gateway_keeps_its_url(tmp_path: Path) -> None:
         assert session(tmp_path)["gateway"] == url
         dev.send_signal(signal.SIGINT)
         assert dev.wait(timeout=60) == 0, output.text
+
+
+def test_the_children_of_a_killed_dev_stop_with_it(tmp_path: Path) -> None:
+    with running_dev(tmp_path, "--demo", "--no-gateway") as (dev, output):
+        output.wait_for("Ctrl-C to stop", deadline=UP_S)
+        worker_log = tmp_path / ".taskfold" / "logs" / "worker-1.log"
+        until(lambda: "ready" in worker_log.read_text(), UP_S, "worker-1 ready")
+        children = session(tmp_path)["processes"]
+        broker = child_pid(tmp_path, "broker", "--listener-url")
+        try:
+            dev.kill()
+            dev.wait()
+            until(lambda: not any(alive(pid) and not _zombie(pid) for pid in children.values()), 60,
+                  f"the children {children} stopping after dev was killed")
+        finally:
+            os.kill(broker, signal.SIGTERM)  # the embedded broker is not dev's child: it outlives a SIGKILL
+    # The next dev in the directory can take the worker locks again.
+    with running_dev(tmp_path, "--no-gateway") as (again, output):
+        output.wait_for("Ctrl-C to stop", deadline=UP_S)
+        until(lambda: worker_log.read_text().count("ready") >= 2, UP_S, "the new worker-1 ready")
+        again.send_signal(signal.SIGINT)
+        assert again.wait(timeout=60) == 0, output.text
