@@ -4,6 +4,7 @@ them by: what `taskfold dev`, the end-to-end tests and the benchmarks run on."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ class LocalCluster:
     state_dir: Path
     log_dir: Path | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    die_with_parent: bool = False  # children get SIGTERM when this process dies, even by SIGKILL (Linux)
 
     def env(self) -> dict[str, str]:
         """The environment every child gets: where the broker, topics and state are."""
@@ -43,8 +45,10 @@ class LocalCluster:
         if name in self.processes and self.processes[name].poll() is None:
             raise ValueError(f"process {name} is already running")
         out = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+        preexec = _terminate_with(os.getpid()) if self.die_with_parent else None
         self.processes[name] = subprocess.Popen([sys.executable, "-m", "taskfold", *args], env=self.env(),
-                                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                                preexec_fn=preexec)
         return self.processes[name]
 
     def worker(self, name: str, *args: str) -> subprocess.Popen:
@@ -96,6 +100,24 @@ class LocalCluster:
             state = "running" if process.poll() is None else f"exited {process.returncode}"
             parts.append(f"--- {name} ({state})\n" + "\n".join(tail))
         return "\n".join(parts)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when `parent` dies; None where there is no prctl."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork, not in the child
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def wait_for_ready_file(process: subprocess.Popen, path: Path, timeout: float) -> dict | None:

@@ -6,6 +6,7 @@ commands, agents, workers) started in the same directory finds it there.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -41,8 +42,66 @@ def write_session(settings: Settings, bootstrap: str, tansu: bool, extra: dict |
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"bootstrap": bootstrap, "tansu": tansu, "topic_prefix": settings.topic_prefix,
             "pid": os.getpid(), **(extra or {})}
-    path.write_text(json.dumps(body, indent=2))
+    # Written aside and renamed: dev rewrites it while other commands may be reading it.
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(body, indent=2))
+    os.replace(partial, path)
     return path
+
+
+class DevRunning(RuntimeError):
+    """Another `taskfold dev` runs in this state directory."""
+
+
+class DevLock:
+    """`<state_dir>/dev.lock`: flocked by the running `taskfold dev`, holding its pid, broker and gateway.
+
+    The OS releases a flock when its process dies, however it dies, so a SIGKILLed dev
+    never blocks the next one. The file itself stays (unlinking a locked file would let
+    two processes lock two different files of the same name).
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+        self.facts: dict = {"pid": os.getpid()}
+
+    @classmethod
+    def take(cls, settings: Settings) -> DevLock:
+        """Lock the state directory for this process; DevRunning naming the holder if another has it."""
+        path = settings.state_dir / "dev.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children (PEP 446)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DevRunning(_holder(path, settings.state_dir)) from None
+        lock = cls(path, fd)
+        lock.record()
+        return lock
+
+    def record(self, **facts: object) -> None:
+        """Add facts (broker, gateway) for a second dev to name."""
+        self.facts.update(facts)
+        body = json.dumps(self.facts).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, body, 0)
+
+    def release(self) -> None:
+        """Unlock (closing the file releases the flock)."""
+        os.ftruncate(self._fd, 0)
+        os.close(self._fd)
+
+
+def _holder(path: Path, state_dir: Path) -> str:
+    try:
+        facts = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        facts = {}  # caught between its truncate and its write
+    about = (f"pid {facts.get('pid', 'unknown')}, broker {facts.get('broker', 'starting')}, "
+             f"gateway {facts.get('gateway', 'none')}")
+    return (f"taskfold dev is already running in {state_dir} ({about}); "
+            "stop it first or use another TASKFOLD_STATE_DIR")
 
 
 def answers(bootstrap: str, timeout: float = 0.5) -> bool:

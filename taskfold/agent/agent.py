@@ -14,7 +14,9 @@
    nor were reported are started again (`_reconcile`): a start or report that could not
    be appended must not leave a task held for as long as the agent heartbeats. A
    scheduler that declares this live agent lost (AgentLeft lost) gets a new AgentJoined.
-5. On `stop()` or SIGTERM, drain: see `Agent._drain`.
+5. On `stop()` or SIGTERM, drain: see `Agent._drain`. The stop fits in a budget of
+   drain_timeout whatever the broker does (taskfold.agent.stopping); a second signal
+   skips the drain.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from taskfold.connection import connect
 from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
 from taskfold.agent.process import queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter
+from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text
 from taskfold.agent.routing import partitions_of
+from taskfold.agent.stopping import BEAT_TIMEOUT_S, CALL_S, MIN_STOP_S, StopBudget, backoff, bounded
 from taskfold.broker.topics import TopicNames
 from taskfold.events import Event, LeaveReason
 from taskfold.fold import Ledger
@@ -73,6 +76,8 @@ class Agent:
         self._log: EventLog | None = None
         self._progress: ProgressStream | None = None
         self._run_task: asyncio.Task | None = None
+        self._budget: StopBudget | None = None  # set when the stop begins
+        self._bootstrap = ""
 
     def handler(self, task_type: str):  # noqa: ANN201 (a decorator)
         """Decorator: register an `async def f(task: TaskContext)` for a task type."""
@@ -84,13 +89,18 @@ class Agent:
         return register
 
     def stop(self) -> None:
-        """Start draining; `run()` returns once drained. Call it from the agent's event loop."""
+        """Start draining; `run()` returns once drained, within max(drain_timeout, 2 s). Call it from the agent's loop."""
         self._stopping.set()
 
     def _on_signal(self) -> None:
         # First signal drains; a second one means "now": tear down without a drain.
         if self._stopping.is_set() and self._run_task is not None:
+            log.warning("second signal: stopping %s now, without a drain", self.agent_id)
+            self._budget = StopBudget.at_once(asyncio.get_running_loop().time())
             self._run_task.cancel()
+        elif not self._stopping.is_set():
+            log.warning("stopping %s: draining for up to %.1f s; a second signal stops it at once",
+                        self.agent_id, max(self.drain_timeout, MIN_STOP_S))
         self.stop()
 
     def load(self) -> dict[str, int]:
@@ -102,30 +112,35 @@ class Agent:
         """Serve until `stop()` (or SIGTERM/SIGINT when handle_signals; a second one skips the drain), then drain and leave."""
         self._run_task = asyncio.current_task()
         target = await connect(bootstrap, self.topics, self.tansu)
-        self.topics = target.topics
+        self.topics, self._bootstrap = target.topics, target.bootstrap
         self._log = EventLog(target.bootstrap, target.topics, tansu=target.tansu)
-        await self._log.start()
         try:
             with signal_handlers(self._on_signal, handle_signals):
                 await self._serve(self._log)
         finally:
-            await self._log.stop()
+            await self._close(self._log)
+
+    async def _close(self, log_: EventLog) -> None:
+        """Close the clients within the stop's budget: a flush a dead broker never acknowledges must not hold the exit."""
+        until = self._budget.close_by if self._budget else asyncio.get_running_loop().time() + CALL_S
+        await bounded(log_.reader.stop(), until, "closing the log reader")
+        await bounded(log_.writer.stop(), until, "closing the log writer (flushing what is unsent)")
 
     async def _serve(self, log_: EventLog) -> None:
-        topics = log_.topics
-        partitions = list(partitions_of(self.slots, len(await log_.reader.partitions(topics.events))))
-        self._progress = ProgressStream(log_.writer, topics.progress)
-        background = [asyncio.create_task(self._progress.run())]
+        self._progress = ProgressStream(log_.writer, log_.topics.progress)
+        stopping = asyncio.create_task(self._stopping.wait())
+        starting = asyncio.create_task(self._start_up(log_))
+        background = [asyncio.create_task(self._progress.run()), stopping, starting]
         try:
-            start = await self._catch_up(log_, partitions)
-            for queue in self.slots:
-                self._act_all(resume(self.ledger.state(queue), self.agent_id, self._attempts, self.draining))
-            await log_.append([self.reporter.joined(q, n, self.capabilities, self.labels) for q, n in self.slots.items()])
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                # A broker that does not answer holds start-up; stopping must not wait for it.
+                log.warning("%s stopped while starting up, before it joined", self.agent_id)
+                return
+            partitions, start = starting.result()
             follow = asyncio.create_task(self._follow(log_, partitions, start))
             background += [follow, asyncio.create_task(self._heartbeats())]
             self.ready.set()
-            stopping = asyncio.create_task(self._stopping.wait())
-            background.append(stopping)
             await asyncio.wait({follow, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if follow.done():
                 follow.result()  # the log went away: raise, without a drain that could not be written
@@ -135,7 +150,19 @@ class Agent:
                 ctx.stop("revoked")  # torn down without a drain: the lease will give them back
             for task in background + list(self._jobs):
                 task.cancel()
-            await asyncio.gather(*background, *self._jobs, return_exceptions=True)
+            until = self._budget.close_by if self._budget else asyncio.get_running_loop().time() + CALL_S
+            await bounded(asyncio.gather(*background, *self._jobs, return_exceptions=True), until,
+                          "stopping the agent's tasks")
+
+    async def _start_up(self, log_: EventLog) -> tuple[list[int], dict[int, int]]:
+        """Connect, fold history, resume held attempts, join: the partitions to follow, and from where."""
+        await log_.start()
+        partitions = list(partitions_of(self.slots, len(await log_.reader.partitions(log_.topics.events))))
+        start = await self._catch_up(log_, partitions)
+        for queue in self.slots:
+            self._act_all(resume(self.ledger.state(queue), self.agent_id, self._attempts, self.draining))
+        await log_.append([self.reporter.joined(q, n, self.capabilities, self.labels) for q, n in self.slots.items()])
+        return partitions, start
 
     async def _catch_up(self, log_: EventLog, partitions: list[int]) -> dict[int, int]:
         """Fold history up to the current end, acting on nothing; return where to follow from."""
@@ -247,10 +274,21 @@ class Agent:
         await self._log.append([event])  # type: ignore[union-attr]
 
     async def _heartbeats(self) -> None:
+        failures = 0
         while True:
-            await self._beat()
+            failure = await self._beat()
+            if failure is None:
+                if failures:
+                    log.warning("broker %s answers again (after %d failed heartbeats)", self._bootstrap, failures)
+                failures, delay = 0, self.heartbeat_interval
+            else:
+                # One line per attempt, further apart each time: a broker that is gone
+                # must not fill the log (aiokafka's own repeats are collapsed elsewhere).
+                failures += 1
+                delay = backoff(failures, self.heartbeat_interval)
+                log.warning("broker %s unreachable (%s); retrying in %.1f s", self._bootstrap, failure, delay)
             self._reconcile()
-            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.sleep(delay)
 
     def _reconcile(self) -> None:
         """Run again what the fold says this agent holds but nothing runs or has reported."""
@@ -268,39 +306,54 @@ class Agent:
                             action.key, self.agent_id)
             self._act_all(runs)
 
-    async def _beat(self) -> None:
+    async def _beat(self, timeout: float = BEAT_TIMEOUT_S) -> str | None:
+        """Append one heartbeat; None once acknowledged, else why it was not (never raises)."""
         beat = self.reporter.heartbeat(self.slots, self.load(), self.draining)
         value, headers = encode_record(beat)
+        record = RawRecord(key=self.agent_id, value=value, headers=headers)
         try:
-            await self._log.writer.append(self._log.topics.heartbeats, [  # type: ignore[union-attr]
-                RawRecord(key=self.agent_id, value=value, headers=headers)])
-            self.stats["heartbeats"] += 1
+            await asyncio.wait_for(self._log.writer.append(self._log.topics.heartbeats, [record]),  # type: ignore[union-attr]
+                                   timeout)
+        except TimeoutError:
+            return f"no acknowledgement within {timeout:.1f} s"
         except Exception as exc:  # a missed beat is not fatal; the next one may land
-            log.warning("heartbeat failed: %s", exc)
+            return error_text(exc)
+        self.stats["heartbeats"] += 1
+        return None
 
     async def _drain(self, log_: EventLog, follow: asyncio.Task[None]) -> None:
         """Drain: refuse new work, let running attempts finish, hand back the rest, leave.
 
+        Every step ends by its deadline in the stop's budget (StopBudget), whatever the
+        broker does; an append that runs out is given up on (the lease covers it).
         1. Mark draining and heartbeat at once, so schedulers stop choosing this agent;
            assignments accepted from now on are handed back (TaskFailed, retryable).
-        2. Wait up to drain_timeout for running attempts to finish and report.
-        3. Stop the rest: each reports TaskFailed (retryable) "agent draining".
-        4. Stop following, wait for pending reports, append AgentLeft(drained) per queue.
+        2. Wait for running attempts to finish and report, until `attempts_by`.
+        3. Stop the rest: each reports TaskFailed (retryable) "agent draining", until `reports_by`.
+        4. Stop following, wait for pending reports, append AgentLeft(drained) per queue,
+           until `leave_by`; `run()` then closes the clients until `close_by`.
         """
+        budget = self._budget = StopBudget.starting(asyncio.get_running_loop().time(), self.drain_timeout)
         self.draining = True
-        await self._beat()
-        await self._wait_attempts(self.drain_timeout)
+        failure = await self._beat(min(CALL_S, budget.attempts_by - asyncio.get_running_loop().time()))
+        if failure is not None:
+            log.warning("the draining heartbeat was not appended (%s); stopping anyway", failure)
+        await self._wait_attempts(budget.attempts_by)
         for ctx in list(self._attempts.values()):
             ctx.stop("drain")
-        await self._wait_attempts(self.cancel_grace + 10.0)
+        await self._wait_attempts(budget.reports_by)
         follow.cancel()
-        await asyncio.gather(follow, return_exceptions=True)
-        await asyncio.gather(*self._jobs, return_exceptions=True)
-        await log_.append([self.reporter.left(q, LeaveReason.drained) for q in self.slots])
+        await bounded(asyncio.gather(follow, return_exceptions=True), budget.reports_by, "stopping the log tail")
+        await bounded(asyncio.gather(*self._jobs, return_exceptions=True), budget.reports_by, "pending reports")
+        left = [self.reporter.left(q, LeaveReason.drained) for q in self.slots]
+        if await bounded(log_.append(left), budget.leave_by, "appending AgentLeft"):
+            self.stats["left"] += len(left)
+        else:
+            self.stats["report_errors"] += 1
 
-    async def _wait_attempts(self, timeout: float) -> None:
+    async def _wait_attempts(self, deadline: float) -> None:
+        """Wait until no attempt runs, or loop time `deadline`."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         while self._attempts and loop.time() < deadline:
             jobs = set(self._jobs)
             if not jobs:

@@ -1,10 +1,12 @@
-"""The agent as a process: its validated queues and slots, and its signal handlers."""
+"""The agent as a process: its validated queues and slots, its signal handlers, its log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from pydantic import TypeAdapter, ValidationError
@@ -49,3 +51,33 @@ def signal_handlers(callback: Callable[[], None], enabled: bool) -> Iterator[Non
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+class RepeatFilter(logging.Filter):
+    """Collapses repeats: of each kind of record (logger, level, message template) from loggers
+    under `prefixes`, the first goes through, then at most one per `window` seconds, which
+    says how many it stands for.
+
+    aiokafka logs every failed connection and fetch, about ten lines a second while the
+    broker is gone; the agent reports the broker's state itself, one line per retry.
+    """
+
+    def __init__(self, prefixes: tuple[str, ...] = ("aiokafka",), window: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.prefixes, self.window, self._clock = prefixes, window, clock
+        self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}  # kind -> (last let through, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True to emit `record`; a repeat within the window is held back and counted."""
+        if not record.name.startswith(self.prefixes):
+            return True
+        kind, now = (record.name, record.levelno, str(record.msg)), self._clock()
+        last, held = self._kinds.get(kind, (None, 0))
+        if last is not None and now - last < self.window:
+            self._kinds[kind] = (last, held + 1)
+            return False
+        self._kinds[kind] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} [and {held} more like it in the last {now - last:.0f} s]"
+        return True

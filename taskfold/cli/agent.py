@@ -7,12 +7,14 @@ import importlib
 import logging
 import os
 import socket
+import sys
 
 import typer
 from rich.console import Console
 
 from taskfold.agent import Agent, NoBroker
 from taskfold.agent.demo import demo_agent
+from taskfold.agent.process import RepeatFilter
 from taskfold.cli.render import cli_console
 
 
@@ -31,6 +33,8 @@ def agent(
     """Run an agent until SIGTERM or Ctrl-C, then drain and leave its queues."""
     console = cli_console(stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # a broker that is gone: one aiokafka line a minute per kind
+        handler.addFilter(RepeatFilter())
     if verbose:  # our own attempt lines, not aiokafka's chatter
         logging.getLogger("taskfold").setLevel(logging.INFO)
     if demo == bool(target):
@@ -63,9 +67,16 @@ async def _serve(the_agent: Agent, bootstrap: str | None, console: Console) -> N
         handlers = ", ".join(sorted(the_agent.handlers)) or "none"
         console.print(f"agent [bold]{the_agent.agent_id}[/] serves {queues}; handles {handlers}. Ctrl-C to drain and stop.")
     ready.cancel()
-    await run
+    try:
+        await run
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # this command itself is being cancelled
+            raise
+        console.print(f"agent {the_agent.agent_id} stopped at once on a second signal: no drain, no AgentLeft")
+        raise typer.Exit(1) from None
     counts = ", ".join(f"{k} {v}" for k, v in sorted(the_agent.stats.items())) or "nothing"
-    console.print(f"agent {the_agent.agent_id} left its queues; {counts}")
+    gone = "left its queues" if the_agent.stats["left"] else "stopped without appending AgentLeft"
+    console.print(f"agent {the_agent.agent_id} {gone}; {counts}")
 
 
 def _queues(items: list[str]) -> dict[str, int]:
@@ -90,6 +101,12 @@ def _load(target: str) -> Agent:
     module_name, sep, attribute = target.partition(":")
     if not sep:
         raise ValueError(f"{target!r} is not module:attribute")
+    # The console script's sys.path starts with its bin directory, not the working
+    # directory: put the latter first, as uvicorn and celery do, so `mailer:agent` run
+    # next to mailer.py finds it.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:

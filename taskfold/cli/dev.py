@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import socket
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 
+from taskfold.broker.harness import Broker, start_broker
 from taskfold.broker.topics import TopicNames, ensure_topics
 from taskfold.cli.render import cli_console
 from taskfold.cluster import LocalCluster, wait_for_ready_file
-from taskfold.connection import session_file, write_session
 from taskfold.config import Settings
+from taskfold.connection import DevLock, DevRunning, session_file, write_session
+from taskfold.supervision import Supervisor
 
 GATEWAY_START_S = 60.0
 
@@ -27,46 +34,122 @@ def dev(
     gateway_port: int = typer.Option(None, min=0, max=65535,
                                      help="gateway port (default TASKFOLD_GATEWAY_PORT or 8080; a free one if taken)"),
 ) -> None:
-    """Start the embedded broker, the topics, a scheduler worker, the gateway (and demo agents); Ctrl-C stops all."""
-    from taskfold.broker.harness import start_broker
+    """Start the embedded broker, the topics, a scheduler worker, the gateway (and demo agents); Ctrl-C stops all.
 
+    A child that exits is restarted with backoff; one that keeps exiting stops dev (exit 1).
+    One dev per state directory: a second one is refused (exit 2) and touches nothing.
+    """
     console = cli_console()
     settings = Settings()
+    try:
+        lock = DevLock.take(settings)  # before anything is started or written
+    except DevRunning as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    try:
+        code = _run(console, settings, lock, Plan(partitions, demo, workers, gateway, gateway_port))
+    finally:
+        lock.release()
+    if code:
+        raise typer.Exit(code)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What dev was asked to start."""
+
+    partitions: int | None
+    demo: bool
+    workers: int
+    gateway: bool
+    gateway_port: int | None
+
+
+def _run(console: Console, settings: Settings, lock: DevLock, plan: Plan) -> int:
+    """Run everything until Ctrl-C (0) or a child that cannot be kept up (1); stop it all either way."""
     topics = TopicNames(settings.topic_prefix)
     with console.status("starting the broker"):
         broker = start_broker()
+    lock.record(broker=broker.bootstrap)
     cluster = None
     try:
-        created = asyncio.run(ensure_topics(broker.bootstrap, topics, partitions=partitions or settings.partitions))
-        path = write_session(settings, broker.bootstrap, broker.is_tansu)
-        console.print(f"[bold green]taskfold dev is up[/]  broker: {broker.kind} at [bold]{broker.bootstrap}[/]")
-        console.print(f"topics: {', '.join(f'{t} (new)' if new else t for t, new in created.items())}")
-        console.print(f"other commands in this directory find it through {path}; elsewhere use")
-        console.print(f"  export TASKFOLD_BOOTSTRAP={broker.bootstrap}")
-        if broker.is_tansu:
-            console.print("[yellow]the embedded broker keeps its log in memory: history ends when dev stops[/]")
+        created = asyncio.run(ensure_topics(broker.bootstrap, topics, partitions=plan.partitions or settings.partitions))
+        _announce(console, broker, created, write_session(settings, broker.bootstrap, broker.is_tansu))
+        # Children die with dev, however it dies: orphans would hold the worker locks of the next dev.
         cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, settings.state_dir,
-                               log_dir=settings.state_dir / "logs")
+                               log_dir=settings.state_dir / "logs", die_with_parent=True)
         cluster.log_dir.mkdir(parents=True, exist_ok=True)
-        for n in range(1, workers + 1):
-            cluster.worker(f"worker-{n}")
-        for n in range(1, 3 if demo else 1):
-            cluster.agent(f"demo-agent-{n}", "-q", "demo=4")
-        url = _start_gateway(console, cluster, settings, gateway_port) if gateway else None
-        if url is not None:
-            write_session(settings, broker.bootstrap, broker.is_tansu, {"gateway": url})
+        supervisor = Supervisor(cluster, lambda line: console.print(line, markup=False, highlight=False,
+                                                                    soft_wrap=True))
+        session = _start_children(console, cluster, supervisor, settings, plan)
+        lock.record(**session)
+
+        def record() -> None:
+            write_session(settings, broker.bootstrap, broker.is_tansu, {**session, "processes": supervisor.pids()})
+
+        record()
         if cluster.processes:
             console.print(f"started {', '.join(cluster.processes)} (logs in {cluster.log_dir})")
-        if demo:
+        if plan.demo:
             console.print("try: taskfold submit demo echo --payload '{\"hello\": \"world\"}'  then  taskfold replay")
+        stop = _stop_on_signals()  # before saying so, or an early Ctrl-C would interrupt, not stop
         console.print("Ctrl-C to stop.")
-        _wait_for_stop()
+        return _supervise(console, supervisor, record, stop)
     finally:
         console.print("stopping")
         if cluster is not None:
             cluster.stop_all(timeout=20)
         session_file(settings).unlink(missing_ok=True)
         broker.stop()
+
+
+def _announce(console: Console, broker: Broker, created: dict[str, bool], path: Path) -> None:
+    console.print(f"[bold green]taskfold dev is up[/]  broker: {broker.kind} at [bold]{broker.bootstrap}[/]")
+    console.print(f"topics: {', '.join(f'{t} (new)' if new else t for t, new in created.items())}")
+    console.print(f"other commands in this directory find it through {path}; elsewhere use")
+    console.print(f"  export TASKFOLD_BOOTSTRAP={broker.bootstrap}")
+    if broker.is_tansu:
+        console.print("[yellow]the embedded broker keeps its log in memory: history ends when dev stops[/]")
+
+
+def _start_children(console: Console, cluster: LocalCluster, supervisor: Supervisor, settings: Settings,
+                    plan: Plan) -> dict[str, str]:
+    """Start and supervise the workers, demo agents and gateway; what dev.json should say of them."""
+    for n in range(1, plan.workers + 1):
+        supervisor.watch(f"worker-{n}", functools.partial(cluster.worker, f"worker-{n}"))
+        cluster.worker(f"worker-{n}")
+    for n in range(1, 3 if plan.demo else 1):
+        supervisor.watch(f"demo-agent-{n}", functools.partial(cluster.agent, f"demo-agent-{n}", "-q", "demo=4"))
+        cluster.agent(f"demo-agent-{n}", "-q", "demo=4")
+    url = _start_gateway(console, cluster, settings, plan.gateway_port) if plan.gateway else None
+    if url is None:
+        return {}
+    # A restart keeps the URL: same host and port, and the store it built from this log.
+    supervisor.watch("gateway", functools.partial(cluster.gateway, "gateway", "--no-auth", "--host",
+                                                  settings.gateway_host, "--port", str(urlsplit(url).port)))
+    return {"gateway": url}
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event that Ctrl-C or SIGTERM sets, from now on."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _supervise(console: Console, supervisor: Supervisor, record: Callable[[], None], stop: threading.Event) -> int:
+    """Keep the children up until `stop` is set (0), or until one cannot be kept up (1)."""
+    pids = supervisor.pids()
+    while not stop.wait(0.5):
+        reason = supervisor.check()
+        if reason is not None:
+            console.print(reason, style="bold red", markup=False, soft_wrap=True)
+            return 1
+        if supervisor.pids() != pids:
+            pids = supervisor.pids()
+            record()  # dev.json names the processes that run now
+    return 0
 
 
 def _start_gateway(console: Console, cluster: LocalCluster, settings: Settings, port: int | None) -> str | None:
@@ -99,11 +182,3 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _wait_for_stop() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
