@@ -32,129 +32,31 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from fastapi import APIRouter, Path, Query
 
+from projections.gateway.agentmodels import (AppendedEvent, Assignment, CompletedRequest, FailedRequest,
+                                             HeartbeatOut, HeartbeatRequest, JoinRequest, LeaveRequest,
+                                             MembershipOut, ProgressOut, ProgressRequest, ReportOut, ReportRequest)
 from projections.gateway.auth import ensure_agent
-from projections.gateway.deps import Principal, Role, Runtime, require, runtime
+from projections.gateway.deps import AgentDep, Principal, Runtime, RuntimeDep
 from projections.gateway.errors import ApiError, ErrorBody
 from projections.gateway.fences import current, refusal
-from projections.gateway.writes import Text, actor, commit, read_only_error
+from projections.gateway.readmodels import Verdict
+from projections.gateway.writes import actor, commit, read_only_error
 from projections.view import Change
-from taskfold.agent.reports import MAX_ERROR_CHARS, AttemptKey, Outcome, Reporter
+from taskfold.agent.reports import AttemptKey, Outcome, Reporter
 from taskfold.client import size_problem
-from taskfold.events import LeaveReason, QueueName
+from taskfold.events import LeaveReason
 from taskfold.fold.attempts import AttemptEvent
 from taskfold.log.records import Position, RawRecord
 from taskfold.state import Task, TaskState
-from taskfold.telemetry import ChunkKind
 from taskfold.wire import encode_record
 
 router = APIRouter(tags=["agents"])
 
 MAX_WAIT_S = 30.0  # a long-poll never holds a request longer
-Slots = Annotated[int, Field(ge=1, le=10_000)]
-Attempt = Annotated[int, Field(ge=1, le=2**31 - 1, description="the attempt this report is about (fencing token)")]
 AgentId = Annotated[str, Path(min_length=1, max_length=249)]
 TaskId = Annotated[str, Path(min_length=1, max_length=1000)]
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class JoinRequest(Body):
-    queues: list[QueueName] | dict[QueueName, Slots] = Field(
-        min_length=1, description="queue names (each gets `slots`), or {queue: slots}")
-    slots: Slots = 1
-    capabilities: list[Annotated[Text, Field(min_length=1)]] = Field(default_factory=list)
-    labels: dict[Text, Text] = Field(default_factory=dict)
-
-
-class HeartbeatRequest(Body):
-    draining: bool = False
-
-
-class ReportRequest(Body):
-    attempt: Attempt
-    queue: QueueName | None = Field(None, description="the task's queue, if its id is used in several")
-
-
-class CompletedRequest(ReportRequest):
-    result: JsonValue = None
-
-
-class FailedRequest(ReportRequest):
-    error: Annotated[Text, Field(min_length=1, max_length=MAX_ERROR_CHARS)] = "failed"
-    retryable: bool = True
-
-
-class ChunkIn(Body):
-    seq: Annotated[int, Field(ge=0, le=2**31 - 1, description="numbers the attempt's chunks from 0; "
-                                                                "a chunk sent again keeps its chunk_id")]
-    kind: ChunkKind = ChunkKind.text
-    content: Text
-
-
-class ProgressRequest(ReportRequest):
-    chunks: list[ChunkIn] = Field(min_length=1, max_length=500)
-
-
-class LeaveRequest(Body):
-    queues: list[QueueName] | None = Field(None, description="default: every queue the agent is seated in")
-
-
-class VerdictOut(BaseModel):
-    outcome: str
-    reason: str | None = None
-
-
-class Written(BaseModel):
-    queue: str
-    position: str
-    event_id: str
-    verdict: VerdictOut
-
-
-class MembershipOut(BaseModel):
-    agent_id: str
-    queues: list[Written]
-
-
-class ReportOut(Written):
-    task_id: str
-    attempt: int
-    state: str | None = Field(description="the task's state once the report was applied")
-
-
-class Assignment(BaseModel):
-    task_id: str
-    queue: str
-    attempt: int
-    task_type: str
-    priority: str
-    payload: JsonValue
-    state: str
-    timeout_ms: int
-    lease_ms: int | None
-    assigned_at: int | None
-    cancel_requested: bool
-    session_id: str | None
-    correlation_id: str | None
-    labels: dict[str, str]
-
-
-class HeartbeatOut(BaseModel):
-    agent_id: str
-    position: str
-    sent_at: int
-    slots: dict[str, int]
-    held: list[Assignment] = Field(description="attempts the agent holds (watch `cancel_requested`)")
-
-
-class ProgressOut(BaseModel):
-    task_id: str
-    positions: list[str]
 
 
 def _agent(rt: Runtime, principal: Principal, agent_id: str) -> Reporter:
@@ -165,8 +67,8 @@ def _agent(rt: Runtime, principal: Principal, agent_id: str) -> Reporter:
     return Reporter(agent_id, actor=actor(principal))
 
 
-def _verdict(change: Change) -> VerdictOut:
-    return VerdictOut(outcome=change.verdict.outcome, reason=change.verdict.reason)
+def _verdict(change: Change) -> Verdict:
+    return Verdict(outcome=change.verdict.outcome, reason=change.verdict.reason, ref=change.verdict.ref)
 
 
 def _seats(rt: Runtime, agent_id: str, active: bool = True) -> dict[str, Any]:
@@ -228,9 +130,6 @@ async def _report(rt: Runtime, principal: Principal, agent_id: str, task_id: str
                      task_id=task_id, attempt=body.attempt, state=after.state.value if after else None)
 
 
-AGENT = require(Role.agent)
-
-
 def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
 
@@ -248,9 +147,8 @@ REPORT_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/agents/{agent_id}/join", response_model=MembershipOut, responses=ERRORS)
-async def join(agent_id: AgentId, body: JoinRequest, request: Request, principal: Principal = AGENT) -> MembershipOut:
+async def join(agent_id: AgentId, body: JoinRequest, principal: AgentDep, rt: RuntimeDep) -> MembershipOut:
     """Seat the agent in its queues (one AgentJoined per queue) and record a first heartbeat."""
-    rt = runtime(request)
     reporter = _agent(rt, principal, agent_id)
     slots = body.queues if isinstance(body.queues, dict) else {q: body.slots for q in body.queues}
     events = [reporter.joined(q, n, body.capabilities, body.labels) for q, n in sorted(slots.items())]
@@ -278,10 +176,9 @@ async def _append_raw(rt: Runtime, topic: str, records: list[RawRecord]) -> list
 
 
 @router.post("/v1/agents/{agent_id}/heartbeat", response_model=HeartbeatOut, responses=ERRORS)
-async def heartbeat(agent_id: AgentId, request: Request, body: HeartbeatRequest | None = None,
-                    principal: Principal = AGENT) -> HeartbeatOut:
+async def heartbeat(agent_id: AgentId, principal: AgentDep, rt: RuntimeDep,
+                    body: HeartbeatRequest | None = None) -> HeartbeatOut:
     """The agent is alive: append a Heartbeat (its slots and load from the fold); list what it holds."""
-    rt = runtime(request)
     reporter = _agent(rt, principal, agent_id)
     position, beat = await _beat(rt, reporter, agent_id, draining=body.draining if body else False)
     return HeartbeatOut(agent_id=agent_id, position=str(position), sent_at=beat.sent_at, slots=beat.slots,
@@ -289,11 +186,10 @@ async def heartbeat(agent_id: AgentId, request: Request, body: HeartbeatRequest 
 
 
 @router.get("/v1/agents/{agent_id}/assignments", response_model=list[Assignment], responses=ERRORS)
-async def assignments(agent_id: AgentId, request: Request, principal: Principal = AGENT,
+async def assignments(agent_id: AgentId, principal: AgentDep, rt: RuntimeDep,
                       wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="seconds to wait for one")] = 0,
                       ) -> list[Assignment]:
     """Accepted assignments to the agent it has not reported on yet; waits up to `wait` s for one."""
-    rt = runtime(request)
     _agent(rt, principal, agent_id)
     if wait > 0 and not held(rt, agent_id):
         try:
@@ -304,15 +200,15 @@ async def assignments(agent_id: AgentId, request: Request, principal: Principal 
 
 
 @router.post("/v1/agents/{agent_id}/tasks/{task_id}/started", response_model=ReportOut, responses=REPORT_ERRORS)
-async def started(agent_id: AgentId, task_id: TaskId, body: ReportRequest, request: Request,
-                  principal: Principal = AGENT) -> ReportOut:
+async def started(agent_id: AgentId, task_id: TaskId, body: ReportRequest, principal: AgentDep,
+                  rt: RuntimeDep) -> ReportOut:
     """TaskStarted for the attempt the agent holds."""
-    return await _report(runtime(request), principal, agent_id, task_id, body, Reporter.started)
+    return await _report(rt, principal, agent_id, task_id, body, Reporter.started)
 
 
 @router.post("/v1/agents/{agent_id}/tasks/{task_id}/completed", response_model=ReportOut, responses=REPORT_ERRORS)
-async def completed(agent_id: AgentId, task_id: TaskId, body: CompletedRequest, request: Request,
-                    principal: Principal = AGENT) -> ReportOut:
+async def completed(agent_id: AgentId, task_id: TaskId, body: CompletedRequest, principal: AgentDep,
+                    rt: RuntimeDep) -> ReportOut:
     """TaskCompleted with a JSON result."""
     try:
         outcome = Outcome("completed", result=json.dumps(body.result, allow_nan=False))
@@ -322,31 +218,30 @@ async def completed(agent_id: AgentId, task_id: TaskId, body: CompletedRequest, 
     too_large = size_problem("result", outcome.result)
     if too_large is not None:
         raise ApiError(422, "invalid_request", too_large, [("result", too_large)])
-    return await _report(runtime(request), principal, agent_id, task_id, body,
+    return await _report(rt, principal, agent_id, task_id, body,
                          lambda reporter, key, correlation: reporter.outcome(key, outcome, correlation))
 
 
 @router.post("/v1/agents/{agent_id}/tasks/{task_id}/failed", response_model=ReportOut, responses=REPORT_ERRORS)
-async def failed(agent_id: AgentId, task_id: TaskId, body: FailedRequest, request: Request,
-                 principal: Principal = AGENT) -> ReportOut:
+async def failed(agent_id: AgentId, task_id: TaskId, body: FailedRequest, principal: AgentDep,
+                 rt: RuntimeDep) -> ReportOut:
     """TaskFailed: retried with backoff when `retryable`, else dead-lettered."""
     outcome = Outcome("failed", error=body.error, retryable=body.retryable)
-    return await _report(runtime(request), principal, agent_id, task_id, body,
+    return await _report(rt, principal, agent_id, task_id, body,
                          lambda reporter, key, correlation: reporter.outcome(key, outcome, correlation))
 
 
 @router.post("/v1/agents/{agent_id}/tasks/{task_id}/cancelled", response_model=ReportOut, responses=REPORT_ERRORS)
-async def cancelled(agent_id: AgentId, task_id: TaskId, body: ReportRequest, request: Request,
-                    principal: Principal = AGENT) -> ReportOut:
+async def cancelled(agent_id: AgentId, task_id: TaskId, body: ReportRequest, principal: AgentDep,
+                    rt: RuntimeDep) -> ReportOut:
     """TaskCancelled: the agent stopped an attempt whose cancel was requested."""
-    return await _report(runtime(request), principal, agent_id, task_id, body, Reporter.cancelled)
+    return await _report(rt, principal, agent_id, task_id, body, Reporter.cancelled)
 
 
 @router.post("/v1/agents/{agent_id}/tasks/{task_id}/progress", response_model=ProgressOut, responses=REPORT_ERRORS)
-async def progress(agent_id: AgentId, task_id: TaskId, body: ProgressRequest, request: Request,
-                   principal: Principal = AGENT) -> ProgressOut:
+async def progress(agent_id: AgentId, task_id: TaskId, body: ProgressRequest, principal: AgentDep,
+                   rt: RuntimeDep) -> ProgressOut:
     """Progress chunks of an attempt the agent holds, appended in order to `progress` (key = queue)."""
-    rt = runtime(request)
     reporter = _agent(rt, principal, agent_id)
     task, caught_up = await current(rt, lambda: _locate(rt, agent_id, task_id, body.queue), body.attempt)
     key = AttemptKey(task.queue, task_id, body.attempt)
@@ -362,10 +257,9 @@ async def progress(agent_id: AgentId, task_id: TaskId, body: ProgressRequest, re
 
 
 @router.post("/v1/agents/{agent_id}/leave", response_model=MembershipOut, responses=ERRORS)
-async def leave(agent_id: AgentId, request: Request, body: LeaveRequest | None = None,
-                principal: Principal = AGENT) -> MembershipOut:
+async def leave(agent_id: AgentId, principal: AgentDep, rt: RuntimeDep,
+                body: LeaveRequest | None = None) -> MembershipOut:
     """AgentLeft (drained) per queue: attempts still held go back to their queues without charge."""
-    rt = runtime(request)
     reporter = _agent(rt, principal, agent_id)
     queues = body.queues if body is not None and body.queues else list(_seats(rt, agent_id))
     if not queues:
@@ -376,5 +270,5 @@ async def leave(agent_id: AgentId, request: Request, body: LeaveRequest | None =
 
 def _membership(agent_id: str, changes: Sequence[Change]) -> MembershipOut:
     return MembershipOut(agent_id=agent_id, queues=[
-        Written(queue=c.event.queue, position=c.position, event_id=c.event.event_id, verdict=_verdict(c))
+        AppendedEvent(queue=c.event.queue, position=c.position, event_id=c.event.event_id, verdict=_verdict(c))
         for c in changes])

@@ -7,8 +7,8 @@ Start-up (the lifespan), for a live gateway:
    `heartbeats` into the projection.
 3. Wait, bounded, until the projection has caught up with the log as it was at start;
    past the bound it serves anyway and `/readyz` says 503 with the lag.
-4. Enter the start-up hooks of the router modules (a module's `lifespan(runtime)`, such
-   as the SSE hub), then serve. Shutdown runs the same steps backwards.
+4. Enter the lifespans of the routers (FastAPI nests each router's lifespan inside the
+   app's: the SSE feed), then serve. Shutdown runs the same steps backwards.
 
 A read-only gateway serves a prebuilt store (say one built by `taskfold replay --as-of`):
 no log, no tailing; reads work unchanged (`runtime.live.store`), writes answer 405.
@@ -16,21 +16,17 @@ no log, no tailing; reads work unchanged (`runtime.live.store`), writes answer 4
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from aiokafka.errors import UnknownTopicOrPartitionError
-from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
+from fastapi import APIRouter, FastAPI
 
-from projections.gateway import docs, errors, ops
+from projections.gateway import agents_http, docs, errors, openapi, ops, reads, sse, writes
 from projections.gateway.auth import Auth
 from projections.gateway.deps import Runtime
 from projections.gateway.writes import read_only_error
@@ -38,14 +34,15 @@ from projections.live import LiveProjection
 from projections.projector import EVENTS, HEARTBEATS, PROGRESS
 from projections.store import Store
 from projections.view import View
+from projections.views import all_views
 from taskfold.broker.topics import TopicNames
 from taskfold.config import Settings
 from taskfold.log.eventlog import EventLog
 
 log = logging.getLogger("taskfold.gateway")
 
-ROUTERS = ("reads", "writes", "sse", "agents_http", "ops")  # modules of projections.gateway, in mount order
-UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics"}
+# In mount order; a router with start-up work declares it as its own lifespan (the SSE feed).
+ROUTERS: tuple[APIRouter, ...] = (reads.router, writes.router, sse.router, agents_http.router, ops.router)
 
 DESCRIPTION = """\
 The HTTP face of taskfold: submit, cancel and redrive tasks, read the projections, follow
@@ -95,34 +92,6 @@ def gateway_config(settings: Settings, *, store: Path, auth: Auth, **options: An
     return GatewayConfig(store=store, auth=auth, **{**limits, **options})
 
 
-def default_views() -> list[View]:
-    """Every projection view (`projections.views.all_views()`), or none before that package exists."""
-    try:
-        views = importlib.import_module("projections.views")
-    except ModuleNotFoundError as exc:
-        if exc.name != "projections.views":
-            raise
-        views = None
-    if getattr(views, "all_views", None) is None:  # an empty folder imports as a namespace package
-        log.warning("projections.views is missing: the gateway projects no views")
-        return []
-    return list(views.all_views())
-
-
-def router_modules(names: Sequence[str] = ROUTERS) -> list[ModuleType]:
-    """The router modules present; one is skipped only when that very module is missing."""
-    found = []
-    for name in names:
-        full = f"projections.gateway.{name}"
-        try:
-            found.append(importlib.import_module(full))
-        except ModuleNotFoundError as exc:
-            if exc.name != full:
-                raise
-            log.warning("%s is missing: its routes are not served", full)
-    return found
-
-
 class ReadOnlyProjection:
     """A prebuilt store served as it is: always caught up, never applies anything."""
 
@@ -167,10 +136,9 @@ class ReadOnlyLog:
 
 
 def _runtime(config: GatewayConfig, live: Any, event_log: Any) -> Runtime:
-    rt = Runtime(live=live, log=event_log, auth=config.auth, write_timeout_s=config.write_timeout_s)
-    rt.extra.update(batch_max=config.batch_max, max_body_bytes=config.max_body_bytes, read_only=config.read_only,
-                    store=str(config.store))
-    return rt
+    return Runtime(live=live, log=event_log, auth=config.auth, write_timeout_s=config.write_timeout_s,
+                   batch_max=config.batch_max, max_body_bytes=config.max_body_bytes, read_only=config.read_only,
+                   store_path=config.store)
 
 
 @asynccontextmanager
@@ -188,7 +156,7 @@ async def open_runtime(config: GatewayConfig, views: Sequence[View] | None = Non
     if config.fresh:
         Store.wipe(config.store)
     live = LiveProjection(config.bootstrap, config.topics, config.store,
-                          default_views() if views is None else views, tansu=config.tansu)
+                          all_views() if views is None else views, tansu=config.tansu)
     event_log = EventLog(config.bootstrap, config.topics, tansu=config.tansu)
     try:
         await event_log.start()
@@ -222,14 +190,13 @@ def _check_same_log(live: LiveProjection, path: Path) -> None:
 
 
 def create_app(config: GatewayConfig | None = None, *, runtime: Runtime | None = None,
-               views: Sequence[View] | None = None, routers: Sequence[str] = ROUTERS) -> FastAPI:
+               views: Sequence[View] | None = None, routers: Sequence[APIRouter] = ROUTERS) -> FastAPI:
     """The gateway app; it opens (and closes) its runtime from `config`, or serves `runtime` as given.
 
-    `routers` names the router modules to mount (all by default; tests may mount fewer).
+    `routers` are the routers to mount (all by default; tests may mount fewer).
     """
     if config is None and runtime is None:
         raise ValueError("create_app needs a config or a runtime")
-    modules = router_modules(routers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -237,53 +204,24 @@ def create_app(config: GatewayConfig | None = None, *, runtime: Runtime | None =
             rt = runtime or await stack.enter_async_context(open_runtime(config, views))  # type: ignore[arg-type]
             rt.auth.warn()
             app.state.runtime = rt
-            for module in modules:
-                hook = getattr(module, "lifespan", None)
-                if hook is not None:
-                    await stack.enter_async_context(hook(rt))
-            yield
+            yield  # the routers' own lifespans run inside this one, once the runtime is open
 
     app = FastAPI(title="taskfold gateway", description=DESCRIPTION, version=_version(), lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # docs.install: no CDN
+                  docs_url=None, redoc_url=None,  # docs.install: no CDN
+                  generate_unique_id_function=openapi.operation_id)
     if runtime is not None:
         app.state.runtime = runtime
     app.state.metrics = ops.GatewayMetrics(lambda: getattr(app.state, "runtime", None))
-    for module in modules:
-        app.include_router(module.router)
+    for router in routers:
+        app.include_router(router)
     errors.install(app)
     docs.install(app)
-    limit = config.max_body_bytes if config else int(runtime.extra.get("max_body_bytes", 1 << 20))  # type: ignore[union-attr]
+    limit = config.max_body_bytes if config else runtime.max_body_bytes  # type: ignore[union-attr]
     app.add_middleware(ops.Timing, metrics=app.state.metrics)
     app.add_middleware(errors.JsonBodies)
     app.add_middleware(errors.Guard, max_body_bytes=limit)  # outermost: before anything reads the body
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    openapi.install(app)
     return app
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with the bearer scheme on every route but the ops probes."""
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "a token from TASKFOLD_TOKENS(_FILE)"}}
-        for path, operations in schema.get("paths", {}).items():
-            for operation in operations.values():
-                operation["security"] = [] if path in UNAUTHENTICATED else [{"bearer": []}]
-        app.openapi_schema = _own_error_body(schema)
-    return app.openapi_schema
-
-
-def _own_error_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """Document the gateway's error body where FastAPI documents its own validation error."""
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components["Error"] = errors.ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-    for name, nested in components["Error"].pop("$defs", {}).items():
-        components[name] = nested
-    text = json.dumps(schema).replace('"#/components/schemas/HTTPValidationError"', '"#/components/schemas/Error"')
-    schema = json.loads(text)
-    for name in ("HTTPValidationError", "ValidationError"):
-        schema["components"]["schemas"].pop(name, None)
-    return schema
 
 
 def _version() -> str:

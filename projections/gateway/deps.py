@@ -1,19 +1,25 @@
-"""What every route shares: the running gateway's parts, and who is calling.
+"""What every route shares, as FastAPI dependencies: the running gateway, and who is calling.
 
-Routers live in their own modules (`reads`, `writes`, `sse`, `agents_http`, `ops`) and
-reach the running gateway only through `runtime(request)`; who may call them is declared
-with `require(...)` roles, checked by `projections.gateway.auth`.
+Routes take what they need as annotated parameters (`rt: RuntimeDep`, `store: StoreDep`,
+`principal: SubmitterDep`, ...) rather than reaching into the request, so each route's
+signature says what it uses and which roles may call it (checked by
+`projections.gateway.auth`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 
+from projections.store import Store
+
 if TYPE_CHECKING:
+    from projections.gateway.auth import Auth
+    from projections.gateway.hub import Hub
     from projections.live import LiveProjection
     from taskfold.log.eventlog import EventLog
 
@@ -42,14 +48,17 @@ ANONYMOUS_ADMIN = Principal("anonymous (auth disabled)", frozenset({Role.admin})
 
 @dataclass
 class Runtime:
-    """The running gateway: its live projection, its writer, settings and auth."""
+    """The running gateway: its live projection (or a prebuilt store), its writer, auth and limits."""
 
-    live: LiveProjection
-    log: EventLog
-    auth: Any  # projections.gateway.auth.Auth: .authorize(request, roles) -> Principal
+    live: LiveProjection  # or app.ReadOnlyProjection: a prebuilt store, no projector
+    log: EventLog  # or app.ReadOnlyLog: every append is a 405
+    auth: Auth
     write_timeout_s: float = 10.0  # read-your-write wait before a 503
-    hub: Any = None  # projections.gateway.hub.Hub, when SSE is mounted
-    extra: dict[str, Any] = field(default_factory=dict)
+    batch_max: int = 1000  # tasks in one POST /v1/tasks/batch
+    max_body_bytes: int = 1 << 20  # a larger request body is a 413
+    read_only: bool = False
+    store_path: Path | None = None  # where the projection store lives, when opened from a config
+    hub: Hub | None = None  # the SSE feed, created when the streams router is first used
 
 
 def runtime(request: Request) -> Runtime:
@@ -57,10 +66,28 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def require(*roles: Role):  # noqa: ANN201 - a FastAPI dependency
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+def store(rt: RuntimeDep) -> Store:
+    """The projection store the read routes answer from."""
+    return rt.live.store
+
+
+StoreDep = Annotated[Store, Depends(store)]
+
+
+def require(*roles: Role) -> Any:
     """A dependency that authenticates the caller and checks one of `roles` (admin always passes)."""
 
-    async def check(request: Request) -> Principal:
-        return runtime(request).auth.authorize(request, roles)
+    async def check(request: Request, rt: RuntimeDep) -> Principal:
+        return rt.auth.authorize(request, roles)
 
     return Depends(check)
+
+
+SubmitterDep = Annotated[Principal, require(Role.submitter)]
+ReaderDep = Annotated[Principal, require(Role.submitter, Role.auditor)]
+AuditorDep = Annotated[Principal, require(Role.auditor)]
+AgentDep = Annotated[Principal, require(Role.agent)]
+AdminDep = Annotated[Principal, require(Role.admin)]

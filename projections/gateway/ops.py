@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from projections import queries
-from projections.gateway.deps import Runtime, runtime
+from projections.gateway.deps import Runtime, RuntimeDep
 from projections.gateway.errors import error_body
 
 router = APIRouter(tags=["ops"])
@@ -35,9 +35,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "not caught up yet, with the lag"}})
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(rt: RuntimeDep) -> JSONResponse:
     """200 once the projection has caught up with the log; 503 with the lag before that."""
-    live = runtime(request).live
+    live = rt.live
     if live.caught_up():
         return JSONResponse({"ready": True})
     failure = getattr(live, "failure", None)

@@ -78,7 +78,9 @@ class TaskPage(BaseModel):
     next_cursor: str | None
 
 
-class VerdictOut(BaseModel):
+class Verdict(BaseModel):
+    """What the fold concluded about an event: accepted, duplicate (`ref`: the original) or rejected (`reason`)."""
+
     outcome: str
     reason: str | None
     ref: str | None
@@ -89,7 +91,7 @@ class HistoryRow(BaseModel):
     partition: int
     offset: int
     event: dict[str, Any] = Field(description="the event's fields and its `type`")
-    verdict: VerdictOut
+    verdict: Verdict
     task: TaskOut | None = Field(description="the task right after this event")
 
 

@@ -13,31 +13,24 @@ import time
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from projections import queries
-from projections.gateway.deps import Principal, Role, require, runtime
+from projections.gateway.deps import AuditorDep, ReaderDep, Role, StoreDep
 from projections.gateway.errors import ApiError
 from projections.gateway.readmodels import (AgentList, AgentOut, AgentTaskPage, AnalyticsOut, DeadLetterPage,
                                             HistoryPage, QueueList, QueueOut, RejectionPage, ResultOut, TaskOut,
                                             TaskPage)
-from projections.store import Store
 from taskfold.state import TaskState
 
 router = APIRouter(tags=["reads"])
 
-READER = require(Role.submitter, Role.auditor)
-AUDITOR = require(Role.auditor)
 Limit = Annotated[int, Query(ge=1, le=500, description="rows per page")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
 QueueFilter = Annotated[str | None, Query(min_length=1, max_length=249, description="only this queue")]
 
 
 # helpers
-
-
-def _store(request: Request) -> Store:
-    return runtime(request).live.store
 
 
 def _json(text: str | None) -> Any:
@@ -91,12 +84,11 @@ def _now_ms() -> int:
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskOut, responses={404: {"description": "unknown task"}})
 async def get_task(
-    task_id: str, request: Request,
+    task_id: str, principal: ReaderDep, store: StoreDep,
     as_of: Annotated[str | None, Query(description="epoch ms or ISO-8601: the task as it was then (auditors)")] = None,
-    queue: QueueFilter = None, principal: Principal = READER,
+    queue: QueueFilter = None,
 ) -> dict[str, Any]:
     """A task now, or as it was at `as_of` (the fold of the log up to that moment)."""
-    store = _store(request)
     if as_of is None:
         row = queries.get_task(store, task_id, queue)
         if row is None:
@@ -114,12 +106,11 @@ async def get_task(
 @router.get("/v1/tasks/{task_id}/history", response_model=HistoryPage,
             responses={404: {"description": "unknown task"}})
 async def task_history(
-    task_id: str, request: Request, limit: Limit = 100,
+    task_id: str, principal: ReaderDep, store: StoreDep, limit: Limit = 100,
     cursor: Annotated[str | None, Query(description="a position (partition:offset): rows after it")] = None,
-    queue: QueueFilter = None, principal: Principal = READER,
+    queue: QueueFilter = None,
 ) -> dict[str, Any]:
     """Every event about a task (rejected and duplicate ones too), its verdict and the task after it."""
-    store = _store(request)
     if cursor is not None:
         try:
             queries.parse_position(cursor)
@@ -136,10 +127,10 @@ async def task_history(
 
 @router.get("/v1/tasks/{task_id}/result", response_model=ResultOut,
             responses={404: {"description": "unknown task, or not finished yet (code `not_finished`)"}})
-async def task_result(task_id: str, request: Request, queue: QueueFilter = None,
-                      principal: Principal = READER) -> dict[str, Any]:
+async def task_result(task_id: str, principal: ReaderDep, store: StoreDep,
+                      queue: QueueFilter = None) -> dict[str, Any]:
     """What a finished task ended with: its result, or its error and why."""
-    result = queries.task_result(_store(request), task_id, queue)
+    result = queries.task_result(store, task_id, queue)
     if result is None:
         raise _unknown_task(task_id)
     if not result["finished"]:
@@ -150,13 +141,13 @@ async def task_result(task_id: str, request: Request, queue: QueueFilter = None,
 
 @router.get("/v1/tasks", response_model=TaskPage)
 async def list_tasks(
-    request: Request, queue: QueueFilter = None, state: TaskState | None = None,
+    principal: ReaderDep, store: StoreDep, queue: QueueFilter = None, state: TaskState | None = None,
     session_id: Annotated[str | None, Query(min_length=1)] = None,
     correlation_id: Annotated[str | None, Query(min_length=1)] = None,
-    limit: Limit = 50, cursor: Cursor = None, principal: Principal = READER,
+    limit: Limit = 50, cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Tasks matching every filter given, a page at a time."""
-    rows, after = _paged(queries.list_tasks, _store(request), queue=queue,
+    rows, after = _paged(queries.list_tasks, store, queue=queue,
                          state=state.value if state else None, session_id=session_id,
                          correlation_id=correlation_id, limit=limit, cursor=cursor)
     return {"tasks": [_task_out(r) for r in rows], "next_cursor": after}
@@ -166,15 +157,15 @@ async def list_tasks(
 
 
 @router.get("/v1/agents", response_model=AgentList)
-async def list_agents(request: Request, principal: Principal = READER) -> dict[str, Any]:
+async def list_agents(principal: ReaderDep, store: StoreDep) -> dict[str, Any]:
     """Every agent: seats per queue, load, performance, last heartbeat."""
-    return {"agents": queries.list_agents(_store(request))}
+    return {"agents": queries.list_agents(store)}
 
 
 @router.get("/v1/agents/{agent_id}", response_model=AgentOut, responses={404: {"description": "unknown agent"}})
-async def get_agent(agent_id: str, request: Request, principal: Principal = READER) -> dict[str, Any]:
+async def get_agent(agent_id: str, principal: ReaderDep, store: StoreDep) -> dict[str, Any]:
     """One agent: its seats, EWMA success and latency, quarantine, heartbeat, task counts."""
-    agent = queries.get_agent(_store(request), agent_id)
+    agent = queries.get_agent(store, agent_id)
     if agent is None:
         raise ApiError(404, "not_found", f"unknown agent {agent_id}")
     return agent
@@ -182,12 +173,12 @@ async def get_agent(agent_id: str, request: Request, principal: Principal = READ
 
 @router.get("/v1/agents/{agent_id}/tasks", response_model=AgentTaskPage)
 async def agent_tasks(
-    agent_id: str, request: Request,
+    agent_id: str, principal: ReaderDep, store: StoreDep,
     held: Annotated[bool, Query(description="true: only the tasks it holds now")] = False,
-    limit: Limit = 50, cursor: Cursor = None, principal: Principal = READER,
+    limit: Limit = 50, cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Tasks an agent holds now, or has ever held."""
-    rows, after = _paged(queries.agent_tasks, _store(request), agent_id, held=held, limit=limit, cursor=cursor)
+    rows, after = _paged(queries.agent_tasks, store, agent_id, held=held, limit=limit, cursor=cursor)
     return {"tasks": rows, "next_cursor": after}
 
 
@@ -195,15 +186,15 @@ async def agent_tasks(
 
 
 @router.get("/v1/queues", response_model=QueueList)
-async def list_queues(request: Request, principal: Principal = READER) -> dict[str, Any]:
+async def list_queues(principal: ReaderDep, store: StoreDep) -> dict[str, Any]:
     """Every queue: depth by state and priority, oldest waiting task, totals."""
-    return {"queues": queries.list_queues(_store(request), _now_ms())}
+    return {"queues": queries.list_queues(store, _now_ms())}
 
 
 @router.get("/v1/queues/{queue}", response_model=QueueOut, responses={404: {"description": "unknown queue"}})
-async def get_queue(queue: str, request: Request, principal: Principal = READER) -> dict[str, Any]:
+async def get_queue(queue: str, principal: ReaderDep, store: StoreDep) -> dict[str, Any]:
     """One queue, with its agents' seats."""
-    row = queries.get_queue(_store(request), queue, _now_ms())
+    row = queries.get_queue(store, queue, _now_ms())
     if row is None:
         raise ApiError(404, "not_found", f"unknown queue {queue} (no event of it has been applied)")
     return row
@@ -211,28 +202,27 @@ async def get_queue(queue: str, request: Request, principal: Principal = READER)
 
 @router.get("/v1/analytics", response_model=AnalyticsOut)
 async def analytics(
-    request: Request, queue: QueueFilter = None,
+    principal: ReaderDep, store: StoreDep, queue: QueueFilter = None,
     minutes: Annotated[int, Query(ge=1, le=7 * 24 * 60, description="window length, ending at the newest event")] = 60,
-    principal: Principal = READER,
 ) -> dict[str, Any]:
     """Throughput per minute, error rate, wait and run time p50/p95/p99 per queue and type, utilization."""
-    return queries.analytics(_store(request), queue=queue, minutes=minutes)
+    return queries.analytics(store, queue=queue, minutes=minutes)
 
 
 # audit
 
 
 @router.get("/v1/rejections", response_model=RejectionPage)
-async def rejections(request: Request, limit: Limit = 50, cursor: Cursor = None,
-                     principal: Principal = AUDITOR) -> dict[str, Any]:
+async def rejections(principal: AuditorDep, store: StoreDep, limit: Limit = 50,
+                     cursor: Cursor = None) -> dict[str, Any]:
     """Every event the fold rejected, with the reason (auditors)."""
-    rows, after = _paged(queries.rejections, _store(request), limit=limit, cursor=cursor)
+    rows, after = _paged(queries.rejections, store, limit=limit, cursor=cursor)
     return {"rejections": rows, "next_cursor": after}
 
 
 @router.get("/v1/dead-letters", response_model=DeadLetterPage)
-async def dead_letters(request: Request, queue: QueueFilter = None, limit: Limit = 50, cursor: Cursor = None,
-                       principal: Principal = READER) -> dict[str, Any]:
+async def dead_letters(principal: ReaderDep, store: StoreDep, queue: QueueFilter = None, limit: Limit = 50,
+                       cursor: Cursor = None) -> dict[str, Any]:
     """Tasks dead-lettered now, with why (redrive with POST /v1/dead-letters/{task_id}/redrive)."""
-    rows, after = _paged(queries.dead_letters, _store(request), queue=queue, limit=limit, cursor=cursor)
+    rows, after = _paged(queries.dead_letters, store, queue=queue, limit=limit, cursor=cursor)
     return {"dead_letters": rows, "next_cursor": after}

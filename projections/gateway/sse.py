@@ -1,40 +1,10 @@
 """Server-Sent Event streams of a task or a queue: lifecycle events with verdicts, and progress chunks.
 
-Ids are cursors. A queue's events and its progress chunks are both keyed by the queue, so
-they live in partition p of `events` and in the queue's partition of `progress` (the same
-number p when the topics have the same partition count, as `ensure_topics` creates them).
-Every SSE id names how far a stream has delivered both:
-
-    "{p}:{e}"      events of partition p delivered through offset e, no progress chunk yet
-    "{p}:{e}.{c}"  ... and progress chunks through offset c of the queue's progress partition
-
-(-1 = none yet). A plain `partition:offset` (ARCHITECTURE §7) is a cursor with no chunks.
-`Last-Event-ID` (or `?last_event_id=`) resumes right after the cursor: every later event
-and chunk exactly once.
-
-Resume without a gap or a duplicate:
-1. Subscribe to the hub first, so every item committed from now on is buffered.
-2. Read history after the cursor from the store. The projector commits a batch before it
-   publishes it, so whatever the store read misses is in the buffer.
-3. Send the history, then the buffer, then live items, skipping anything at or below the
-   cursor of its topic; the cursor advances with every message sent.
-4. A subscriber whose buffer fills up (a slow client) is dropped from the hub and goes back
-   to step 1 from its cursor: it catches up from the store at its own pace, and the
-   projection never waits for it.
-
-Where a stream starts without a cursor: a task stream at the task's first event; a queue
-stream live (its first message is an id-only checkpoint, so a client that reconnects before
-any event still resumes from there), or at the beginning with `?from=beginning`.
-
-Where a task stream ends: after the event that makes the task terminal (completed,
-dead_lettered, cancelled), once the progress chunks appended before it are applied (at most
-`Hub.drain_s`), with a final `event: end` (no id). Reconnecting to a terminal task with
-nothing new answers 204 No Content, which tells EventSource to stop reconnecting; a
-redriven dead letter goes on. `?follow=false` sends the history and ends.
-
-Messages: `event:` is the event type (`TaskSubmitted`, `TaskCompleted`, …) or `progress`;
-`data:` is JSON, {"position", "event", "verdict"} or {"position", "chunk"}. A `: keep-alive`
-comment goes out after `Hub.heartbeat_s` of silence, so proxies keep the connection.
+A client that drops its connection must be able to resume with no gap and no duplicate,
+and a slow client must never hold the projection up; so every SSE id is a cursor over both
+topics of the queue's partition, and a stream reads the store and the live hub in an order
+that loses nothing (`stream`). The README's "Following tasks: Server-Sent Events" says what
+a client sees: the cursors, where streams start and end, and the messages.
 """
 
 from __future__ import annotations
@@ -47,11 +17,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 
 from projections import queries
-from projections.gateway.deps import Principal, Role, Runtime, require, runtime
+from projections.gateway.deps import ReaderDep, Runtime, RuntimeDep
 from projections.gateway.errors import ApiError, ErrorBody
 from projections.gateway.writes import queue_of, read_only_error
 from projections.projector import EVENTS, PROGRESS
@@ -63,7 +33,6 @@ from projections.gateway.hub import (  # noqa: F401 - Subscription and frame_of 
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["streams"])
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -81,13 +50,16 @@ def mount(rt: Runtime) -> Hub:
 
 
 @asynccontextmanager
-async def lifespan(rt: Runtime) -> AsyncIterator[Hub]:
-    """The gateway's start-up hook: mount the hub; at shutdown, end every stream."""
-    hub = mount(rt)
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The streams router's lifespan, inside the app's: mount the hub; at shutdown, end every stream."""
+    hub = mount(app.state.runtime)
     try:
-        yield hub
+        yield
     finally:
         hub.close()
+
+
+router = APIRouter(tags=["streams"], lifespan=lifespan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +144,15 @@ def _end(state: TaskState) -> bytes:
 
 async def stream(hub: Hub, source: Source, cursor: Cursor, *, follow: bool = True,
                  checkpoint: bool = False) -> AsyncIterator[bytes]:
-    """The SSE bytes of a stream from `cursor` (the protocol in the module docstring)."""
+    """The SSE bytes of a stream from `cursor`, resumed without a gap or a duplicate.
+
+    1. Subscribe to the hub first, so every item committed from now on is buffered.
+    2. Read the history after the cursor from the store; the projector commits a batch
+       before it publishes it, so whatever the store read misses is in the buffer.
+    3. Send the history, then the buffer, then live items, skipping anything at or below
+       the cursor of its topic; the cursor advances with every message sent.
+    4. Dropped from the hub for falling behind (a slow client): back to 1 from the cursor.
+    """
     if checkpoint:
         yield f"id: {cursor}\n\n".encode()
     ending = False
@@ -241,7 +221,6 @@ def _response(hub: Hub, source: Source, cursor: Cursor, *, follow: bool, checkpo
 LastEventId = Annotated[str | None, Header(description="resume after this id (a cursor sent by an earlier stream)")]
 LastEventIdQuery = Annotated[str | None, Query(alias="last_event_id", description="like the Last-Event-ID header")]
 Follow = Annotated[bool, Query(description="false: send what is stored after the cursor, then end")]
-READERS = (Role.submitter, Role.auditor)
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "a text/event-stream; each id is a resumable cursor",
           "content": {"text/event-stream": {"schema": {"type": "string"}}}},
@@ -253,12 +232,12 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get("/v1/tasks/{task_id}/events", response_class=Response, responses={
     **STREAM_RESPONSES, 204: {"description": "the task is terminal and nothing is left after the cursor"}})
 async def task_events(
-    task_id: str, request: Request, last_event_id: LastEventId = None, resume: LastEventIdQuery = None,
+    task_id: str, principal: ReaderDep, rt: RuntimeDep, last_event_id: LastEventId = None,
+    resume: LastEventIdQuery = None,
     queue: Annotated[str | None, Query(description="the task's queue, if its id is used in several")] = None,
-    follow: Follow = True, principal: Principal = require(*READERS),
+    follow: Follow = True,
 ) -> Response:
     """Lifecycle events (with verdicts) and progress chunks of one task, from its first event or the cursor."""
-    rt = runtime(request)
     hub = mount(rt)
     name = queue_of(rt, task_id, queue)
     p, pp = partitions(rt, name)
@@ -273,13 +252,13 @@ async def task_events(
 
 @router.get("/v1/queues/{queue}/events", response_class=Response, responses=STREAM_RESPONSES)
 async def queue_events(
-    queue: str, request: Request, last_event_id: LastEventId = None, resume: LastEventIdQuery = None,
+    queue: str, principal: ReaderDep, rt: RuntimeDep, last_event_id: LastEventId = None,
+    resume: LastEventIdQuery = None,
     start: Annotated[Literal["now", "beginning"], Query(alias="from", description="where to start without a cursor")
                      ] = "now",
-    follow: Follow = True, principal: Principal = require(*READERS),
+    follow: Follow = True,
 ) -> Response:
     """Every event of a queue (with verdicts) and its progress chunks, live or from the cursor."""
-    rt = runtime(request)
     hub = mount(rt)
     if rt.live.projector is None:
         raise read_only_error()

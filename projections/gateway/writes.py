@@ -25,13 +25,13 @@ from enum import Enum
 from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from projections import queries
 from projections.gateway.admission import conflict_after, refuse_before_append
-from projections.gateway.deps import Principal, Role, Runtime, require, runtime
+from projections.gateway.deps import AdminDep, Principal, Runtime, RuntimeDep, SubmitterDep
 from projections.gateway.errors import ApiError
 from projections.view import Change
 from taskfold.client import InvalidRequest, build, submission
@@ -130,9 +130,6 @@ TaskIdPath = Annotated[str, Path(min_length=1, max_length=1024)]
 QueueQuery = Annotated[str | None, Query(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._#:-]+$",
                                          description="the task's queue, when its id is in several")]
 
-SUBMITTER = require(Role.submitter)
-ADMIN = require(Role.admin)
-
 
 @router.post("/v1/tasks", status_code=201, response_model=WriteResult,
              responses={200: {"model": WriteResult, "description": "a duplicate: the original task"},
@@ -140,10 +137,9 @@ ADMIN = require(Role.admin)
                                               "for a different request"},
                         422: {"description": "a field is not valid, or depends_on names an unknown task"},
                         503: {"description": "not yet applied"}})
-async def submit_task(request: Request, body: TaskRequest, idempotency_key: IdempotencyHeader = None,
-                      principal: Principal = SUBMITTER) -> JSONResponse:
+async def submit_task(body: TaskRequest, principal: SubmitterDep, rt: RuntimeDep,
+                      idempotency_key: IdempotencyHeader = None) -> JSONResponse:
     """Submit a task and answer with the verdict once this gateway's projection applied it."""
-    rt = runtime(request)
     event = _submission(body, idempotency_key, principal)
     given = body.task_id is not None
     refuse_before_append(rt, [(event, given)])  # type: ignore[list-item]
@@ -159,11 +155,10 @@ async def submit_task(request: Request, body: TaskRequest, idempotency_key: Idem
              responses={409: {"description": "idempotency_conflict: an item reuses a key for a different request; "
                                               "nothing appended"},
                         503: {"description": "appended, not yet applied"}})
-async def submit_batch(request: Request, body: BatchRequest, idempotency_key: IdempotencyHeader = None,
-                       principal: Principal = SUBMITTER) -> BatchResult:
+async def submit_batch(body: BatchRequest, principal: SubmitterDep, rt: RuntimeDep,
+                       idempotency_key: IdempotencyHeader = None) -> BatchResult:
     """Submit many tasks at once: all are validated before any is appended; a verdict per task."""
-    rt = runtime(request)
-    limit = int(rt.extra.get("batch_max", 1000))
+    limit = rt.batch_max
     if len(body.tasks) > limit:
         raise ApiError(422, "invalid_request", f"a batch holds at most {limit} tasks, not {len(body.tasks)}",
                        [("tasks", f"at most {limit} items")])
@@ -192,10 +187,9 @@ async def submit_batch(request: Request, body: BatchRequest, idempotency_key: Id
 
 @router.post("/v1/tasks/{task_id}/cancel", response_model=WriteResult,
              responses={404: {"description": "unknown task"}, 409: {"description": "rejected by the fold"}})
-async def cancel_task(request: Request, task_id: TaskIdPath, body: CancelRequest | None = None,
-                      queue: QueueQuery = None, principal: Principal = SUBMITTER) -> WriteResult:
+async def cancel_task(task_id: TaskIdPath, principal: SubmitterDep, rt: RuntimeDep,
+                      body: CancelRequest | None = None, queue: QueueQuery = None) -> WriteResult:
     """Ask for a task to be cancelled: at once if it waits, through its agent if one holds it."""
-    rt = runtime(request)
     name = queue_of(rt, task_id, queue)
     try:
         event = build(TaskCancelRequested, queue=name, task_id=task_id, reason=body.reason if body else None,
@@ -208,10 +202,9 @@ async def cancel_task(request: Request, task_id: TaskIdPath, body: CancelRequest
 
 @router.post("/v1/dead-letters/{task_id}/redrive", response_model=WriteResult,
              responses={404: {"description": "unknown task"}, 409: {"description": "not dead-lettered"}})
-async def redrive_task(request: Request, task_id: TaskIdPath, body: RedriveRequest | None = None,
-                       queue: QueueQuery = None, principal: Principal = ADMIN) -> WriteResult:
+async def redrive_task(task_id: TaskIdPath, principal: AdminDep, rt: RuntimeDep,
+                       body: RedriveRequest | None = None, queue: QueueQuery = None) -> WriteResult:
     """Put a dead-lettered task back in its queue with more attempts (admin only)."""
-    rt = runtime(request)
     name = queue_of(rt, task_id, queue)
     body = body or RedriveRequest()
     try:

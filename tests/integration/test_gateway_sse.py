@@ -15,11 +15,12 @@ import httpx
 import pytest
 import uvicorn
 
-from projections.gateway import sse
-from projections.gateway.app import create_app, default_views
+from projections.gateway import agents_http, sse
+from projections.gateway.app import create_app
 from projections.gateway.auth import Auth, parse_env
 from projections.gateway.deps import Runtime
 from projections.live import LiveProjection
+from projections.views import all_views
 from taskfold.agent.reports import AttemptKey, Reporter
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
@@ -74,13 +75,13 @@ class Gateway:
 
 @asynccontextmanager
 async def serve(broker: Broker, topics: TopicNames, path: Path, **hub: float) -> AsyncIterator[Gateway]:
-    live = LiveProjection(broker.bootstrap, topics, path, default_views(), tansu=broker.is_tansu)
+    live = LiveProjection(broker.bootstrap, topics, path, all_views(), tansu=broker.is_tansu)
     log = EventLog(broker.bootstrap, topics, tansu=broker.is_tansu)
     await log.start()
     await live.start()
     rt = Runtime(live=live, log=log, auth=Auth(parse_env(TOKENS)), write_timeout_s=10)
     rt.hub = sse.Hub(**{"heartbeat_s": 0.5, **hub})
-    app = create_app(runtime=rt, routers=("sse", "agents_http"))
+    app = create_app(runtime=rt, routers=(sse.router, agents_http.router))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
                                            timeout_graceful_shutdown=1))
     task = asyncio.create_task(server.serve())
