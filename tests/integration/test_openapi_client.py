@@ -133,6 +133,7 @@ def test_a_generated_client_submits_gets_lists_and_reads_history(gateway_url: st
         submitted = api.sync_detailed(client=client, body=request)
         assert submitted.status_code == 201, submitted.content
         assert isinstance(submitted.parsed, models.WriteResult) and submitted.parsed.verdict == "accepted"
+        assert submitted.parsed.task["task_id"] == "gen-1"  # the task as GET shows it (a free-form object)
         again = api.sync_detailed(client=client, body=request)
         assert again.status_code == 200 and again.parsed.duplicate is True
 
