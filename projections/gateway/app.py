@@ -1,4 +1,4 @@
-"""The gateway application: `create_app`, its start-up and shutdown, and what every route shares.
+"""The gateway application: `create_app`, and its start-up and shutdown.
 
 Start-up (the lifespan), for a live gateway:
 1. Open its own projection store (`<state_dir>/gateway/<name>`: two gateways never share
