@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taskfold.broker.tansu import _port_open, _tail, free_port
+from taskfold.broker.tansu import _port_open, _tail, free_port, terminate
 
 BUCKET = "taskfold"
 INSTALL = "scripts/install-tools"
@@ -110,11 +110,4 @@ class LocalS3:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop s3rver: SIGTERM, wait, then SIGKILL. Idempotent."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        terminate(proc, timeout)
