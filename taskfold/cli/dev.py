@@ -165,6 +165,9 @@ def _announce(console: Console, broker: Broker, created: dict[str, bool], path: 
     elif broker.is_tansu:
         console.print("[yellow]the embedded broker keeps its log in memory: history ends when dev stops "
                       "(--data-dir DIR keeps it)[/]")
+    elif broker.kind == "container":
+        console.print("[yellow]the broker container dev started is removed when dev stops, and its log with it "
+                      "(--data-dir DIR keeps the log, on the embedded broker)[/]")
 
 
 def _start_children(console: Console, cluster: LocalCluster, supervisor: Supervisor, settings: Settings,
