@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class LocalS3:
     host: str = "127.0.0.1"
     start_timeout: float = 30.0
     port: int | None = None
+    preexec: Callable[[], None] | None = None  # run in the child before exec (dev: die with dev)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -89,7 +91,7 @@ class LocalS3:
         with self.log_path.open("ab") as log:
             # Own session: dev's Ctrl-C reaches dev, which stops the broker before its storage.
             self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          env=env, start_new_session=True)
+                                          env=env, start_new_session=True, preexec_fn=self.preexec)
         self._wait_ready()
         return self
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
 import socket
 import threading
@@ -19,7 +20,7 @@ from taskfold.broker.harness import Broker, start_broker
 from taskfold.broker.s3dir import LocalS3, S3rverNotFound, S3rverStartError
 from taskfold.broker.topics import TopicNames, ensure_topics
 from taskfold.cli.render import cli_console
-from taskfold.cluster import LocalCluster, wait_for_ready_file
+from taskfold.cluster import LocalCluster, _terminate_with, wait_for_ready_file
 from taskfold.config import Settings
 from taskfold.connection import DevLock, DevRunning, session_file, write_session
 from taskfold.supervision import Supervisor
@@ -136,7 +137,10 @@ def _start_broker(console: Console, settings: Settings, data_dir: Path | None) -
         return broker, broker.stop
     try:
         with console.status(f"starting s3rver on {data_dir}"):
-            storage = LocalS3(data_dir, settings.state_dir / "logs" / "s3rver.log").start()
+            # s3rver dies with dev, however dev dies: a broker orphaned by a SIGKILLed dev then
+            # cannot write to the directory the next dev's broker writes.
+            storage = LocalS3(data_dir, settings.state_dir / "logs" / "s3rver.log",
+                              preexec=_terminate_with(os.getpid())).start()
     except (S3rverNotFound, S3rverStartError) as exc:
         console.print(str(exc), style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2 if isinstance(exc, S3rverNotFound) else 1) from None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +26,7 @@ from projections.store import Store
 from taskfold.broker.harness import start_broker
 from taskfold.broker.s3dir import INSTALL, REPO_ROOT, LocalS3, S3rverNotFound, find_s3dir
 from taskfold.broker.topics import TopicNames, ensure_topics
-from tests.integration.test_dev_supervision import UP_S, running_dev, session, taskfold, until
+from tests.integration.test_dev_supervision import UP_S, alive, running_dev, session, taskfold, until
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +157,21 @@ def test_dev_with_a_data_dir_keeps_history_and_resumes_where_it_stopped(s3rver_i
         assert store.meta(PROBE) is True  # the second run served the same store, not a fresh one...
         assert counts.get("dropped_by_position", 0) == 0  # ...and read on from its checkpoint, nothing twice
         assert counts["events"] > events_before
+
+
+def test_s3rver_started_for_dev_dies_with_it(s3rver_installed: None, tmp_path: Path) -> None:
+    # Else a broker orphaned by a SIGKILLed dev could still write where the next dev's broker writes.
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time; from pathlib import Path; "
+         "from taskfold.broker.s3dir import LocalS3; from taskfold.cluster import _terminate_with; "
+         "s = LocalS3(Path(sys.argv[1]), Path(sys.argv[1]) / 'log', preexec=_terminate_with(os.getpid())).start(); "
+         "print(s._proc.pid, flush=True); time.sleep(120)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    s3rver = int(owner.stdout.readline())
+    try:
+        owner.kill()
+        owner.wait(10)
+        until(lambda: not alive(s3rver), 10, "s3rver stopping with its owner")
+    finally:
+        if alive(s3rver):  # the test failed: do not leave it serving
+            os.kill(s3rver, signal.SIGKILL)
