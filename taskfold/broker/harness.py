@@ -35,7 +35,7 @@ from typing import Literal
 from aiokafka import AIOKafkaClient
 from aiokafka.protocol.metadata import MetadataRequest
 
-from taskfold.broker.tansu import TansuBroker
+from taskfold.broker.tansu import DEFAULT_STORAGE, TansuBroker
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +143,20 @@ def _start_container() -> Broker:
     return Broker(bootstrap, "container", False, None, container.stop)
 
 
-def _start_tansu() -> Broker:
-    tansu = TansuBroker().start()
+def _start_tansu(storage: str = DEFAULT_STORAGE, env: dict[str, str] | None = None) -> Broker:
+    tansu = TansuBroker(storage=storage, env=env).start()
     log.info("Tansu on %s (ready in %.3f s, log %s)", tansu.bootstrap, tansu.started_in, tansu.log_path)
     return Broker(tansu.bootstrap, "tansu", True, TANSU_CLUSTER_ID, tansu.stop)
 
 
-def start_broker() -> Broker:
-    """Start (or find) a broker: TASKFOLD_BOOTSTRAP, else a container if Docker answers, else Tansu."""
+def start_broker(storage: str | None = None, storage_env: dict[str, str] | None = None) -> Broker:
+    """Start (or find) a broker: TASKFOLD_BOOTSTRAP, else a container if Docker answers, else Tansu.
+
+    A Tansu `storage` URL (with the environment it needs, e.g. `s3rver`'s endpoint) asks for
+    the embedded Tansu on that storage, whatever else is available.
+    """
+    if storage is not None:
+        return _start_tansu(storage, storage_env)
     bootstrap = os.environ.get(ENV_BOOTSTRAP, "").strip()
     declared = os.environ.get(ENV_BROKER, "").strip().lower()
     if bootstrap:

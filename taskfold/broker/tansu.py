@@ -78,6 +78,18 @@ def _tail(path: Path, max_bytes: int = 4000) -> str:
         return f"<cannot read {path}: {err}>"
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a child, wait up to `timeout` s, then SIGKILL it; nothing if it is gone already."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 class TansuBroker:
     """One Tansu broker process on a loopback port; usable as a context manager."""
 
@@ -184,14 +196,7 @@ class TansuBroker:
         """Stop the broker: SIGTERM, wait, then SIGKILL. Idempotent."""
         proc, self._proc = self._proc, None
         atexit.unregister(self.stop)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        terminate(proc, timeout)
 
     def __enter__(self) -> TansuBroker:
         return self.start()

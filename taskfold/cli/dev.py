@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
 import socket
 import threading
@@ -16,9 +17,10 @@ import typer
 from rich.console import Console
 
 from taskfold.broker.harness import Broker, start_broker
+from taskfold.broker.s3dir import LocalS3, S3rverNotFound, S3rverStartError
 from taskfold.broker.topics import TopicNames, ensure_topics
 from taskfold.cli.render import cli_console
-from taskfold.cluster import LocalCluster, wait_for_ready_file
+from taskfold.cluster import LocalCluster, _terminate_with, wait_for_ready_file
 from taskfold.config import Settings
 from taskfold.connection import DevLock, DevRunning, session_file, write_session
 from taskfold.supervision import Supervisor
@@ -33,25 +35,45 @@ def dev(
     gateway: bool = typer.Option(True, "--gateway/--no-gateway", help="start the HTTP gateway (auth off)"),
     gateway_port: int = typer.Option(None, min=0, max=65535,
                                      help="gateway port (default TASKFOLD_GATEWAY_PORT or 8080; a free one if taken)"),
+    data_dir: Path = typer.Option(None, "--data-dir", file_okay=False,
+                                  help="keep the log (and the stores folded from it) in this directory across "
+                                       "restarts: Tansu on s3:// through s3rver (scripts/install-tools); "
+                                       "default: the log is in memory"),
 ) -> None:
     """Start the embedded broker, the topics, a scheduler worker, the gateway (and demo agents); Ctrl-C stops all.
 
     A child that exits is restarted with backoff; one that keeps exiting stops dev (exit 1).
-    One dev per state directory: a second one is refused (exit 2) and touches nothing.
+    One dev per state directory (and per --data-dir): a second one is refused (exit 2) and touches nothing.
     """
     console = cli_console()
     settings = Settings()
+    if data_dir is not None and settings.bootstrap:
+        raise typer.BadParameter(f"keeps the embedded broker's log, but TASKFOLD_BOOTSTRAP={settings.bootstrap} "
+                                 "names an external broker, which keeps its own", param_hint="--data-dir")
     try:
-        lock = DevLock.take(settings)  # before anything is started or written
+        locks = _take_locks(settings, data_dir)  # before anything is started or written
     except DevRunning as exc:
         console.print(str(exc), style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
-        code = _run(console, settings, lock, Plan(partitions, demo, workers, gateway, gateway_port))
+        code = _run(console, settings, locks[0], Plan(partitions, demo, workers, gateway, gateway_port, data_dir))
     finally:
-        lock.release()
+        for lock in locks:
+            lock.release()
     if code:
         raise typer.Exit(code)
+
+
+def _take_locks(settings: Settings, data_dir: Path | None) -> list[DevLock]:
+    """Lock the state directory, and the data directory too: one broker may write a kept log."""
+    locks = [DevLock.take(settings)]
+    if data_dir is not None:
+        try:
+            locks.append(DevLock.take(settings.model_copy(update={"state_dir": data_dir})))
+        except DevRunning:
+            locks[0].release()
+            raise
+    return locks
 
 
 @dataclass(frozen=True)
@@ -63,20 +85,24 @@ class Plan:
     workers: int
     gateway: bool
     gateway_port: int | None
+    data_dir: Path | None = None  # the durable log's directory; None keeps the log in memory
+
+    def state_dir(self, settings: Settings) -> Path:
+        """Where the children keep their stores: with the log they fold, when the log is kept."""
+        return self.data_dir / "state" if self.data_dir else settings.state_dir
 
 
 def _run(console: Console, settings: Settings, lock: DevLock, plan: Plan) -> int:
     """Run everything until Ctrl-C (0) or a child that cannot be kept up (1); stop it all either way."""
     topics = TopicNames(settings.topic_prefix)
-    with console.status("starting the broker"):
-        broker = start_broker()
+    broker, stop_broker = _start_broker(console, settings, plan.data_dir)
     lock.record(broker=broker.bootstrap)
     cluster = None
     try:
         created = asyncio.run(ensure_topics(broker.bootstrap, topics, partitions=plan.partitions or settings.partitions))
-        _announce(console, broker, created, write_session(settings, broker.bootstrap, broker.is_tansu))
+        _announce(console, broker, created, write_session(settings, broker.bootstrap, broker.is_tansu), plan.data_dir)
         # Children die with dev, however it dies: orphans would hold the worker locks of the next dev.
-        cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, settings.state_dir,
+        cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, plan.state_dir(settings),
                                log_dir=settings.state_dir / "logs", die_with_parent=True)
         cluster.log_dir.mkdir(parents=True, exist_ok=True)
         supervisor = Supervisor(cluster, lambda line: console.print(line, markup=False, highlight=False,
@@ -100,16 +126,52 @@ def _run(console: Console, settings: Settings, lock: DevLock, plan: Plan) -> int
         if cluster is not None:
             cluster.stop_all(timeout=20)
         session_file(settings).unlink(missing_ok=True)
+        stop_broker()
+
+
+def _start_broker(console: Console, settings: Settings, data_dir: Path | None) -> tuple[Broker, Callable[[], None]]:
+    """The broker (on s3rver over `data_dir` when given) and what stops it, storage last."""
+    if data_dir is None:
+        with console.status("starting the broker"):
+            broker = start_broker()
+        return broker, broker.stop
+    try:
+        with console.status(f"starting s3rver on {data_dir}"):
+            # s3rver dies with dev, however dev dies: a broker orphaned by a SIGKILLed dev then
+            # cannot write to the directory the next dev's broker writes.
+            storage = LocalS3(data_dir, settings.state_dir / "logs" / "s3rver.log",
+                              preexec=_terminate_with(os.getpid())).start()
+    except (S3rverNotFound, S3rverStartError) as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, S3rverNotFound) else 1) from None
+    try:
+        with console.status("starting the broker"):
+            broker = start_broker(storage=storage.storage_url(), storage_env=storage.tansu_env())
+    except BaseException:
+        storage.stop()
+        raise
+
+    def stop() -> None:
         broker.stop()
+        storage.stop()  # after the broker: its last writes go to this storage
+
+    return broker, stop
 
 
-def _announce(console: Console, broker: Broker, created: dict[str, bool], path: Path) -> None:
+def _announce(console: Console, broker: Broker, created: dict[str, bool], path: Path, data_dir: Path | None) -> None:
     console.print(f"[bold green]taskfold dev is up[/]  broker: {broker.kind} at [bold]{broker.bootstrap}[/]")
     console.print(f"topics: {', '.join(f'{t} (new)' if new else t for t, new in created.items())}")
     console.print(f"other commands in this directory find it through {path}; elsewhere use")
     console.print(f"  export TASKFOLD_BOOTSTRAP={broker.bootstrap}")
-    if broker.is_tansu:
-        console.print("[yellow]the embedded broker keeps its log in memory: history ends when dev stops[/]")
+    if data_dir is not None:
+        console.print(f"the log is kept in {data_dir} (Tansu on s3:// through s3rver): "
+                      "it outlives dev and the machine; start again with the same --data-dir", markup=False)
+    elif broker.is_tansu:
+        console.print("[yellow]the embedded broker keeps its log in memory: history ends when dev stops "
+                      "(--data-dir DIR keeps it)[/]")
+    elif broker.kind == "container":
+        console.print("[yellow]the broker container dev started is removed when dev stops, and its log with it "
+                      "(--data-dir DIR keeps the log, on the embedded broker)[/]")
 
 
 def _start_children(console: Console, cluster: LocalCluster, supervisor: Supervisor, settings: Settings,
@@ -121,7 +183,7 @@ def _start_children(console: Console, cluster: LocalCluster, supervisor: Supervi
     for n in range(1, 3 if plan.demo else 1):
         supervisor.watch(f"demo-agent-{n}", functools.partial(cluster.agent, f"demo-agent-{n}", "-q", "demo=4"))
         cluster.agent(f"demo-agent-{n}", "-q", "demo=4")
-    url = _start_gateway(console, cluster, settings, plan.gateway_port) if plan.gateway else None
+    url = _start_gateway(console, cluster, settings, plan) if plan.gateway else None
     if url is None:
         return {}
     # A restart keeps the URL: same host and port, and the store it built from this log.
@@ -152,15 +214,17 @@ def _supervise(console: Console, supervisor: Supervisor, record: Callable[[], No
     return 0
 
 
-def _start_gateway(console: Console, cluster: LocalCluster, settings: Settings, port: int | None) -> str | None:
-    """Start the gateway (auth off, fresh store: this broker's log is new) and wait until it serves."""
-    port = settings.gateway_port if port is None else port
+def _start_gateway(console: Console, cluster: LocalCluster, settings: Settings, plan: Plan) -> str | None:
+    """Start the gateway (auth off) and wait until it serves; its store is fresh unless the log is kept."""
+    port = settings.gateway_port if plan.gateway_port is None else plan.gateway_port
     if port and not _port_free(settings.gateway_host, port):
         console.print(f"[yellow]port {port} is taken: the gateway takes a free one[/]")
         port = 0
     ready = settings.state_dir / "gateway.ready.json"
     ready.unlink(missing_ok=True)
-    process = cluster.gateway("gateway", "--no-auth", "--fresh", "--host", settings.gateway_host,
+    # A kept log keeps the store folded from it: the gateway resumes at its checkpoint.
+    fresh = () if plan.data_dir else ("--fresh",)
+    process = cluster.gateway("gateway", "--no-auth", *fresh, "--host", settings.gateway_host,
                               "--port", str(port), "--ready-file", str(ready))
     with console.status("starting the gateway"):
         found = wait_for_ready_file(process, ready, timeout=GATEWAY_START_S)
