@@ -44,7 +44,8 @@ from taskfold.log.eventlog import EventLog
 
 log = logging.getLogger("taskfold.gateway")
 
-ROUTERS = ("reads", "writes", "sse", "agents_http", "ops", "dashboard")  # modules of projections.gateway, in mount order
+# modules of projections.gateway, in mount order
+ROUTERS = ("reads", "writes", "sse", "agents_http", "ops", "dashboard")
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics"}
 
 DESCRIPTION = """\
