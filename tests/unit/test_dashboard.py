@@ -14,7 +14,7 @@ import pytest
 from projections.gateway import dashdata
 from projections.gateway.app import create_app
 from projections.gateway.auth import Auth, parse_env
-from projections.gateway.deps import Runtime
+from projections.gateway.deps import Role, Runtime
 from projections.gateway.session import COOKIE, SESSION_TTL_S, SessionKeys
 from projections.store import Store
 from taskfold.testing import Events
@@ -83,8 +83,12 @@ async def test_bad_tokens_and_forged_or_expired_cookies_sign_nobody_in(store: St
         body, mac = value.split(".")
         c.cookies.set(COOKIE, body[:-2] + "xx." + mac)
         assert (await c.get("/ui/api/overview")).status_code == 401
-        anyone = SimpleNamespace(name="x", roles={})
-        stale, _ = SessionKeys().seal(anyone, time.time() - SESSION_TTL_S - 1)  # type: ignore[arg-type]
+        keys: SessionKeys = c._transport.app.state.runtime.extra["session_keys"]  # type: ignore[attr-defined]
+        admin = SimpleNamespace(name="x", roles={Role.admin})
+        fresh, _ = keys.seal(admin, time.time())  # type: ignore[arg-type]
+        c.cookies.set(COOKIE, fresh)
+        assert (await c.get("/ui/api/overview")).status_code == 200
+        stale, _ = keys.seal(admin, time.time() - SESSION_TTL_S - 1)  # type: ignore[arg-type]
         c.cookies.set(COOKIE, stale)
         assert (await c.get("/ui/api/overview")).status_code == 401
 
