@@ -85,6 +85,9 @@ async function start() {
   document.getElementById("signin").hidden = s.signed_in;
   main.hidden = !s.signed_in;
   if (!s.signed_in) {
+    if (current && current.stop) current.stop();
+    current = null;
+    main.replaceChildren(); // nothing of the last session stays on screen
     document.getElementById("who").replaceChildren();
     return;
   }

@@ -82,15 +82,16 @@ function header(t, asOf, reload) {
         h("div", { class: "stat" }, h("div", { class: "value small" }, v), h("div", { class: "label" }, k)))),
     t.reason ? h("p", {}, "why: ", h("span", { id: "task-reason" }, t.reason)) : null,
     t.error ? h("p", { class: "error" }, t.error) : null,
-    h("details", { open: t.result !== null }, h("summary", {}, "payload and result"),
-      h("h3", {}, "payload"), json(t.payload), h("h3", {}, "result"), h("div", { id: "task-result" }, json(t.result))),
+    h("details", { open: true }, h("summary", {}, "payload and result"), h("div", { class: "cols even" },
+      h("div", {}, h("h3", {}, "payload"), json(t.payload)),
+      h("div", {}, h("h3", {}, "result"), h("div", { id: "task-result" }, json(t.result))))),
     h("div", { class: "actions" }, actions));
 }
 
 export async function taskPage({ main, arg, asOf }) {
   const url = withQuery(`/ui/api/tasks/${encodeURIComponent(arg)}`, { as_of: asOf });
   const rows = [], seen = new Set();
-  const head = h("div", {}), attemptBox = h("div", {}), live = h("span", { id: "live" }, asOf ? "as of a past cut" : "connecting…");
+  const head = h("div", {}), attemptBox = h("div", {}), live = h("span", { id: "live", class: "badge" }, asOf ? "as of a past cut" : "connecting…");
   const timeline = h("ol", { id: "timeline", class: "timeline" }), transcript = h("div", { id: "transcript", class: "transcript" });
   let source = null, pending = null;
   const loadHead = async () => {
