@@ -35,7 +35,8 @@ STATIC = Path(__file__).parent / "static"
 TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
 READER = require(Role.submitter, Role.auditor)
 AUDITOR = require(Role.auditor)
-AsOfParam = Annotated[str | None, Query(description="epoch ms, ISO-8601, or offsets p:o,p:o (auditors)")]
+AsOfParam = Annotated[str | None, Query(max_length=64,
+                                        description="epoch ms, ISO-8601, or offsets p:o,p:o (auditors)")]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Text = Annotated[str | None, Query(min_length=1, max_length=256)]
 
