@@ -8,7 +8,8 @@
    twice and dead-lettered, the rest waiting in four priorities.
 2. Serve that store with the gateway app (uvicorn on a free loopback port).
 3. Time `GET /ui/api/overview` (what the overview page reads) `--runs` times and print
-   min / median / max; with `--browser`, also the whole page in headless chromium, from
+   min / median / max, then `--runs` successive pages of the task list under a few
+   filters; with `--browser`, also the whole page in headless chromium, from
    navigation to the queues drawn, the same number of times.
 Prints one JSON line at the end.
 """
@@ -115,6 +116,22 @@ def api_times(url: str, runs: int) -> tuple[list[float], dict]:
     return times, body
 
 
+def page_times(url: str, runs: int, **filters: str) -> list[float]:
+    """Milliseconds per tasks page, following `next_cursor` for `runs` pages."""
+    times, cursor = [], None
+    with httpx.Client(timeout=60) as client:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            params = {**filters, "limit": 50, **({"cursor": cursor} if cursor else {})}
+            res = client.get(f"{url}/ui/api/tasks", params=params)
+            times.append((time.perf_counter() - t0) * 1000)
+            res.raise_for_status()
+            cursor = res.json()["next_cursor"]
+            if cursor is None:
+                break
+    return times
+
+
 def browser_times(url: str, runs: int) -> list[float]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -167,6 +184,9 @@ def main() -> None:
         api, body = api_times(url, args.runs)
         waiting = sum(q["depth"] for q in body["queues"])
         print(f"GET /ui/api/overview ({len(body['queues'])} queues, {waiting:,} waiting): {spread(api)}")
+        for filters in ({}, {"state": "queued", "queue": "q0"}, {"priority": "low"}, {"q": "q1-t00042"}):
+            print(f"GET /ui/api/tasks {filters or '(no filter)'}, 50 a page, following the cursor: "
+                  f"{spread(page_times(url, args.runs, **filters))}")
         page = browser_times(url, args.runs) if args.browser else []
         if page:
             print(f"overview page in chromium, navigation to queues drawn: {spread(page)}")

@@ -114,24 +114,34 @@ def tasks(store: Store, *, queue: str | None = None, state: str | None = None, p
           agent: str | None = None, session_id: str | None = None, q: str | None = None,
           since_ms: int | None = None, until_ms: int | None = None, limit: int = 50,
           cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of tasks through the most selective index; the other filters are checked row by row.
+    """A page of tasks through the most selective index (agent, session, state, queue); the
+    other filters are checked row by row.
 
-    A sparse filter never scans more than the page budget of `projections.queries`: the page
-    comes back shorter, with a cursor to go on from.
+    A sparse filter never scans more than the page budget of `projections.queries` (20 rows
+    per row asked, at least 1,000): the page comes back shorter, with a cursor to go on from.
     """
     if q:
         rows = [r for r in _search(store, q, limit) if _keep(r, queue, state, priority, None, since_ms, until_ms)]
         return rows, None
+    def keep(row: dict[str, Any]) -> bool:
+        return _keep(row, queue, state, priority, session_id, since_ms, until_ms)
+
+    def by_ref(key: str, ref: dict[str, Any]) -> dict[str, Any] | None:
+        return store.get(T.TASKS, task_key(ref["task_id"], ref["queue"]))
+
     if agent is not None:
-        def by_ref(key: str, ref: dict[str, Any]) -> dict[str, Any] | None:
-            return store.get(T.TASKS, task_key(ref["task_id"], ref["queue"]))
-        return queries._page(store, A.AGENT_TASKS, agent + SEP, "agent_tasks", limit, cursor, resolve=by_ref,
-                             keep=lambda r: _keep(r, queue, state, priority, session_id, since_ms, until_ms))
-    if priority is None and since_ms is None and until_ms is None:
-        return queries.list_tasks(store, queue=queue, state=state, session_id=session_id, limit=limit, cursor=cursor)
-    rows, after = queries.list_tasks(store, queue=queue, state=state, session_id=session_id, limit=limit,
-                                     cursor=cursor)
-    return [r for r in rows if _keep(r, None, None, priority, None, since_ms, until_ms)], after
+        table, prefix, resolve = A.AGENT_TASKS, agent + SEP, by_ref
+    elif session_id is not None:
+        table, prefix, resolve = S.SESSIONS, session_id + SEP, by_ref
+    elif state is not None:
+        table, prefix = T.BY_STATE, (join(state, queue) if queue is not None else state) + SEP
+        resolve = lambda key, tid: store.get(T.TASKS, task_key(tid, key.split(SEP)[1]))  # noqa: E731
+    elif queue is not None:
+        table, prefix = T.BY_QUEUE, queue + SEP
+        resolve = lambda key, tid: store.get(T.TASKS, task_key(tid, queue))  # noqa: E731
+    else:
+        table, prefix, resolve = T.TASKS, "", lambda key, row: row
+    return queries._page(store, table, prefix, f"ui:{table}", limit, cursor, resolve=resolve, keep=keep)
 
 
 def _keep(row: dict[str, Any], queue: str | None, state: str | None, priority: str | None,

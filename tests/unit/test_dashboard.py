@@ -161,3 +161,15 @@ def test_a_breaker_is_open_until_its_time_then_half_open_with_a_probe() -> None:
     assert dashdata.breaker(seat, 4_000) == {"state": "open", "until": 5_000, "reason": "3 failures in a row"}
     assert dashdata.breaker(seat, 6_000)["state"] == "closed"
     assert dashdata.breaker({**seat, "probe_task": "t9"}, 6_000)["state"] == "half-open"
+
+
+def test_a_row_filter_fills_its_page_from_the_index_instead_of_thinning_it(tmp_path: Path) -> None:
+    log = Log(tmp_path / "s")
+    e = Events(queue="q", now=T0)
+    log.apply(*(e.submit(f"t{i}", at=T0 + i, priority=("high", "low")[i % 3 == 2]) for i in range(12)))
+    page, cursor = dashdata.tasks(log.store, priority="low", limit=2)
+    assert [t["task_id"] for t in page] == ["t11", "t2"] and cursor is not None  # key order: t11 < t2
+    rest, end = dashdata.tasks(log.store, priority="low", limit=2, cursor=cursor)
+    assert [t["task_id"] for t in rest] == ["t5", "t8"]
+    assert dashdata.tasks(log.store, priority="low", limit=2, cursor=end)[0] == []
+    log.store.close()
