@@ -104,16 +104,19 @@ export async function taskPage({ main, arg, asOf }) {
     h("div", { class: "cols even" },
       h("section", { class: "card" }, h("h2", {}, "Timeline ", live), timeline),
       h("section", { class: "card" }, h("h2", {}, "Progress transcript"), transcript)));
+  const duplicate = (key) => {
+    if (!seen.has(key)) { seen.add(key); return false; }
+    live.dataset.duplicates = String(Number(live.dataset.duplicates || 0) + 1); // a resume must never repeat
+    return true;
+  };
   const addEvent = (row) => {
-    if (seen.has("e" + row.position)) return;
-    seen.add("e" + row.position);
+    if (duplicate("e" + row.position)) return;
     rows.push(row);
     timeline.append(eventItem(row));
     attemptBox.replaceChildren(attempts(rows));
   };
   const addChunk = (row) => {
-    if (seen.has("c" + row.position)) return;
-    seen.add("c" + row.position);
+    if (duplicate("c" + row.position)) return;
     transcript.append(chunkItem(row));
   };
   if (asOf) {
@@ -130,9 +133,17 @@ export async function taskPage({ main, arg, asOf }) {
   };
   for (const type of TYPES) source.addEventListener(type, onEvent);
   source.addEventListener("progress", (m) => addChunk(JSON.parse(m.data)));
-  source.addEventListener("end", () => { live.textContent = "finished"; live.dataset.ended = "1"; source.close(); loadHead(); });
+  source.addEventListener("end", () => {
+    live.dataset.ended = "1";
+    source.close();
+    loadHead().catch(() => {}).finally(() => { live.textContent = "finished"; }); // the header shows the end first
+  });
   source.onopen = () => { live.textContent = "live"; };
-  source.onerror = () => { if (!live.dataset.ended) live.textContent = "reconnecting…"; };
+  source.onerror = () => {
+    if (live.dataset.ended) return;
+    live.textContent = "reconnecting…";
+    live.dataset.reconnects = String(Number(live.dataset.reconnects || 0) + 1);
+  };
   attemptBox.replaceChildren(attempts(rows));
   return { stop() { if (source) source.close(); clearTimeout(pending); } };
 }
