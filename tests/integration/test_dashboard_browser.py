@@ -40,7 +40,8 @@ ECHOES = [f"echo-{i}" for i in range(1, 6)]
 
 
 def until(condition: Callable[[], Any], deadline_s: float, what: str) -> Any:
-    """condition()'s first truthy value (exceptions count as not yet); AssertionError naming `what` after the deadline."""
+    """condition()'s first truthy value (an exception counts as not yet); AssertionError naming `what` after
+    the deadline."""
     deadline = time.monotonic() + deadline_s
     last: Exception | None = None
     while True:
@@ -133,7 +134,8 @@ def test_every_page_shows_the_read_models_now_and_as_of_a_past_moment(browser: W
     assert states == {**dict.fromkeys(ECHOES, "completed"), "doomed": "dead_lettered"}
     shot(b, "tasks")
     open_page(b, url, "#/tasks?state=dead_lettered", "#task-table tbody tr")
-    assert [r.get_attribute("data-task-id") for r in b.find_elements(By.CSS_SELECTOR, "#task-table tbody tr")] == ["doomed"]
+    rows = b.find_elements(By.CSS_SELECTOR, "#task-table tbody tr")
+    assert [r.get_attribute("data-task-id") for r in rows] == ["doomed"]
 
     open_page(b, url, "#/task/echo-1", "#timeline li[data-type=TaskCompleted]")
     timeline = b.find_elements(By.CSS_SELECTOR, "#timeline li")
@@ -147,7 +149,8 @@ def test_every_page_shows_the_read_models_now_and_as_of_a_past_moment(browser: W
 
     open_page(b, url, "#/agents", "[data-agent=demo-agent-2]")
     assert len(b.find_elements(By.CSS_SELECTOR, "section.agent")) == 2
-    assert "closed" in text(b, "[data-agent=demo-agent-1] table") and "last heartbeat" in text(b, "[data-agent=demo-agent-1]")
+    assert "closed" in text(b, "[data-agent=demo-agent-1] table")
+    assert "last heartbeat" in text(b, "[data-agent=demo-agent-1]")
     shot(b, "agents")
 
     open_page(b, url, "#/dead-letters", "#dead-letters tbody tr")
@@ -229,7 +232,8 @@ def test_a_reader_cannot_redrive_and_an_admin_can(browser: WebDriver, seeded: di
                 {method: 'POST', headers: {'X-CSRF-Token': s.csrf}})).then(r => done(r.status));""")
         assert status == 403
         assert task(url, "doomed", {"Authorization": "Bearer adm-tok"})["state"] == "dead_lettered"
-        assert "TaskRedriven" not in httpx.get(f"{url}/v1/tasks/doomed/history", headers={"Authorization": "Bearer adm-tok"}).text
+        before = httpx.get(f"{url}/v1/tasks/doomed/history", headers={"Authorization": "Bearer adm-tok"})
+        assert "TaskRedriven" not in before.text
         sign_in(b, url, "adm-tok")
         button = until(lambda: [x for x in b.find_elements(By.CSS_SELECTOR, "tr[data-task-id=doomed] button.redrive")
                                 if x.is_enabled()], 30, "the admin's redrive button")
