@@ -173,7 +173,7 @@ async function deadLetters({ main, params, asOf }) {
     parts.push(table(["position", "event", "task", "agent", "actor", "when", "reason"], rj.rejections.map((r) =>
       h("tr", {}, h("td", {}, r.position), h("td", {}, r.event_type), h("td", {}, r.task_id ? taskLink(r.task_id, asOf) : "—"),
         h("td", {}, r.agent_id || "—"), h("td", {}, r.actor), h("td", {}, time(r.occurred_at)), h("td", {}, r.reason || ""))),
-      { id: "rejections" }));
+      { id: "rejections" }), rj.rejections.length ? null : h("p", { id: "no-rejections" }, "No rejected event."));
   } else {
     parts.push(h("p", { class: "muted" }, "Rejections are for auditors."));
   }
