@@ -12,6 +12,8 @@ Protocol:
    dropped and wiped); build it once, under a lock, into `<gateway store>.asof/<cut>`.
 3. Serve it read-only. The directory is wiped when the gateway stops.
 
+The build runs on a thread of its own, so the gateway keeps serving meanwhile.
+
 A read-only gateway has no log to fold: its as-of answers 409 (serve the as-of store
 itself with `taskfold gateway --store PATH --read-only` instead).
 """
@@ -87,8 +89,11 @@ class AsOfStores:
                 return self.open[as_of.key]
             path = self.root / as_of.key
             try:
-                await rebuild(self.live.bootstrap, self.live.topics, path, self.live.projector.views,
-                              tansu=self.live.tansu, cut=as_of.cut)
+                # on a thread with its own event loop: the fold is CPU work, and this gateway's loop
+                # keeps serving (its streams, its writes) while a long log is replayed
+                await asyncio.to_thread(asyncio.run, rebuild(
+                    self.live.bootstrap, self.live.topics, path, self.live.projector.views, tansu=self.live.tansu,
+                    cut=as_of.cut))
             except CutError as exc:
                 raise ApiError(422, "invalid_request", f"the request is not valid: as_of: {exc}",
                                [("as_of", str(exc))]) from None

@@ -173,3 +173,15 @@ def test_a_row_filter_fills_its_page_from_the_index_instead_of_thinning_it(tmp_p
     assert [t["task_id"] for t in rest] == ["t5", "t8"]
     assert dashdata.tasks(log.store, priority="low", limit=2, cursor=end)[0] == []
     log.store.close()
+
+
+async def test_as_of_is_for_auditors_and_needs_a_log(store: Store) -> None:
+    async with client(store, Auth(parse_env(TOKENS))) as c:
+        await signed_in(c, "read-tok")
+        denied = await c.get("/ui/api/overview", params={"as_of": "0"})
+        assert denied.status_code == 403 and denied.json()["error"]["problems"][0]["field"] == "as_of"
+        await signed_in(c, "aud-tok")
+        bad = await c.get("/ui/api/tasks", params={"as_of": "yesterday-ish"})
+        assert bad.status_code == 422 and bad.json()["error"]["problems"][0]["field"] == "as_of"
+        no_log = await c.get("/ui/api/agents", params={"as_of": "0:5"})  # this runtime serves a store, no log
+        assert no_log.status_code == 409 and no_log.json()["error"]["code"] == "no_log"
