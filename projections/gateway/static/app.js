@@ -5,10 +5,6 @@ import { pages } from "/ui/static/pages.js";
 const main = document.getElementById("main");
 let current = null; // the page shown: {stop()} ends its timers and streams
 
-export function asOf() {
-  return new URLSearchParams(location.hash.split("?")[1] || "").get("as_of") || "";
-}
-
 function route() {
   const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
   const params = new URLSearchParams(query || "");
