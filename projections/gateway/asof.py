@@ -10,7 +10,8 @@ Protocol:
    listed partition before offset o; unlisted partitions are left out, as in replay).
 2. Look the cut up among the stores already built (at most `keep`, least recently used
    dropped and wiped); build it once, under a lock, into `<gateway store>.asof/<cut>`.
-3. Serve it read-only. The directory is wiped when the gateway stops.
+3. Serve it read-only. The directory is wiped when the gateway exits, or, after a crash,
+   when the next gateway on that store first needs an as-of store.
 
 The build runs on a thread of its own, so the gateway keeps serving meanwhile.
 
@@ -73,6 +74,7 @@ class AsOfStores:
 
     def __init__(self, root: Path, live: Any, keep: int = 3) -> None:
         self.root = root
+        shutil.rmtree(root, ignore_errors=True)  # left by a gateway that died before it could wipe them
         self.live = live
         self.keep = keep
         self.open: OrderedDict[str, Store] = OrderedDict()

@@ -11,8 +11,7 @@ auditors also see rejections and the past, admins also redrive and cancel.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import weakref
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from projections import queries
 from projections.gateway import dashdata, session
 from projections.gateway.asof import AsOfStores, parse
-from projections.gateway.deps import Principal, Role, Runtime, require, runtime
+from projections.gateway.deps import Principal, Role, require, runtime
 from projections.gateway.errors import ApiError
 from projections.gateway.reads import parse_as_of
 from projections.store import Store
@@ -41,28 +40,24 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 Text = Annotated[str | None, Query(min_length=1, max_length=256)]
 
 
-@asynccontextmanager
-async def lifespan(rt: Runtime) -> AsyncIterator[None]:
-    """The gateway's start-up hook: the as-of stores live next to the gateway's store, wiped at shutdown."""
-    root = Path(str(rt.extra.get("store", "gateway-store")) + ".asof")
-    rt.extra["asof_stores"] = stores = AsOfStores(root, rt.live)
-    try:
-        yield
-    finally:
-        stores.close()
+def as_of_stores(request: Request) -> AsOfStores:
+    """This app's as-of stores, next to the gateway's store; made on first use, wiped at exit."""
+    state = request.app.state
+    if getattr(state, "as_of_stores", None) is None:
+        live = runtime(request).live
+        state.as_of_stores = AsOfStores(Path(str(live.store.path) + ".asof"), live)
+        weakref.finalize(request.app, state.as_of_stores.close)  # also at interpreter exit
+    return state.as_of_stores
 
 
 async def _store(request: Request, as_of: str | None, principal: Principal) -> tuple[Store, dict[str, Any] | None]:
     """The live store, or the store of the `as_of` cut (auditors), and how the page should name it."""
-    rt = runtime(request)
     if not as_of:
-        return rt.live.store, None
+        return runtime(request).live.store, None
     if not principal.can(Role.auditor):
         raise ApiError(403, "forbidden", "as_of reads are for auditors", [("as_of", "needs the auditor role")])
     cut = parse(as_of)
-    stores = rt.extra.get("asof_stores") or AsOfStores(Path(str(rt.extra.get("store", "gw")) + ".asof"), rt.live)
-    rt.extra["asof_stores"] = stores
-    store = await stores.store(cut)
+    store = await as_of_stores(request).store(cut)
     return store, {"label": cut.label, "until_ms": cut.cut.until_ms, "offsets": cut.cut.offsets,
                    "newest_event_at": dashdata.newest_ms(store)}
 

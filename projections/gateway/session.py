@@ -98,10 +98,10 @@ def _unb64(text: str) -> bytes:
 
 def keys(request: Request) -> SessionKeys:
     """This gateway's session keys, drawn on first use."""
-    extra = runtime(request).extra
-    if "session_keys" not in extra:
-        extra["session_keys"] = SessionKeys()
-    return extra["session_keys"]
+    state = request.app.state
+    if getattr(state, "session_keys", None) is None:
+        state.session_keys = SessionKeys()
+    return state.session_keys
 
 
 def principal_from_cookie(request: Request) -> Principal | None:

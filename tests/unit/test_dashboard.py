@@ -32,7 +32,7 @@ def store(tmp_path: Path):
 
 def client(store: Store, auth: Auth) -> httpx.AsyncClient:
     rt = Runtime(live=SimpleNamespace(store=store), log=None, auth=auth)  # type: ignore[arg-type]
-    app = create_app(runtime=rt, routers=("reads", "writes", "dashboard"))
+    app = create_app(runtime=rt)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
 
 
@@ -83,7 +83,7 @@ async def test_bad_tokens_and_forged_or_expired_cookies_sign_nobody_in(store: St
         body, mac = value.split(".")
         c.cookies.set(COOKIE, body[:-2] + "xx." + mac)
         assert (await c.get("/ui/api/overview")).status_code == 401
-        keys: SessionKeys = c._transport.app.state.runtime.extra["session_keys"]  # type: ignore[attr-defined]
+        keys: SessionKeys = c._transport.app.state.session_keys  # type: ignore[attr-defined]
         admin = SimpleNamespace(name="x", roles={Role.admin})
         fresh, _ = keys.seal(admin, time.time())  # type: ignore[arg-type]
         c.cookies.set(COOKIE, fresh)
