@@ -38,6 +38,7 @@ AsOfParam = Annotated[str | None, Query(max_length=64,
                                         description="epoch ms, ISO-8601, or offsets p:o,p:o (auditors)")]
 Limit = Annotated[int, Query(ge=1, le=500)]
 Text = Annotated[str | None, Query(min_length=1, max_length=256)]
+PriorityParam = Annotated[str | None, Query(pattern="^(critical|high|medium|low)$")]
 
 
 def as_of_stores(request: Request) -> AsOfStores:
@@ -91,7 +92,7 @@ async def asset(name: str) -> FileResponse:
 
 
 @router.get("/ui/api/overview")
-async def overview(request: Request, as_of: AsOfParam = None,
+async def dashboard_overview(request: Request, as_of: AsOfParam = None,
                    minutes: Annotated[int, Query(ge=5, le=7 * 24 * 60)] = 60,
                    principal: Principal = READER) -> dict[str, Any]:
     """Per queue depth, running, throughput, latencies and rates; agents online, busy and quarantined."""
@@ -100,11 +101,10 @@ async def overview(request: Request, as_of: AsOfParam = None,
 
 
 @router.get("/ui/api/tasks")
-async def tasks(request: Request, as_of: AsOfParam = None, queue: Text = None, state: TaskState | None = None,
-                priority: Annotated[str | None, Query(pattern="^(critical|high|medium|low)$")] = None,
-                agent: Text = None, session_id: Text = None, q: Text = None, since: Text = None,
-                until: Text = None, limit: Limit = 50, cursor: Text = None,
-                principal: Principal = READER) -> dict[str, Any]:
+async def dashboard_tasks(request: Request, as_of: AsOfParam = None, queue: Text = None,
+                          state: TaskState | None = None, priority: PriorityParam = None, agent: Text = None,
+                          session_id: Text = None, q: Text = None, since: Text = None, until: Text = None,
+                          limit: Limit = 50, cursor: Text = None, principal: Principal = READER) -> dict[str, Any]:
     """A page of tasks by queue, state, priority, agent, session and submit time, or a search by id."""
     store, cut = await _store(request, as_of, principal)
     try:
@@ -128,7 +128,7 @@ def _time(field: str, text: str | None) -> int | None:
 
 
 @router.get("/ui/api/tasks/{task_id}")
-async def task(task_id: str, request: Request, as_of: AsOfParam = None,
+async def dashboard_task(task_id: str, request: Request, as_of: AsOfParam = None,
                principal: Principal = READER) -> dict[str, Any]:
     """A task, its timeline (every event with its verdict) and its progress transcript."""
     store, cut = await _store(request, as_of, principal)
@@ -140,15 +140,17 @@ async def task(task_id: str, request: Request, as_of: AsOfParam = None,
 
 
 @router.get("/ui/api/agents")
-async def agents(request: Request, as_of: AsOfParam = None, principal: Principal = READER) -> dict[str, Any]:
+async def dashboard_agents(request: Request, as_of: AsOfParam = None,
+                           principal: Principal = READER) -> dict[str, Any]:
     """Every agent: slots, utilization, EWMA success and latency, breaker, heartbeat, tasks held."""
     store, cut = await _store(request, as_of, principal)
     return {"agents": dashdata.agents(store, _moment(cut)), "as_of": cut}
 
 
 @router.get("/ui/api/dead-letters")
-async def dead_letters(request: Request, as_of: AsOfParam = None, queue: Text = None, limit: Limit = 50,
-                       cursor: Text = None, principal: Principal = READER) -> dict[str, Any]:
+async def dashboard_dead_letters(request: Request, as_of: AsOfParam = None, queue: Text = None,
+                                 limit: Limit = 50, cursor: Text = None,
+                                 principal: Principal = READER) -> dict[str, Any]:
     """Dead-lettered tasks, a page at a time."""
     store, cut = await _store(request, as_of, principal)
     try:
@@ -159,8 +161,8 @@ async def dead_letters(request: Request, as_of: AsOfParam = None, queue: Text = 
 
 
 @router.get("/ui/api/rejections")
-async def rejections(request: Request, as_of: AsOfParam = None, limit: Limit = 50, cursor: Text = None,
-                     principal: Principal = AUDITOR) -> dict[str, Any]:
+async def dashboard_rejections(request: Request, as_of: AsOfParam = None, limit: Limit = 50,
+                               cursor: Text = None, principal: Principal = AUDITOR) -> dict[str, Any]:
     """Every event the fold rejected, with its reason (auditors)."""
     store, cut = await _store(request, as_of, principal)
     try:

@@ -135,14 +135,14 @@ def _out(request: Request, session: dict[str, Any] | None) -> dict[str, Any]:
 
 
 @router.get("/ui/session", response_model=SessionOut)
-async def whoami(request: Request) -> dict[str, Any]:
+async def dashboard_session(request: Request) -> dict[str, Any]:
     """Who the session cookie signs in, with its CSRF token (or that auth is off)."""
     value = request.cookies.get(COOKIE)
     return _out(request, keys(request).open(value, time.time()) if value else None)
 
 
 @router.post("/ui/session", response_model=SessionOut)
-async def sign_in(body: SignIn, request: Request, response: Response) -> dict[str, Any]:
+async def dashboard_sign_in(body: SignIn, request: Request, response: Response) -> dict[str, Any]:
     """Exchange a bearer token for a session cookie (HttpOnly, SameSite=Strict)."""
     auth = runtime(request).auth
     if not auth.enabled:
@@ -160,7 +160,7 @@ async def sign_in(body: SignIn, request: Request, response: Response) -> dict[st
 
 
 @router.delete("/ui/session", response_model=SessionOut)
-async def sign_out(request: Request, response: Response) -> dict[str, Any]:
+async def dashboard_sign_out(request: Request, response: Response) -> dict[str, Any]:
     """Forget the session cookie."""
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return _out(request, None)
