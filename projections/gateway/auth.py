@@ -40,6 +40,7 @@ from fastapi import Request
 
 from projections.gateway.deps import ANONYMOUS_ADMIN, Principal, Role
 from projections.gateway.errors import ApiError
+from projections.gateway.session import principal_from_cookie
 
 ENV_TOKENS = "TASKFOLD_TOKENS"
 ENV_TOKENS_FILE = "TASKFOLD_TOKENS_FILE"
@@ -193,7 +194,10 @@ class Auth:
         if not self.enabled:
             return ANONYMOUS_ADMIN
         token = bearer_token(request.headers.get("authorization"))
-        principal = self.principal(token) if token else None
+        if token is None:  # a browser of the dashboard: its session cookie (projections.gateway.session)
+            principal = principal_from_cookie(request)
+        else:
+            principal = self.principal(token) if token else None
         if principal is None:
             why = "missing bearer token" if token is None else "invalid bearer token"
             challenge = 'Bearer realm="taskfold"' + ("" if token is None else ', error="invalid_token"')

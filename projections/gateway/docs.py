@@ -2,8 +2,8 @@
 
 FastAPI's default console loads Swagger UI from a CDN, so it is blank offline. The
 `fastapi-offline` package (pinned) ships the Swagger UI dist files; this module serves
-them under `/docs/assets` and points the console page at them. `/` redirects to `/docs`
-until there is a dashboard.
+them under `/docs/assets` and points the console page at them. `/` is the dashboard
+(`projections.gateway.dashboard`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS_URL = "/docs/assets"
@@ -22,7 +22,7 @@ OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 
 
 def install(app: FastAPI, docs_url: str = "/docs") -> None:
-    """Serve the console at `docs_url` with local assets, and redirect `/` to it."""
+    """Serve the console at `docs_url` with local assets."""
     if not (ASSETS_DIR / "swagger-ui-bundle.js").is_file():
         raise RuntimeError(f"Swagger UI assets are missing from {ASSETS_DIR}: reinstall fastapi-offline")
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
@@ -37,7 +37,3 @@ def install(app: FastAPI, docs_url: str = "/docs") -> None:
     @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
     async def oauth2_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse(docs_url, status_code=307)

@@ -7,9 +7,11 @@ asked (`projections.queries.analytics`) by merging the histograms of the minutes
 Tables (keys NUL-joined; minute = occurred_at // 60000 as 10 digits):
 * `an_minute`  queue, minute -> {submitted, completed, failed, dead_lettered, cancelled, rejected}
                (failed counts attempts that failed, timed out or lost their lease)
-* `an_hist`    queue, metric ("wait" | "run"), minute, task_type -> {n, sum, b: {bucket: count}}
+* `an_hist`    queue, metric ("wait" | "run" | "start" | "done"), minute, task_type -> {n, sum, b: {bucket: count}}
                wait: ready to assignment, per assignment; run: start to completion, per
-               completed attempt; buckets are fixed and log-spaced (`bucket`, `bucket_value`)
+               completed attempt; start: submitted to the start of attempt 1; done: submitted
+               to completion, per completed task (the dashboard's end-to-end latencies);
+               buckets are fixed and log-spaced (`bucket`, `bucket_value`)
 * `an_busy`    queue, minute, agent -> ms the agent held attempts that ended in that minute
                (utilization = busy / (slots * window), an approximation: an attempt counts
                in the minute it ended)
@@ -106,6 +108,10 @@ class AnalyticsView:
             rows.put(BUSY, busy_key, (rows.get(BUSY, busy_key) or 0) + ran)
             if after.state is TaskState.completed:
                 self._sample(rows, queue, "run", at, after.task_type, ran)
+                self._sample(rows, queue, "done", at, after.task_type, max(0, at - after.submitted_at))
+        entered = before is None or before.state is not after.state
+        if entered and after.state is TaskState.running and after.attempt == 1:
+            self._sample(rows, queue, "start", at, after.task_type, max(0, at - after.submitted_at))
         if before is None or before.state is not after.state:
             since = ready_since(before, after, at, ready)
             if since is None:

@@ -233,7 +233,7 @@ def _start_gateway(console: Console, cluster: LocalCluster, settings: Settings, 
         console.print(f"[bold red]the gateway did not start[/] (log: {cluster.log_dir / 'gateway.log'}):\n{tail}")
         return None
     ready.unlink(missing_ok=True)
-    console.print(f"gateway: {found['url']} (docs at /docs)")
+    console.print(f"gateway: {found['url']} (dashboard at /, docs at /docs)")
     console.print("[bold red]WARNING: gateway authentication is OFF in taskfold dev: every request is admin.[/] "
                   "Do not expose this port.")
     return found["url"]

@@ -133,7 +133,7 @@ def test_dev_starts_a_gateway_without_auth_and_stops_it(tmp_path: Path) -> None:
         out = Output(dev).wait_for("Ctrl-C to stop", deadline=90)
         line = next(l for l in out.splitlines() if l.startswith("gateway: http"))
         url = line.split()[1]
-        assert line.endswith("(docs at /docs)")
+        assert line.endswith("(dashboard at /, docs at /docs)")
         assert "authentication is OFF" in out
         session = json.loads((tmp_path / ".taskfold" / "dev.json").read_text())
         assert session["gateway"] == url
