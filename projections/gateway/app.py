@@ -44,7 +44,7 @@ from taskfold.log.eventlog import EventLog
 
 log = logging.getLogger("taskfold.gateway")
 
-ROUTERS = ("reads", "writes", "sse", "agents_http", "ops")  # modules of projections.gateway, in mount order
+ROUTERS = ("reads", "writes", "sse", "agents_http", "ops", "workflows")  # modules of projections.gateway, in mount order
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics"}
 
 DESCRIPTION = """\
