@@ -61,6 +61,52 @@ class WorkflowSubmitResult(BaseModel):
     url: str
 
 
+class WorkflowNodeState(BaseModel):
+    """One node of a workflow as the workflows view holds it; depends_on by node name."""
+
+    node: str
+    task_id: str
+    queue: str
+    task_type: str
+    depends_on: list[str]
+    state: str
+    attempt: int
+    agent_id: str | None
+    submitted_at: int
+    started_at: int | None
+    finished_at: int | None
+    reason: str | None
+    error: str | None
+
+
+class CriticalStep(BaseModel):
+    """A node on the critical path: how long it waited once ready, and how long it ran."""
+
+    node: str
+    queue: str
+    state: str
+    waited_ms: int
+    ran_ms: int
+
+
+class CriticalPath(BaseModel):
+    nodes: list[CriticalStep]
+    total_ms: int | None
+
+
+class WorkflowState(BaseModel):
+    """A workflow: completed, failed (every node ended, not all completed), running or pending."""
+
+    workflow_id: str
+    state: str
+    submitted_at: int
+    finished_at: int | None
+    node_count: int
+    states: dict[str, int]
+    nodes: list[WorkflowNodeState]
+    critical_path: CriticalPath
+
+
 @router.post("/v1/workflows", status_code=201, response_model=WorkflowSubmitResult, responses={
     200: {"model": WorkflowSubmitResult, "description": "every node was a duplicate: submitted before"},
     409: {"model": ErrorBody, "description": "a node differs from the one already submitted, or the fold rejected one"},
@@ -95,7 +141,8 @@ def _status(verdicts: Sequence[WorkflowNodeVerdict]) -> int:
     return 201 if "accepted" in outcomes else 200
 
 
-@router.get("/v1/workflows/{workflow_id}", responses={404: {"model": ErrorBody, "description": "unknown workflow"}})
+@router.get("/v1/workflows/{workflow_id}", response_model=WorkflowState,
+            responses={404: {"model": ErrorBody, "description": "unknown workflow"}})
 async def get_workflow(workflow_id: WorkflowIdPath, request: Request, principal: Principal = READERS) -> dict[str, Any]:
     """A workflow's state, each node's state, and the critical path of what has finished."""
     found = read_workflow(runtime(request).live.store, workflow_id)

@@ -139,7 +139,11 @@ def read_workflow(store: Any, workflow_id: str) -> dict[str, Any] | None:
     nodes = [row for _, row in store.scan(NODES, join(workflow_id, ""))]
     names = {n["task_id"]: n["node"] for n in nodes}
     served = [{**n, "depends_on": [names.get(d, d) for d in n["depends_on"]]} for n in nodes]
-    return {**summary, "state": workflow_state(summary["states"]), "node_list": served,
+    state = workflow_state(summary["states"])
+    ended = state in ("completed", "failed")
+    return {"workflow_id": workflow_id, "state": state, "submitted_at": summary["submitted_at"],
+            "finished_at": max(n["finished_at"] or 0 for n in nodes) if ended else None,
+            "node_count": summary["nodes"], "states": summary["states"], "nodes": served,
             "critical_path": critical_path(nodes)}
 
 

@@ -42,8 +42,8 @@ async def test_a_workflow_is_submitted_whole_and_again_as_duplicates(gateway, br
     assert again.status_code == 200, again.text
     assert [n["verdict"] for n in again.json()["nodes"]] == ["duplicate"] * 3
     view = (await client.get("/v1/workflows/wf-http")).json()
-    assert view["state"] == "pending" and view["nodes"] == 3
-    assert {n["node"]: (n["state"], n["depends_on"]) for n in view["node_list"]} == {
+    assert view["state"] == "pending" and view["node_count"] == 3
+    assert {n["node"]: (n["state"], n["depends_on"]) for n in view["nodes"]} == {
         "extract": ("queued", []), "transform": ("blocked", ["extract"]), "load": ("blocked", ["transform"])}
     assert (await client.get("/v1/workflows/nope")).status_code == 404
 

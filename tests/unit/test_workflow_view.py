@@ -41,8 +41,8 @@ def run(log: Log, node: str, e: Events, start: int, end: int) -> None:
 def test_nodes_in_two_queues_make_one_workflow_and_the_critical_path_is_the_late_chain(log: Log) -> None:
     submit(log)
     view = read_workflow(log.store, "wf")
-    assert view["nodes"] == 4 and view["state"] == "pending"
-    assert {n["node"]: n["state"] for n in view["node_list"]} == {"a": "queued", "b": "blocked", "c": "blocked",
+    assert view["node_count"] == 4 and view["state"] == "pending"
+    assert {n["node"]: n["state"] for n in view["nodes"]} == {"a": "queued", "b": "blocked", "c": "blocked",
                                                                 "d": "blocked"}
     qa, qb = Events(queue="qa", seed="qa"), Events(queue="qb", seed="qb")
     run(log, "a", qa, 1100, 1200)
@@ -55,8 +55,8 @@ def test_nodes_in_two_queues_make_one_workflow_and_the_critical_path_is_the_late
     run(log, "d", qb, 2100, 2500)
     view = read_workflow(log.store, "wf")
     assert view["state"] == "completed" and view["states"] == {"completed": 4}
-    assert [n["node"] for n in view["node_list"] if n["node"] == "d"][0] == "d"
-    assert {n["node"]: n["depends_on"] for n in view["node_list"]}["d"] == ["b", "c"]
+    assert [n["node"] for n in view["nodes"] if n["node"] == "d"][0] == "d"
+    assert {n["node"]: n["depends_on"] for n in view["nodes"]}["d"] == ["b", "c"]
     path = view["critical_path"]
     assert [s["node"] for s in path["nodes"]] == ["a", "b", "d"]
     assert path["total_ms"] == 1500
@@ -75,7 +75,7 @@ def test_a_cancelled_dependent_makes_the_workflow_failed_with_its_reason(log: Lo
     log.apply(b.resolved(tid("b"), tid("a"), outcome="failed", dependency_state="dead_lettered", at=1006),
               b.cancel(tid("d"), "upstream gone", at=1007))
     view = read_workflow(log.store, "wf")
-    nodes = {n["node"]: n for n in view["node_list"]}
+    nodes = {n["node"]: n for n in view["nodes"]}
     assert view["state"] == "failed"
     assert nodes["a"]["state"] == "dead_lettered"
     assert nodes["b"]["state"] == "cancelled" and tid("a") in nodes["b"]["reason"]
@@ -85,7 +85,7 @@ def test_a_v1_workflow_is_read_with_its_node_names(log: Log) -> None:
     log.apply(WorkflowSubmitted(event_id="e1", queue="q", occurred_at=1, actor="t", workflow_id="w1", nodes=[
         WorkflowNode(node="x", task_type="t"), WorkflowNode(node="y", task_type="t", depends_on=["x"])]))
     view = read_workflow(log.store, "w1")
-    assert {n["node"]: n["depends_on"] for n in view["node_list"]} == {"x": [], "y": ["x"]}
+    assert {n["node"]: n["depends_on"] for n in view["nodes"]} == {"x": [], "y": ["x"]}
 
 
 def test_the_critical_path_of_nothing_finished_is_empty() -> None:
