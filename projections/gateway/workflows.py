@@ -35,7 +35,7 @@ from projections.gateway.hub import KEEPALIVE
 from projections.gateway.writes import actor, commit
 from projections.views.workflows import read_changes, read_workflow
 from taskfold.client import InvalidRequest
-from taskfold.workflows.spec import NAME_PATTERN, WorkflowSpec, graph_problems, workflow_events
+from taskfold.workflows.spec import NAME_PATTERN, WorkflowSpec, graph_problems, node_of, workflow_events
 
 router = APIRouter(tags=["workflows"])
 READERS = require(Role.submitter, Role.auditor)
@@ -125,8 +125,7 @@ async def submit_workflow(request: Request, body: WorkflowSpec,
         raise ApiError(422, "invalid_workflow", f"nothing was appended: {exc}", exc.problems) from None
     refuse_before_append(rt, [(e, True) for e in events])
     changes = await commit(rt, events)
-    names = {e.task_id: e.idempotency_key.rsplit(":", 1)[-1] for e in events}  # type: ignore[union-attr]
-    verdicts = [WorkflowNodeVerdict(node=names[e.task_id], task_id=e.task_id, queue=e.queue, position=c.position,
+    verdicts = [WorkflowNodeVerdict(node=node_of(e.task_id, e.correlation_id, e.idempotency_key) or e.task_id, task_id=e.task_id, queue=e.queue, position=c.position,
                                     verdict=c.verdict.outcome, reason=c.verdict.reason)
                 for e, c in zip(events, changes, strict=True)]
     result = WorkflowSubmitResult(workflow_id=body.workflow_id, nodes=verdicts,
@@ -180,19 +179,28 @@ def unsent(rt: Runtime, workflow_id: str, cursor: dict[int, int]) -> list[dict[s
 
 
 class Wakeups:
-    """Projector listener: wakes the streams of a workflow when a batch touched its nodes."""
+    """Projector listener: wakes each stream of a workflow when a batch touched the workflow's tasks."""
 
     def __init__(self) -> None:
-        self.waiting: dict[str, asyncio.Event] = {}
+        self.waiting: dict[str, set[asyncio.Event]] = {}
 
-    def event(self, workflow_id: str) -> asyncio.Event:
-        return self.waiting.setdefault(workflow_id, asyncio.Event())
+    def watch(self, workflow_id: str) -> asyncio.Event:
+        """A flag of one stream's own, set by every batch that touches the workflow."""
+        flag = asyncio.Event()
+        self.waiting.setdefault(workflow_id, set()).add(flag)
+        return flag
+
+    def release(self, workflow_id: str, flag: asyncio.Event) -> None:
+        """The stream ended: forget its flag."""
+        flags = self.waiting.get(workflow_id, set())
+        flags.discard(flag)
+        if not flags:
+            self.waiting.pop(workflow_id, None)
 
     def __call__(self, items: Sequence[Any]) -> None:
         for item in items:
             for task in getattr(item, "tasks", ()):
-                flag = self.waiting.get(task.correlation_id or "")
-                if flag is not None:
+                for flag in self.waiting.get(task.correlation_id or "", ()):
                     flag.set()
 
 
@@ -210,7 +218,17 @@ def wakeups(rt: Runtime) -> Wakeups:
 async def stream(rt: Runtime, workflow_id: str, cursor: dict[int, int], follow: bool,
                  heartbeat_s: float = 15.0) -> AsyncIterator[bytes]:
     """The SSE bytes: stored changes past the cursor, then each new batch's, until every node ended."""
-    flag = wakeups(rt).event(workflow_id)
+    watch = wakeups(rt)
+    flag = watch.watch(workflow_id)
+    try:
+        async for chunk in _frames(rt, workflow_id, cursor, follow, heartbeat_s, flag):
+            yield chunk
+    finally:
+        watch.release(workflow_id, flag)
+
+
+async def _frames(rt: Runtime, workflow_id: str, cursor: dict[int, int], follow: bool, heartbeat_s: float,
+                  flag: asyncio.Event) -> AsyncIterator[bytes]:
     while True:
         flag.clear()  # before reading the store: a batch committed after the read sets it again
         for row in unsent(rt, workflow_id, cursor):

@@ -4,12 +4,15 @@ GET shows the nodes, and the workflow's SSE stream resumes from its cursor."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from pathlib import Path
 
 import pytest
 
 from projections.gateway.app import open_runtime
-from projections.gateway.workflows import parse_cursor
+from projections.gateway.workflows import parse_cursor, wakeups
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from tests.integration.test_gateway_writes import config_for, records, serving
@@ -87,3 +90,23 @@ async def test_the_stream_sends_node_changes_and_resumes_after_its_cursor(gatewa
     assert len(sse_ids(rest.text)) == 2
     bad = await client.get("/v1/workflows/wf-http/events", headers={"Last-Event-ID": "nonsense"})
     assert bad.status_code == 400
+
+
+async def test_a_live_stream_is_woken_by_the_change_and_ends_when_every_node_ended(gateway) -> None:
+    client, rt = gateway
+    single = {"workflow_id": "wf-live", "queue": "etl", "nodes": [
+        {"name": "a", "task_type": "t"}, {"name": "b", "task_type": "t", "depends_on": ["a"]}]}
+    created = (await client.post("/v1/workflows", json=single)).json()
+    root = created["nodes"][0]["task_id"]
+    rt.hub.heartbeat_s = 120.0  # a stream not woken by the change would wait this long
+    following = asyncio.create_task(client.get("/v1/workflows/wf-live/events"))
+    deadline = time.monotonic() + 10
+    while "wf-live" not in wakeups(rt).waiting:  # the stream is waiting for changes
+        assert time.monotonic() < deadline, "the stream never started waiting"
+        await asyncio.sleep(0.01)
+    assert (await client.post(f"/v1/tasks/{root}/cancel", json={"reason": "not today"})).status_code == 200
+    response = await asyncio.wait_for(following, 10)
+    states = [json.loads(line[6:])["state"] for line in response.text.splitlines() if line.startswith("data: {\"pos")]
+    assert states[-2:] == ["cancelled", "cancelled"]
+    assert response.text.rstrip().endswith('data: {"state": "failed"}')
+    assert wakeups(rt).waiting == {}  # the ended stream let go of its flag
