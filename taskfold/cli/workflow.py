@@ -4,10 +4,13 @@
    YAML, which JSON is a part of) and check it whole (`taskfold.workflows`): a bad field, a
    duplicate name, an unknown node reference or a cycle is exit 2 naming the nodes, and
    nothing is appended.
-2. Append every node's TaskSubmitted in dependency order (one append).
-3. Fold the partitions written to, up to what was appended, and print each node's
-   verdict: exit 0 when every node was accepted or a duplicate (the workflow was
-   submitted before), 1 when the fold rejected one.
+2. Fold the partitions of the workflow's queues: a node already submitted under this
+   workflow id with other fields (its key `workflow:<id>:<node>` names the request) is
+   exit 2 naming the key and what differs, and nothing is appended.
+3. Append every node's TaskSubmitted in dependency order (one append).
+4. Fold on up to what was appended and print each node's verdict: exit 0 when every node
+   was accepted or a duplicate (the workflow was submitted before), 1 when the fold
+   rejected one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +27,15 @@ import yaml
 
 from taskfold.cli.connect import resolve
 from taskfold.cli.render import cli_console
+from taskfold.fold.placement import home_partition
 from taskfold.client import InvalidRequest
+from taskfold.events import TaskSubmitted
 from taskfold.fold import Ledger
 from taskfold.log.eventlog import Cut, EventLog, Poison
+from taskfold.log.records import Position
 from taskfold.state import Verdict
-from taskfold.workflows import parse_spec, submit_workflow
+from taskfold.submits import conflict_reason, request_differences
+from taskfold.workflows import node_of, parse_spec, workflow_events
 from taskfold.workflows.spec import WorkflowSpec
 
 EXIT_REJECTED = 1
@@ -72,31 +80,69 @@ def load(file: str) -> Any:
         raise InvalidRequest([("file", f"{source} is not {kind}: {exc}")]) from None
 
 
-async def _submit(target: Any, spec: WorkflowSpec) -> tuple[list[str], int]:
-    """Steps 2 and 3 of the module docstring."""
-    async with EventLog(target.bootstrap, target.topics, tansu=target.tansu) as log:
-        appended = await submit_workflow(log, spec)
-        positions = appended.positions
-        cut = Cut(offsets={p.partition: max(q.offset for q in positions.values() if q.partition == p.partition) + 1
-                           for p in positions.values()})
-        wanted = {(p.partition, p.offset): node for node, p in positions.items()}
-        verdicts: dict[str, Verdict] = {}
-        ledger = Ledger()
-        async for entry in log.read(start={p: 0 for p in cut.offsets}, cut=cut):
+@dataclass
+class Folded:
+    """The partitions of the workflow's queues as folded so far, and each node submit accepted there."""
+
+    ledger: Ledger = field(default_factory=Ledger)
+    read_to: dict[int, int] = field(default_factory=dict)
+    submits: dict[tuple[str, str], TaskSubmitted] = field(default_factory=dict)  # (queue, key) -> first accepted
+
+    async def fold(self, log: EventLog, partitions: list[int], cut: Cut | None = None) -> dict[tuple[int, int], Verdict]:
+        """Fold the partitions from where this stopped to their end (or the cut); the verdict at each position."""
+        verdicts = {}
+        async for entry in log.read(start={p: self.read_to.get(p, 0) for p in partitions}, cut=cut):
+            self.read_to[entry.partition] = entry.offset + 1
             if isinstance(entry, Poison):
                 continue
-            verdict = ledger.apply(entry.event, entry.where)
-            node = wanted.get((entry.partition, entry.offset))
-            if node is not None:
-                verdicts[node] = verdict
-    lines, code = [], 0
-    for node, task_id in appended.tasks.items():
-        verdict = verdicts.get(node)
+            event = entry.event
+            verdict = verdicts[(entry.partition, entry.offset)] = self.ledger.apply(event, entry.where)
+            if isinstance(event, TaskSubmitted) and event.idempotency_key is not None and verdict.accepted:
+                self.submits.setdefault((event.queue, event.idempotency_key), event)
+        return verdicts
+
+
+def changed_nodes(folded: Folded, events: list[TaskSubmitted]) -> list[str]:
+    """A line per node already submitted under this workflow id with other fields."""
+    out = []
+    for event in events:
+        original = folded.submits.get((event.queue, event.idempotency_key or ""))
+        differences = request_differences(event, original, task_id_given=True) if original is not None else []
+        if differences:
+            out.append(f"conflict: {conflict_reason(event.idempotency_key or '', original.task_id, differences)}")
+    return out
+
+
+async def _submit(target: Any, spec: WorkflowSpec) -> tuple[list[str], int]:
+    """Steps 2 and 3 of the module docstring, after folding the workflow's partitions once to refuse a change."""
+    events = workflow_events(spec)
+    folded = Folded()
+    async with EventLog(target.bootstrap, target.topics, tansu=target.tansu) as log:
+        count = len(await log.reader.partitions(log.topics.events))
+        partitions = sorted({home_partition(e.queue, count) for e in events})
+        await folded.fold(log, partitions)
+        conflicts = changed_nodes(folded, events)
+        if conflicts:
+            return [*conflicts, "nothing submitted"], EXIT_INVALID
+        positions = await log.append(events)
+        cut = Cut(offsets={p: max(q.offset for q in positions if q.partition == p) + 1
+                           for p in {q.partition for q in positions}})
+        verdicts = await folded.fold(log, partitions, cut)
+    return _told(spec, events, positions, verdicts)
+
+
+def _told(spec: WorkflowSpec, events: list[TaskSubmitted], positions: list[Position],
+          verdicts: dict[tuple[int, int], Verdict]) -> tuple[list[str], int]:
+    """A line per node with its verdict, a summary line, and the exit code."""
+    lines, code, outcomes = [], 0, set()
+    for event, position in zip(events, positions, strict=True):
+        verdict = verdicts.get((position.partition, position.offset))
         shown = "not read back (`taskfold tail` shows it)" if verdict is None else str(verdict)
         code = EXIT_REJECTED if verdict is None or verdict.outcome == "rejected" else code
-        lines.append(f"{node}: task {task_id} at {positions[node]}: {shown}")
-    summary = {v.outcome for v in verdicts.values()}
-    lines.append(f"workflow {spec.workflow_id}: {len(appended.tasks)} nodes, "
-                 + ("submitted" if summary == {"accepted"} else "already submitted" if summary == {"duplicate"}
-                    else ", ".join(sorted(summary)) or "no verdict read"))
+        outcomes.add(verdict.outcome if verdict is not None else "unknown")
+        name = node_of(event.task_id, event.correlation_id, event.idempotency_key)
+        lines.append(f"{name}: task {event.task_id} at {position}: {shown}")
+    lines.append(f"workflow {spec.workflow_id}: {len(events)} nodes, "
+                 + ("submitted" if outcomes == {"accepted"} else "already submitted" if outcomes == {"duplicate"}
+                    else ", ".join(sorted(outcomes))))
     return lines, code

@@ -64,3 +64,18 @@ async def test_a_file_that_is_not_yaml_is_exit_2_naming_it(broker, topics, tmp_p
     refused = taskfold(cli_env(broker, topics), "workflow", "submit", str(path))
     assert refused.returncode == 2, refused
     assert f"invalid file: {path} is not JSON" in refused.stdout
+
+
+async def test_a_changed_node_under_the_same_id_is_exit_2_naming_it_and_appends_nothing(broker, topics,
+                                                                                      tmp_path: Path) -> None:
+    env = cli_env(broker, topics)
+    path = tmp_path / "nightly.yaml"
+    path.write_text(YAML)
+    assert taskfold(env, "workflow", "submit", str(path)).returncode == 0
+    before = await total_records(broker, topics)
+    path.write_text(YAML.replace("task_type: load", "task_type: load\n    priority: critical"))
+    changed = taskfold(env, "workflow", "submit", str(path))
+    assert changed.returncode == 2, changed
+    assert "idempotency key 'workflow:nightly-2026-12-05:load' was already used by task" in changed.stdout
+    assert "(priority differ)" in changed.stdout and changed.stdout.strip().endswith("nothing submitted")
+    assert await total_records(broker, topics) == before
