@@ -110,3 +110,13 @@ async def test_a_live_stream_is_woken_by_the_change_and_ends_when_every_node_end
     assert states[-2:] == ["cancelled", "cancelled"]
     assert response.text.rstrip().endswith('data: {"state": "failed"}')
     assert wakeups(rt).waiting == {}  # the ended stream let go of its flag
+
+
+async def test_node_names_may_hold_colons(gateway) -> None:
+    client, _ = gateway
+    spec = {"workflow_id": "wf:colons", "queue": "etl", "nodes": [
+        {"name": "fetch:eu", "task_type": "t"}, {"name": "merge:all", "task_type": "t", "depends_on": ["fetch:eu"]}]}
+    response = await client.post("/v1/workflows", json=spec)
+    assert [n["node"] for n in response.json()["nodes"]] == ["fetch:eu", "merge:all"]
+    view = (await client.get("/v1/workflows/wf:colons")).json()
+    assert {n["node"]: n["depends_on"] for n in view["nodes"]} == {"fetch:eu": [], "merge:all": ["fetch:eu"]}
