@@ -17,13 +17,16 @@ from projections.views.sessions import SessionsView
 from projections.views.tasks import TasksView
 from projections.views.timeindex import TimeIndexView
 from projections.views.transcripts import TranscriptsView
+from projections.views.workflows import WorkflowsView
 
 
 def all_views() -> list[View]:
     """Every view, in a fixed order."""
     return [TasksView(), QueuesView(), AgentsView(), AnalyticsView(), SessionsView(),
-            DeadLettersView(), RejectionsView(), TimeIndexView(), TranscriptsView()]
+            DeadLettersView(), RejectionsView(), TimeIndexView(), TranscriptsView(),
+            WorkflowsView()]
 
 
 __all__ = ["all_views", "AgentsView", "AnalyticsView", "DeadLettersView", "QueuesView", "RejectionsView",
-           "SessionsView", "TasksView", "TimeIndexView", "TranscriptsView"]
+           "SessionsView", "TasksView", "TimeIndexView", "TranscriptsView",
+           "WorkflowsView"]

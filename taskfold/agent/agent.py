@@ -34,6 +34,7 @@ from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Rejoin, R
 from taskfold.agent.process import queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text
+from taskfold.agent.results import DependencyResults
 from taskfold.agent.routing import partitions_of
 from taskfold.agent.stopping import BEAT_TIMEOUT_S, CALL_S, MIN_STOP_S, StopBudget, backoff, bounded
 from taskfold.broker.topics import TopicNames
@@ -68,6 +69,7 @@ class Agent:
         self.stats: Counter[str] = Counter()
         self.reporter = Reporter(agent_id, actor)
         self.ledger = Ledger()
+        self.results = DependencyResults(self.ledger)  # what handlers get of their dependencies
         self.draining = False
         self._attempts: dict[AttemptKey, TaskContext] = {}
         self._reported: set[AttemptKey] = set()  # outcome appended, not yet read back
@@ -114,6 +116,7 @@ class Agent:
         target = await connect(bootstrap, self.topics, self.tansu)
         self.topics, self._bootstrap = target.topics, target.bootstrap
         self._log = EventLog(target.bootstrap, target.topics, tansu=target.tansu)
+        self.results.connect(lambda: EventLog(target.bootstrap, target.topics, tansu=target.tansu))
         try:
             with signal_handlers(self._on_signal, handle_signals):
                 await self._serve(self._log)
@@ -125,6 +128,7 @@ class Agent:
         until = self._budget.close_by if self._budget else asyncio.get_running_loop().time() + CALL_S
         await bounded(log_.reader.stop(), until, "closing the log reader")
         await bounded(log_.writer.stop(), until, "closing the log writer (flushing what is unsent)")
+        await bounded(self.results.close(), until, "closing the dependency results reader")
 
     async def _serve(self, log_: EventLog) -> None:
         self._progress = ProgressStream(log_.writer, log_.topics.progress)
@@ -192,6 +196,7 @@ class Agent:
         if event.queue not in self.slots:
             return []
         verdict = self.ledger.apply(event, entry.where)
+        self.results.note(event, verdict)
         state = self.ledger.state(event.queue)
         return react(state, event, verdict, self.agent_id, self._attempts, self.draining)
 
@@ -214,7 +219,8 @@ class Agent:
                     self._spawn(self._report(joined, "rejoined"))
 
     def _start(self, key: AttemptKey, task: Task) -> None:
-        ctx = TaskContext(key, task, self.agent_id, self.reporter, self._progress.put)  # type: ignore[union-attr]
+        ctx = TaskContext(key, task, self.agent_id, self.reporter, self._progress.put,  # type: ignore[union-attr]
+                          self.results)
         self._attempts[key] = ctx
         self._spawn(self._attempt(ctx, task))
 

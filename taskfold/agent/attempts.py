@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text, result_text
+from taskfold.agent.results import DependencyResults, DependencyUnknown
 from taskfold.client import size_problem
 from taskfold.state import Task
 from taskfold.telemetry import ChunkKind, ProgressChunk
@@ -34,7 +35,8 @@ class NonRetryable(Exception):
 class TaskContext:
     """What a handler sees of its attempt: the task, progress streaming, and cancellation."""
 
-    def __init__(self, key: AttemptKey, task: Task, agent_id: str, reporter: Reporter, emit: Emit) -> None:
+    def __init__(self, key: AttemptKey, task: Task, agent_id: str, reporter: Reporter, emit: Emit,
+                 results: DependencyResults | None = None) -> None:
         self.key = key
         self.task_id, self.queue, self.attempt = key.task_id, key.queue, key.attempt
         self.task_type = task.task_type
@@ -42,6 +44,8 @@ class TaskContext:
         self.timeout_ms = task.timeout_ms
         self.correlation_id = task.correlation_id
         self.session_id = task.session_id
+        self.depends_on = task.depends_on
+        self._task, self._results = task, results
         self.agent_id = agent_id
         self.stop_reason: StopReason | None = None
         self._reporter, self._emit = reporter, emit
@@ -52,6 +56,12 @@ class TaskContext:
     def payload(self) -> Any:
         """The task's payload, parsed from its JSON text."""
         return json.loads(self.payload_text)
+
+    async def dependency_results(self) -> dict[str, Any]:
+        """{node name (workflow) or task id: result} of the task's dependencies, read from the log."""
+        if self._results is None:
+            raise DependencyUnknown(f"task {self.task_id}: this agent cannot read dependency results")
+        return await self._results.of(self._task)
 
     @property
     def cancelled(self) -> bool:

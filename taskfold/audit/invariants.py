@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from taskfold.audit import rules
 from taskfold.audit.books import Books
 from taskfold.audit.deadline import compare_states, end_of_log
+from taskfold.audit.order import StartOrder
 from taskfold.audit.report import AuditReport, Violation
 from taskfold.events import Event
 from taskfold.fold import Ledger
@@ -33,6 +34,7 @@ class Auditor:
         self.books = Books()
         self.report = AuditReport()
         self._accepted_ids: set[tuple[str, str]] = set()  # (queue, event id): the fold dedups per queue
+        self.order = StartOrder()  # started-early is judged at the end: dependencies may be in other partitions
 
     def observe(self, event: Event, verdict: Verdict, position: str | None = None) -> list[Violation]:
         """Judge one event with the verdict it was given; the violations it caused."""
@@ -47,6 +49,7 @@ class Auditor:
         if not verdict.accepted:
             return []
         report.accepted += 1
+        self.order.observe(event, position)
         found = _at(self._judge(event), position)
         report.violations.extend(found)
         return found
@@ -67,6 +70,7 @@ class Auditor:
                deadline_ms: int | None = None) -> AuditReport:
         """Judge the end of the log: tasks that did not end, and (given the fold's ledger) final states."""
         end_of_log(self.books, self.report, deadline_ms=deadline_ms, require_terminal=require_terminal)
+        self.report.violations += self.order.violations(self.books)
         if ledger is not None:
             compare_states(self.books, ledger, self.report)
         return self.report

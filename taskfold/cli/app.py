@@ -10,6 +10,7 @@ from taskfold.cli.replay import replay
 from taskfold.cli.submit import submit
 from taskfold.cli.tail import tail
 from taskfold.cli.worker import worker
+from taskfold.cli.workflow import workflow_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="taskfold: event-sourced coordination for workers and agents.")
@@ -21,6 +22,7 @@ app.command()(worker)
 app.command()(agent)
 app.command()(gateway)
 app.add_typer(audit_app, name="audit")
+app.add_typer(workflow_app, name="workflow")
 
 
 def main() -> None:
