@@ -20,6 +20,7 @@ from projections.store import Store
 if TYPE_CHECKING:
     from projections.gateway.auth import Auth
     from projections.gateway.hub import Hub
+    from projections.gateway.workflows import Wakeups
     from projections.live import LiveProjection
     from taskfold.log.eventlog import EventLog
 
@@ -59,6 +60,7 @@ class Runtime:
     read_only: bool = False
     store_path: Path | None = None  # where the projection store lives, when opened from a config
     hub: Hub | None = None  # the SSE feed, created when the streams router is first used
+    workflow_wakeups: Wakeups | None = None  # the workflow streams' flags, made on first use
 
 
 def runtime(request: Request) -> Runtime:

@@ -23,13 +23,13 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel
 
 from projections.gateway.admission import refuse_before_append
-from projections.gateway.deps import Principal, Role, Runtime, require, runtime
+from projections.gateway.deps import ReaderDep, Runtime, RuntimeDep, StoreDep, SubmitterDep
 from projections.gateway.errors import ApiError, ErrorBody
 from projections.gateway.hub import KEEPALIVE
 from projections.gateway.writes import actor, commit
@@ -38,7 +38,6 @@ from taskfold.client import InvalidRequest
 from taskfold.workflows.spec import NAME_PATTERN, WorkflowSpec, graph_problems, node_of, workflow_events
 
 router = APIRouter(tags=["workflows"])
-READERS = require(Role.submitter, Role.auditor)
 WorkflowIdPath = Annotated[str, Path(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 
 
@@ -112,10 +111,8 @@ class WorkflowState(BaseModel):
     409: {"model": ErrorBody, "description": "a node differs from the one already submitted, or the fold rejected one"},
     422: {"model": ErrorBody, "description": "a field, a duplicate name, an unknown node reference or a cycle"},
     503: {"model": ErrorBody, "description": "appended, not yet applied"}})
-async def submit_workflow(request: Request, body: WorkflowSpec,
-                          principal: Principal = require(Role.submitter)) -> JSONResponse:
+async def submit_workflow(body: WorkflowSpec, principal: SubmitterDep, rt: RuntimeDep) -> JSONResponse:
     """Submit a workflow whole: every node becomes a task, in its own queue, waiting for its dependencies."""
-    rt = runtime(request)
     problems = graph_problems(body)
     if problems:
         raise ApiError(422, "invalid_workflow", "nothing was appended: " + "; ".join(r for _, r in problems), problems)
@@ -142,9 +139,9 @@ def _status(verdicts: Sequence[WorkflowNodeVerdict]) -> int:
 
 @router.get("/v1/workflows/{workflow_id}", response_model=WorkflowState,
             responses={404: {"model": ErrorBody, "description": "unknown workflow"}})
-async def get_workflow(workflow_id: WorkflowIdPath, request: Request, principal: Principal = READERS) -> dict[str, Any]:
+async def get_workflow(workflow_id: WorkflowIdPath, principal: ReaderDep, store: StoreDep) -> dict[str, Any]:
     """A workflow's state, each node's state, and the critical path of what has finished."""
-    found = read_workflow(runtime(request).live.store, workflow_id)
+    found = read_workflow(store, workflow_id)
     if found is None:
         raise ApiError(404, "not_found", f"no workflow {workflow_id}")
     return found
@@ -206,9 +203,9 @@ class Wakeups:
 
 def wakeups(rt: Runtime) -> Wakeups:
     """The runtime's Wakeups, registered as a projector listener on first use."""
-    found = rt.extra.get("workflow_wakeups")
+    found = rt.workflow_wakeups
     if found is None:
-        found = rt.extra["workflow_wakeups"] = Wakeups()
+        found = rt.workflow_wakeups = Wakeups()
         projector = getattr(rt.live, "projector", None)
         if projector is not None:
             projector.listeners.append(found)
@@ -254,14 +251,12 @@ async def _frames(rt: Runtime, workflow_id: str, cursor: dict[int, int], follow:
     400: {"model": ErrorBody, "description": "Last-Event-ID is not a cursor of a workflow stream"},
     404: {"model": ErrorBody, "description": "unknown workflow"}})
 async def workflow_events_stream(
-    workflow_id: WorkflowIdPath, request: Request,
+    workflow_id: WorkflowIdPath, principal: ReaderDep, rt: RuntimeDep,
     last_event_id: Annotated[str | None, Header(description="resume after this cursor")] = None,
     resume: Annotated[str | None, Query(alias="last_event_id", description="like the Last-Event-ID header")] = None,
     follow: Annotated[bool, Query(description="false: send what is stored, then end")] = True,
-    principal: Principal = READERS,
 ) -> Response:
     """Every node state change of a workflow (with its reason), from the start or the cursor."""
-    rt = runtime(request)
     if read_workflow(rt.live.store, workflow_id) is None:
         raise ApiError(404, "not_found", f"no workflow {workflow_id}")
     cursor = parse_cursor(last_event_id or resume)
