@@ -22,6 +22,8 @@ RULES: dict[str, str] = {
     "misrouted": "an event sits in a partition other than its queue's (a writer keyed it wrongly); the fold rejected it",
     "stamped-ahead": "an event's occurred_at is beyond the skew bound ahead of its record's broker timestamp; "
                      "the fold rejected it and it does not move the log's time",
+    "unknown-dependency": "a task waits on a task id no queue has, and did not declare that it may come later",
+    "started-early": "a task started before every one of its dependencies had ended",
 }
 
 
