@@ -316,7 +316,6 @@ def faust_settings(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str
     settings: dict[str, Any] = {
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
-        "topic_replication_factor": 1,
         "topic_disable_leader": True,
         "broker_request_timeout": request_timeout_ms(broker) / 1000,
         "broker_commit_interval": 1.0,

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import for_code, NoError, TopicAlreadyExistsError
+
+from taskfold.broker import clients
+from taskfold.config import ClusterSettings
 
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_PARTITIONS = 6
@@ -56,14 +59,16 @@ class TopicNames:
 
 
 def topic_configs(
-    names: TopicNames, *, progress_retention_ms: int = 7 * DAY_MS, poison_retention_ms: int = 30 * DAY_MS
+    names: TopicNames, *, progress_retention_ms: int = 7 * DAY_MS, poison_retention_ms: int = 30 * DAY_MS,
+    min_insync_replicas: int = 1,
 ) -> dict[str, dict[str, str]]:
     """The topic-level configs of each topic."""
+    insync = {"min.insync.replicas": str(min_insync_replicas)}
     return {
-        names.events: {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
-        names.heartbeats: {"cleanup.policy": "compact"},
-        names.progress: {"cleanup.policy": "delete", "retention.ms": str(progress_retention_ms)},
-        names.poison: {"cleanup.policy": "delete", "retention.ms": str(poison_retention_ms)},
+        names.events: {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1", **insync},
+        names.heartbeats: {"cleanup.policy": "compact", **insync},
+        names.progress: {"cleanup.policy": "delete", "retention.ms": str(progress_retention_ms), **insync},
+        names.poison: {"cleanup.policy": "delete", "retention.ms": str(poison_retention_ms), **insync},
     }
 
 
@@ -72,7 +77,7 @@ async def ensure_topics(
     names: TopicNames = TopicNames(),
     partitions: int | Mapping[str, int] = DEFAULT_PARTITIONS,
     *,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
     progress_retention_ms: int = 7 * DAY_MS,
     poison_retention_ms: int = 30 * DAY_MS,
 ) -> dict[str, bool]:
@@ -81,15 +86,19 @@ async def ensure_topics(
     `partitions` is one count for all, or a count per topic name. A topic that already
     exists keeps its configs; one with a different partition count raises
     TopicMismatchError, because keys would hash to other partitions than expected.
+    Replication factor and min.insync.replicas come from ClusterSettings unless given.
     """
+    cluster = ClusterSettings()
+    replication_factor = replication_factor or cluster.replication_factor
     configs = topic_configs(
-        names, progress_retention_ms=progress_retention_ms, poison_retention_ms=poison_retention_ms
+        names, progress_retention_ms=progress_retention_ms, poison_retention_ms=poison_retention_ms,
+        min_insync_replicas=cluster.min_insync_replicas,
     )
     wanted = {
         topic: partitions if isinstance(partitions, int) else partitions.get(topic, DEFAULT_PARTITIONS)
         for topic in configs
     }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -127,7 +136,7 @@ async def describe_topic_configs(bootstrap: str, topics: list[str]) -> dict[str,
     """The topic-level configs the broker reports, {topic: {name: value}}."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         responses = await admin.describe_configs(

@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
 
-from taskfold.broker import compat
+from taskfold.broker import clients, compat
 from taskfold.log.contiguity import Contiguity
 from taskfold.log.records import ConsumedRecord
 
@@ -65,7 +65,7 @@ class LogReader:
         await self.stop()
 
     def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **self._settings)
+        return clients.consumer(self.bootstrap, **self._settings)
 
     async def partitions(self, topic: str) -> list[int]:
         """The partition ids of `topic`; raises if it does not exist (it is not auto-created)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from taskfold.broker import compat
+from taskfold.broker import clients, compat
 from taskfold.log.records import Position, RawRecord
 
 
@@ -23,9 +23,12 @@ class LogWriter:
     async def start(self) -> None:
         """Connect to the broker."""
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **self._settings)
+            producer = self._new_producer()
             await producer.start()
             self._producer = producer
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return clients.producer(self.bootstrap, **self._settings)
 
     async def stop(self) -> None:
         """Flush pending records and disconnect."""
