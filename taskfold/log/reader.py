@@ -206,6 +206,22 @@ class LogReader:
         consumer = self._live
         return None if consumer is None else consumer.highwater(TopicPartition(topic, partition))
 
+    def position(self, topic: str, partition: int) -> int | None:
+        """The next offset the running `batches` read will yield (None until known).
+
+        It also moves past offsets that hold no record: records removed by retention or
+        compaction, transaction markers. So it, not the last record seen, tells how far a
+        read has come.
+        """
+        consumer = self._live
+        if consumer is None:
+            return None
+        try:  # aiokafka's public position() awaits a reset; this only looks
+            state = consumer._subscription.subscription.assignment.state_value(TopicPartition(topic, partition))
+        except AttributeError:  # not assigned (yet)
+            return None
+        return state.position if state is not None and state.has_valid_position else None
+
     def _require_started(self) -> AIOKafkaConsumer:
         if self._meta is None:
             raise RuntimeError("LogReader is not started")
