@@ -113,6 +113,8 @@ def faust_cluster_settings(*, tansu: bool, worker_id: str, prefix: str,
         "table_standby_replicas": standbys,
         "broker_client_id": process_client_id(worker_id),
     }
+    if not tansu:  # faust's default (20 min) would hold a worker whose writes cannot be acknowledged
+        out["producer_request_timeout"] = settings.append_timeout_s
     if settings.static_membership:
         out["consumer_group_instance_id"] = group_instance_id(prefix, worker_id)
     credentials = _faust_credentials(settings)
