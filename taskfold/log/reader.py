@@ -43,6 +43,7 @@ class LogReader:
         }
         self._meta: AIOKafkaConsumer | None = None
         self._live: AIOKafkaConsumer | None = None  # the consumer of the running `batches`, if any
+        self._partitions: dict[str, list[int]] = {}  # by topic; ensure_topics refuses a changed count
 
     async def start(self) -> None:
         """Connect (the connection serves metadata and end offsets)."""
@@ -70,14 +71,19 @@ class LogReader:
     async def partitions(self, topic: str) -> list[int]:
         """The partition ids of `topic`; raises if it does not exist (it is not auto-created)."""
         meta = self._require_started()
+        known = self._partitions.get(topic)
+        if known is not None:
+            return list(known)
         # Metadata for all topics never auto-creates one, unlike asking for the topic by
         # name (Tansu would create it with 4 partitions). The consumer API only exposes
-        # topic names from that request, so read the cluster snapshot it returns.
+        # topic names from that request, so read the cluster snapshot it returns. That
+        # answer lists every topic of the cluster, so it is asked once per topic, not per call.
         cluster = await meta._client.fetch_all_metadata()
         partitions = cluster.partitions_for_topic(topic)
         if not partitions:
             raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
-        return sorted(partitions)
+        self._partitions[topic] = sorted(partitions)
+        return list(self._partitions[topic])
 
     async def end_offsets(self, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
         """{partition: next offset to be written}, from the Fetch high watermark."""
