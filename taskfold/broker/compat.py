@@ -287,7 +287,10 @@ def consumer_settings(
     settings: dict[str, Any] = {
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "isolation_level": "read_uncommitted",  # Tansu's read_committed shows aborted records anyway
+        # Transactional writers to our topics are unsupported (README, "Running on a cluster"):
+        # read_committed would stall catch-up at an open transaction, and on Tansu it shows
+        # aborted records anyway. Our producers and faust (at_least_once) never use one.
+        "isolation_level": "read_uncommitted",
         "fetch_max_wait_ms": fetch_max_wait_ms(broker),
         "max_partition_fetch_bytes": MAX_BATCH_BYTES * 2,
     }
