@@ -140,3 +140,29 @@ async def check(bootstrap: str, specs: list[TopicSpec], names: TopicNames,
     """Every difference between the wanted topics and the cluster's."""
     states = await describe(bootstrap, [s.name for s in specs])
     return [m for spec in specs for m in compare(spec, states[spec.name], names, settings)]
+
+
+async def create_missing(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+    """Create the topics of `specs` that do not exist; return their names. Existing ones are left alone."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    states = await describe(bootstrap, [s.name for s in specs])
+    missing = [s for s in specs if states[s.name].partitions is None]
+    if not missing:
+        return []
+    admin = clients.admin(bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs)) for s in missing])
+    finally:
+        await admin.close()
+    created = []
+    for topic, error_code, *rest in response.topic_errors:
+        error = for_code(error_code)
+        if error is NoError:
+            created.append(topic)
+        elif error is not TopicAlreadyExistsError:  # made by someone else meanwhile: checked like the rest
+            raise error(f"creating topic {topic}: {(rest[0] if rest else None) or error.__name__}")
+    return created
