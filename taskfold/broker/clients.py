@@ -68,6 +68,24 @@ def client(bootstrap: str, settings: ClusterSettings | None = None, **kwargs: An
     return AIOKafkaClient(bootstrap_servers=bootstrap, **client_kwargs(settings), **kwargs)
 
 
+# --- group timeouts on Kafka (Tansu's are in compat) -----------------------------------
+
+KAFKA_HEARTBEAT_MS, KAFKA_REBALANCE_MS = 3000, 30_000
+
+
+def kafka_group_timeouts(settings: ClusterSettings | None = None) -> dict[str, int]:
+    """A real cluster's: a TASKFOLD_SESSION_TIMEOUT_MS session (10 s), 3 s heartbeats, 30 s rebalances."""
+    session = (settings if settings is not None else ClusterSettings()).session_timeout_ms
+    return {"session_timeout_ms": session, "heartbeat_interval_ms": min(KAFKA_HEARTBEAT_MS, session // 3),
+            "rebalance_timeout_ms": KAFKA_REBALANCE_MS}
+
+
+def kafka_request_timeout_ms(settings: ClusterSettings | None = None) -> int:
+    """Above the session and the rebalance timeout: Kafka holds a JoinGroup up to the rebalance timeout."""
+    timeouts = kafka_group_timeouts(settings)
+    return max(40_000, timeouts["session_timeout_ms"] + 5000, timeouts["rebalance_timeout_ms"] + 5000)
+
+
 # --- faust ---------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from taskfold.config import ClusterSettings
+from taskfold.broker import clients
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +64,11 @@ class GroupTimeouts:
 TANSU_GROUP_TIMEOUTS = GroupTimeouts(6000, 1000, 6000)
 TANSU_GROUP_TIMEOUTS_FAST = GroupTimeouts(2000, 500, 2000)
 TANSU_REQUEST_TIMEOUT_MS = 30_000
-KAFKA_HEARTBEAT_MS, KAFKA_REBALANCE_MS = 3000, 30_000
-
-
-def kafka_group_timeouts() -> GroupTimeouts:
-    """A real cluster's: the session of TASKFOLD_SESSION_TIMEOUT_MS (10 s), 3 s heartbeats, 30 s rebalances."""
-    session = ClusterSettings().session_timeout_ms
-    return GroupTimeouts(session, min(KAFKA_HEARTBEAT_MS, session // 3), KAFKA_REBALANCE_MS)
 
 
 def request_timeout_ms(broker: BrokerLike | bool) -> int:
-    """Above the session and the rebalance timeout: Kafka holds a JoinGroup up to the rebalance timeout."""
-    if is_tansu(broker):
-        return TANSU_REQUEST_TIMEOUT_MS
-    kafka = kafka_group_timeouts()
-    return max(40_000, kafka.session_timeout_ms + 5000, kafka.rebalance_timeout_ms + 5000)
+    """30 s on Tansu; on Kafka above the session and the rebalance timeout (clients.kafka_request_timeout_ms)."""
+    return TANSU_REQUEST_TIMEOUT_MS if is_tansu(broker) else clients.kafka_request_timeout_ms()
 
 
 def group_timeouts(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str, int]:
@@ -86,12 +76,12 @@ def group_timeouts(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str
 
     With the client defaults (faust: 60 s session) a join then takes 30 s. On Tansu we use
     a 6 s session (3 s joins), or 2 s in tests (1 s joins); session/2 stays well below the
-    request timeout, or the held JoinGroup would time out. On Kafka, `kafka_group_timeouts`:
+    request timeout, or the held JoinGroup would time out. On Kafka, `clients.kafka_group_timeouts`:
     faust's 60 s default would both stall a crashed worker's queues for a minute and exceed
     the request timeout (faust then refuses to build the consumer).
     """
     if not is_tansu(broker):
-        return kafka_group_timeouts().kwargs()
+        return clients.kafka_group_timeouts()
     return (TANSU_GROUP_TIMEOUTS_FAST if fast else TANSU_GROUP_TIMEOUTS).kwargs()
 
 

@@ -163,3 +163,10 @@ async def test_transactions_are_not_used_and_every_reader_reads_uncommitted(tmp_
     worker = worker_consumer(tmp_path, tansu=False)
     assert worker._isolation_level == "read_uncommitted"
     await worker.stop()
+
+
+async def test_a_longer_session_raises_the_request_timeout_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFOLD_SESSION_TIMEOUT_MS", "60000")  # faust's default, for a slow network
+    worker = worker_consumer(tmp_path, tansu=False)
+    assert (worker._session_timeout_ms, worker._request_timeout_ms) == (60_000, 65_000)
+    await worker.stop()
