@@ -66,3 +66,31 @@ async def test_heartbeats_are_compacted_in_short_segments(broker: Broker, topics
     assert configs["cleanup.policy"] == "compact"
     assert configs["segment.ms"] == "3600000" and configs["min.cleanable.dirty.ratio"] == "0.1"
     assert configs["max.message.bytes"] == "1048588"
+
+
+async def test_topics_get_the_configured_replication_and_min_insync(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 item 2: production's 3 replicas and 2 in sync reach CreateTopics (Tansu keeps one copy)."""
+    monkeypatch.setenv("TASKFOLD_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("TASKFOLD_MIN_INSYNC_REPLICAS", "2")
+    names = fresh()
+    sent = []
+    original = clients.admin
+
+    def spying_admin(bootstrap: str, **kwargs):  # noqa: ANN202
+        admin = original(bootstrap, **kwargs)
+        create = admin.create_topics
+
+        async def create_topics(new_topics, *args, **kw):  # noqa: ANN001, ANN202
+            sent.extend(new_topics)
+            return await create(new_topics, *args, **kw)
+
+        admin.create_topics = create_topics
+        return admin
+
+    monkeypatch.setattr(clients, "admin", spying_admin)
+    await ensure_topics(broker.bootstrap, names, partitions=2)
+    assert {t.name: t.replication_factor for t in sent} == dict.fromkeys(names.all(), 3)
+    configs = await describe_topic_configs(broker.bootstrap, names.all())
+    assert {configs[t]["min.insync.replicas"] for t in names.all()} == {"2"}
