@@ -3,6 +3,12 @@
 Each topic is read by its own no-group consumer from the offsets the store holds, one
 fetch per batch, so a restart resumes exactly where the last committed batch ended. The
 gateway uses it for read-your-write (`wait_applied`), readiness (`caught_up`) and lag.
+
+How far a topic has been read is the consumer's position, not the last record applied:
+the position also moves past offsets that hold no record (expired by retention,
+compacted, transaction markers), so a `progress` partition whose records all expired is
+caught up, not behind for ever. A stored offset the log no longer has (below its start
+after retention, or past its end after the topic was recreated) follows `OFFSET_RESET`.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from contextlib import aclosing
 from pathlib import Path
 
 from projections.projector import EVENTS, HEARTBEATS, PROGRESS, Item, PoisonSeen, Projector
+from aiokafka.errors import OffsetOutOfRangeError
+
 from projections.store import Store
 from projections.view import Change, Telemetry, View
 from taskfold.broker.topics import TopicNames
+from taskfold.config import ClusterSettings
 from taskfold.log.eventlog import Poison, entry_of
 from taskfold.log.reader import LogReader
 from taskfold.log.records import ConsumedRecord
@@ -30,6 +39,22 @@ log = logging.getLogger(__name__)
 
 WRITE_PATH_FETCH_WAIT_MS = 20  # measured: 269 -> 779 submits/s in-process at concurrency 16
 RECENT = 100_000  # applied events remembered for read-your-write after they were applied
+# What a reader does when the log no longer has its stored offset. Progress and heartbeats
+# are telemetry: what expired is gone, read on from the log start. Events are the system
+# of record: skipping what retention deleted would fold a different history, so the
+# projection stops naming the gap, unless the operator allowed retention on events.
+OFFSET_RESET = {PROGRESS: "earliest", HEARTBEATS: "earliest", EVENTS: "none"}
+
+
+def offset_reset(role: str, settings: ClusterSettings | None = None) -> str:
+    """aiokafka's auto_offset_reset for a topic role: OFFSET_RESET, events 'earliest' if retention is allowed."""
+    if role == EVENTS and (settings or ClusterSettings()).events_retention_allowed:
+        return "earliest"
+    return OFFSET_RESET[role]
+
+
+class OffsetGone(RuntimeError):
+    """The log no longer has the offset the store would resume from."""
 
 
 def telemetry_of(role: str, record: ConsumedRecord) -> Telemetry | Poison:
@@ -63,7 +88,8 @@ class LiveProjection:
         # Read-your-write waits for the events reader: on Tansu a parked Fetch is not woken
         # by new data, so its max wait is the latency floor of every write (BROKER.md).
         quick = {"fetch_max_wait_ms": WRITE_PATH_FETCH_WAIT_MS} if tansu else {}
-        self._readers = {role: LogReader(bootstrap, tansu=tansu, **(quick if role == EVENTS else {}))
+        self._readers = {role: LogReader(bootstrap, tansu=tansu, auto_offset_reset=offset_reset(role),
+                                         **(quick if role == EVENTS else {}))
                          for role in self._names}
         self._tasks: list[asyncio.Task] = []
         self._waiters: dict[tuple[int, int], list[asyncio.Future[Change]]] = {}
@@ -71,6 +97,7 @@ class LiveProjection:
         self._applied = asyncio.Condition()
         self.ends: dict[str, dict[int, int]] = {}  # ends captured at start: caught up once reached
         self._highwater: dict[str, dict[int, int]] = {role: {} for role in self._names}
+        self._position: dict[str, dict[int, int]] = {role: {} for role in self._names}
         self.failure: BaseException | None = None
 
     async def start(self) -> None:
@@ -108,22 +135,42 @@ class LiveProjection:
                             # While catching up on a long log, the fold's state is long-lived:
                             # keep the cyclic GC from rescanning it (rebuild measured 2.2k -> 7k/s).
                             gc.freeze()
-                    for p in self.ends.get(role, {}):
-                        end = reader.highwater(topic, p)
-                        if end is not None:
-                            self._highwater[role][p] = end
+                    self._note_progress(role, reader)
                     async with self._applied:
                         self._applied.notify_all()
         except asyncio.CancelledError:
             raise
+        except OffsetOutOfRangeError as exc:
+            offsets = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            gone = ", ".join(f"partition {tp.partition} offset {o}" for tp, o in offsets.items()) or "an offset"
+            self._fail(role, OffsetGone(
+                f"{topic} no longer has {gone}, where this store resumes: the records were deleted "
+                "(retention on events) or the topic was recreated; rebuild the projection "
+                "(`taskfold replay --rebuild`), or set TASKFOLD_EVENTS_RETENTION_ALLOWED=true to read on "
+                "from the log start"))
+            raise self.failure from None
         except BaseException as exc:  # a dead tail must show in /readyz, not hang writers
-            self.failure = exc
-            log.exception("projection of %s stopped", topic)
-            for futures in self._waiters.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(RuntimeError(f"the projection of {topic} stopped: {exc}"))
+            self._fail(role, exc)
             raise
+
+    def _note_progress(self, role: str, reader: LogReader) -> None:
+        """Remember each partition's high watermark and position after a batch."""
+        topic = self._names[role]
+        for p in self.ends.get(role, {}):
+            end, position = reader.highwater(topic, p), reader.position(topic, p)
+            if end is not None:
+                self._highwater[role][p] = end
+            if position is not None:
+                self._position[role][p] = position
+
+    def _fail(self, role: str, exc: BaseException) -> None:
+        topic = self._names[role]
+        self.failure = exc
+        log.error("projection of %s stopped: %s", topic, exc, exc_info=exc)
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(RuntimeError(f"the projection of {topic} stopped: {exc}"))
 
     def _settle(self, items: Sequence[Item]) -> None:
         for item in items:
@@ -166,15 +213,18 @@ class LiveProjection:
         out: dict[str, dict[int, int]] = {}
         for role in self._names:
             ends = {**self.ends.get(role, {}), **self._highwater[role]}
-            out[role] = {p: max(0, end - self.projector.next_offset(role, p)) for p, end in ends.items()}
+            out[role] = {p: max(0, end - self.read_to(role, p)) for p, end in ends.items()}
         return out
 
+    def read_to(self, role: str, partition: int) -> int:
+        """How far a partition has been read: the consumer's position, or the next offset to apply if further."""
+        return max(self.projector.next_offset(role, partition), self._position[role].get(partition, 0))
+
     def caught_up(self) -> bool:
-        """True once every partition has been applied up to where it ended at start."""
+        """True once every partition has been read up to where it ended at start (by position)."""
         if self.failure is not None or not self._tasks:
             return False
-        return all(self.projector.next_offset(role, p) >= end
-                   for role, ends in self.ends.items() for p, end in ends.items())
+        return all(self.read_to(role, p) >= end for role, ends in self.ends.items() for p, end in ends.items())
 
     async def wait_caught_up(self, timeout: float) -> None:
         """Wait until `caught_up`; TimeoutError naming the lag otherwise."""

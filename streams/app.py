@@ -25,7 +25,7 @@ from streams.pending import Pending
 from streams.processor import InRecord, Outbox, Processor, Progress, poison_headers, wall_ms
 from streams.relay import Note, Relay, RelayBook
 from streams.scheduler import Scheduler
-from taskfold.broker import compat
+from taskfold.broker import clients, compat
 from taskfold.broker.topics import TopicNames
 from taskfold.events import Event
 from taskfold.log import LogReader
@@ -83,7 +83,8 @@ class FaustOutbox:
     def __init__(self, app: faust.App, topics: TopicNames, partitions: int) -> None:
         self.events = _raw_topic(app, topics.events)
         self.poison = _raw_topic(app, topics.poison)
-        self.notes = _raw_topic(app, relay_topic(topics), partitions=partitions, internal=True)
+        self.notes = _raw_topic(app, relay_topic(topics), partitions=partitions, internal=True,
+                                config=clients.changelog_configs())
         self.source = topics.events
 
     async def append(self, events: Sequence[Event]) -> None:
@@ -143,10 +144,12 @@ def build(
     app = faust.App(
         app_id, broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
         store=options.store, datadir=str(datadir),
-        broker_client_id=options.worker_id, topic_partitions=partitions, table_standby_replicas=0,
-        autodiscover=False, **compat.faust_settings(tansu, fast=options.fast_rebalance),
+        topic_partitions=partitions, autodiscover=False,
+        **compat.faust_settings(tansu, fast=options.fast_rebalance),
+        **clients.faust_cluster_settings(tansu=tansu, worker_id=options.worker_id, prefix=topics.prefix),
     )
     table = app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=partitions,
+                      extra_topic_configs=clients.changelog_configs(),
                       options={"driver": "rocksdict"} if options.store.startswith("rocksdb") else None)
     board = HeartbeatBoard()
     scheduler = Scheduler(table, partitions=partitions, policy=options.policy_for, heartbeats=board,
@@ -179,6 +182,7 @@ def _relay(app: faust.App, notes: faust.TopicT, out: Outbox, partitions: int, op
            clock_ms: Callable[[], int], backfill: Callable) -> tuple[faust.types.AgentT, faust.types.TableT, Relay]:
     """The dependency relay's agent over the notes topic, and its table (co-partitioned with it)."""
     table = app.Table(RELAY_TABLE, key_type=bytes, value_type=bytes, partitions=partitions,
+                      extra_topic_configs=clients.changelog_configs(),
                       options={"driver": "rocksdict"} if options.store.startswith("rocksdb") else None)
     relay = Relay(RelayBook(table, actor=f"relay:{options.worker_id}", clock_ms=clock_ms), out.append, backfill)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskfold.fold.limits import PAYLOAD_HARD_MAX_BYTES
@@ -47,3 +48,72 @@ class Settings(Limits):
     gateway_batch_max: int = Field(default=1000, ge=1, le=100_000, description="tasks in one batch submit")
     gateway_catch_up_timeout_s: float = Field(default=60.0, ge=0,
                                               description="start-up wait for the projection to catch up")
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class ClusterSettings(BaseSettings):
+    """How every client uses the cluster: replication, group timeouts, appends, SASL and TLS.
+
+    Read by `taskfold.broker.clients`, the one place that turns them into client kwargs.
+    The defaults suit one machine and the embedded broker; production values are in the
+    README ("Running on a cluster").
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TASKFOLD_", extra="ignore")
+
+    replication_factor: int = Field(default=1, ge=1, le=16, description="replicas of every topic we create, "
+                                    "faust's changelogs included (production: 3)")
+    min_insync_replicas: int = Field(default=1, ge=1, le=16, description="min.insync.replicas of those topics "
+                                     "(production: 2); at most replication_factor")
+    standby_replicas: int | None = Field(default=None, ge=0, le=8, description="standby copies of the worker's "
+                                         "tables; default 1 on Kafka, 0 on Tansu")
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, le=60_000, description="the worker's group session "
+                                    "on Kafka: a crashed worker's partitions stall this long")
+    static_membership: bool = Field(default=False, description="workers join with group.instance.id "
+                                    "<prefix><worker id>@<host>: a restart within the session keeps its partitions")
+    append_timeout_s: float = Field(default=30.0, gt=0, le=600, description="longest wait for the acks of one append")
+    events_retention_allowed: bool = Field(default=False, description="accept an existing events topic that "
+                                           "deletes records (retention.ms/bytes not -1)")
+    security_protocol: SecurityProtocol | None = Field(default=None, description="default: from the SASL and "
+                                                       "TLS settings given, PLAINTEXT without any")
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle; default: the system's")
+    ssl_certfile: Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(default=None, description="client key (mutual TLS)")
+    ssl_key_password: SecretStr | None = None
+
+    @property
+    def protocol(self) -> SecurityProtocol:
+        """The security protocol, explicit or derived from the settings given."""
+        if self.security_protocol is not None:
+            return self.security_protocol
+        tls = any(f is not None for f in (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile))
+        if self.sasl_mechanism is not None:
+            return "SASL_SSL" if tls else "SASL_PLAINTEXT"
+        return "SSL" if tls else "PLAINTEXT"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min_insync_replicas={self.min_insync_replicas} is more than "
+                             f"replication_factor={self.replication_factor}: every acks=all write would fail")
+        sasl = self.protocol.startswith("SASL")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(f"security protocol {self.protocol} needs sasl_mechanism, sasl_username "
+                             "and sasl_password")
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password):
+            raise ValueError(f"SASL settings are given but the security protocol is {self.protocol}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS needs both)")
+        if not self.protocol.endswith("SSL") and any((self.ssl_cafile, self.ssl_certfile)):
+            raise ValueError(f"TLS files are given but the security protocol is {self.protocol}")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {path}")
+        return self

@@ -21,9 +21,9 @@ create() {
 }
 
 # topic              partitions  configs (as taskfold/broker/topics.py:topic_configs)
-create taskfold.events     12 cleanup.policy=delete retention.ms=-1 retention.bytes=-1
-create taskfold.heartbeats 12 cleanup.policy=compact
-create taskfold.progress   12 cleanup.policy=delete retention.ms=604800000
-create taskfold.poison     12 cleanup.policy=delete retention.ms=2592000000
+create taskfold.events     12 cleanup.policy=delete retention.ms=-1 retention.bytes=-1 max.message.bytes=1048588
+create taskfold.heartbeats 12 cleanup.policy=compact segment.ms=3600000 min.cleanable.dirty.ratio=0.1 max.message.bytes=1048588
+create taskfold.progress   12 cleanup.policy=delete retention.ms=604800000 max.message.bytes=1048588
+create taskfold.poison     12 cleanup.policy=delete retention.ms=2592000000 max.message.bytes=1048588
 
 /opt/kafka/bin/kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --describe --topic 'taskfold\..*'

@@ -27,6 +27,8 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.group import LeaveGroupRequest
 
+from taskfold.broker import clients
+
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +63,12 @@ class GroupTimeouts:
 
 TANSU_GROUP_TIMEOUTS = GroupTimeouts(6000, 1000, 6000)
 TANSU_GROUP_TIMEOUTS_FAST = GroupTimeouts(2000, 500, 2000)
+TANSU_REQUEST_TIMEOUT_MS = 30_000
+
+
+def request_timeout_ms(broker: BrokerLike | bool) -> int:
+    """30 s on Tansu; on Kafka above the session and the rebalance timeout (clients.kafka_request_timeout_ms)."""
+    return TANSU_REQUEST_TIMEOUT_MS if is_tansu(broker) else clients.kafka_request_timeout_ms()
 
 
 def group_timeouts(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str, int]:
@@ -68,12 +76,12 @@ def group_timeouts(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str
 
     With the client defaults (faust: 60 s session) a join then takes 30 s. On Tansu we use
     a 6 s session (3 s joins), or 2 s in tests (1 s joins); session/2 stays well below the
-    request timeout, or the held JoinGroup would time out. Kafka does not hold joins and
-    rejects sessions under group.min.session.timeout.ms (6 s), so there we keep the client
-    defaults (an empty dict).
+    request timeout, or the held JoinGroup would time out. On Kafka, `clients.kafka_group_timeouts`:
+    faust's 60 s default would both stall a crashed worker's queues for a minute and exceed
+    the request timeout (faust then refuses to build the consumer).
     """
     if not is_tansu(broker):
-        return {}
+        return clients.kafka_group_timeouts()
     return (TANSU_GROUP_TIMEOUTS_FAST if fast else TANSU_GROUP_TIMEOUTS).kwargs()
 
 
@@ -269,13 +277,18 @@ def consumer_settings(
     settings: dict[str, Any] = {
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "isolation_level": "read_uncommitted",  # Tansu's read_committed shows aborted records anyway
+        # Transactional writers to our topics are unsupported (README, "Running on a cluster"):
+        # read_committed would stall catch-up at an open transaction, and on Tansu it shows
+        # aborted records anyway. Our producers and faust (at_least_once) never use one.
+        "isolation_level": "read_uncommitted",
         "fetch_max_wait_ms": fetch_max_wait_ms(broker),
         "max_partition_fetch_bytes": MAX_BATCH_BYTES * 2,
     }
     if group_id is not None:
         settings["group_id"] = group_id
         settings.update(group_timeouts(broker, fast=fast))
+        if not is_tansu(broker):
+            settings["request_timeout_ms"] = request_timeout_ms(broker)
         apply_fixes(broker)
     return settings
 
@@ -291,14 +304,13 @@ def faust_settings(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str
 
     At-least-once (Tansu's transactions do not hide aborted records; the fold drops
     duplicates), no web server (a second worker on the machine would die on port 6066),
-    no leader topic, and on Tansu the group timeouts of `group_timeouts` in seconds.
+    no leader topic, and the group timeouts of `group_timeouts` in seconds.
     """
     settings: dict[str, Any] = {
         "processing_guarantee": "at_least_once",
         "consumer_auto_offset_reset": "earliest",
-        "topic_replication_factor": 1,
         "topic_disable_leader": True,
-        "broker_request_timeout": 30.0,
+        "broker_request_timeout": request_timeout_ms(broker) / 1000,
         "broker_commit_interval": 1.0,
         "web_enabled": False,
         "producer_acks": -1,
@@ -309,12 +321,11 @@ def faust_settings(broker: BrokerLike | bool, *, fast: bool = False) -> dict[str
         "producer_max_request_size": MAX_RECORD_BYTES,
     }
     timeouts = group_timeouts(broker, fast=fast)
-    if timeouts:
-        settings.update(
-            broker_session_timeout=timeouts["session_timeout_ms"] / 1000,
-            broker_heartbeat_interval=timeouts["heartbeat_interval_ms"] / 1000,
-            broker_rebalance_timeout=timeouts["rebalance_timeout_ms"] / 1000,
-        )
+    settings.update(
+        broker_session_timeout=timeouts["session_timeout_ms"] / 1000,
+        broker_heartbeat_interval=timeouts["heartbeat_interval_ms"] / 1000,
+        broker_rebalance_timeout=timeouts["rebalance_timeout_ms"] / 1000,
+    )
     return settings
 
 

@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from aiokafka import AIOKafkaClient
 from aiokafka.protocol.metadata import MetadataRequest
 
+from taskfold.broker import clients
 from taskfold.broker.tansu import DEFAULT_STORAGE, TansuBroker
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Broker:
 
 async def fetch_cluster_id(bootstrap: str, timeout: float = 10.0) -> str | None:
     """The cluster id the broker reports in a Metadata (v2+) response."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    client = clients.client(bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
         # An empty topic list: no topic is auto-created, and the answer is small.

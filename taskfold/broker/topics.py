@@ -6,18 +6,31 @@ partition count itself (Tansu always picks 4).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import for_code, NoError, TopicAlreadyExistsError
+
+from taskfold.broker import clients
+from taskfold.config import ClusterSettings
+
+log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_PARTITIONS = 6
+# Kafka's default message.max.bytes, set on each topic so that a cluster with a lower
+# default still takes our 1,000,000-byte batches (compat.MAX_BATCH_BYTES).
+MAX_MESSAGE_BYTES = 1_048_588
+# Compaction of `heartbeats` only runs on closed segments: roll them hourly and clean at
+# 10 % dirty, so a reader replays about an hour of heartbeats, not a week's segment.
+HEARTBEAT_SEGMENT_MS = 3_600_000
+HEARTBEAT_DIRTY_RATIO = "0.1"
 
 
 class TopicMismatchError(RuntimeError):
-    """An existing topic does not have the partition count we asked for."""
+    """An existing topic differs from what we asked for in a way that would lose or misplace events."""
 
 
 @dataclass(frozen=True)
@@ -56,14 +69,17 @@ class TopicNames:
 
 
 def topic_configs(
-    names: TopicNames, *, progress_retention_ms: int = 7 * DAY_MS, poison_retention_ms: int = 30 * DAY_MS
+    names: TopicNames, *, progress_retention_ms: int = 7 * DAY_MS, poison_retention_ms: int = 30 * DAY_MS,
+    min_insync_replicas: int = 1,
 ) -> dict[str, dict[str, str]]:
     """The topic-level configs of each topic."""
+    every = {"min.insync.replicas": str(min_insync_replicas), "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     return {
-        names.events: {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
-        names.heartbeats: {"cleanup.policy": "compact"},
-        names.progress: {"cleanup.policy": "delete", "retention.ms": str(progress_retention_ms)},
-        names.poison: {"cleanup.policy": "delete", "retention.ms": str(poison_retention_ms)},
+        names.events: {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1", **every},
+        names.heartbeats: {"cleanup.policy": "compact", "segment.ms": str(HEARTBEAT_SEGMENT_MS),
+                           "min.cleanable.dirty.ratio": HEARTBEAT_DIRTY_RATIO, **every},
+        names.progress: {"cleanup.policy": "delete", "retention.ms": str(progress_retention_ms), **every},
+        names.poison: {"cleanup.policy": "delete", "retention.ms": str(poison_retention_ms), **every},
     }
 
 
@@ -72,24 +88,30 @@ async def ensure_topics(
     names: TopicNames = TopicNames(),
     partitions: int | Mapping[str, int] = DEFAULT_PARTITIONS,
     *,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
     progress_retention_ms: int = 7 * DAY_MS,
     poison_retention_ms: int = 30 * DAY_MS,
 ) -> dict[str, bool]:
     """Create the topics if missing; return {topic: created now}. Safe to call repeatedly.
 
     `partitions` is one count for all, or a count per topic name. A topic that already
-    exists keeps its configs; one with a different partition count raises
-    TopicMismatchError, because keys would hash to other partitions than expected.
+    exists is never changed; its layout and configs are checked (taskfold.broker.
+    topiccheck): a different partition count (keys would hash elsewhere), a compacted
+    `events` or one with a retention (unless TASKFOLD_EVENTS_RETENTION_ALLOWED) raise
+    TopicMismatchError; other differences are logged.
+    Replication factor and min.insync.replicas come from ClusterSettings unless given.
     """
+    cluster = ClusterSettings()
+    replication_factor = replication_factor or cluster.replication_factor
     configs = topic_configs(
-        names, progress_retention_ms=progress_retention_ms, poison_retention_ms=poison_retention_ms
+        names, progress_retention_ms=progress_retention_ms, poison_retention_ms=poison_retention_ms,
+        min_insync_replicas=cluster.min_insync_replicas,
     )
     wanted = {
         topic: partitions if isinstance(partitions, int) else partitions.get(topic, DEFAULT_PARTITIONS)
         for topic in configs
     }
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -107,27 +129,39 @@ async def ensure_topics(
                 raise error(f"creating topic {topic}: {message or error.__name__}")
         existing = [t for t, new in created.items() if not new]
         if existing:
-            mismatched = []
-            for meta in await admin.describe_topics(existing):
-                have = len(meta["partitions"])
-                if have != wanted[meta["topic"]]:
-                    mismatched.append(f"{meta['topic']} has {have} partitions, not {wanted[meta['topic']]}")
-            if mismatched:
-                raise TopicMismatchError(
-                    "existing topics differ from the requested layout: " + "; ".join(mismatched)
-                    + ". Queue keys would hash to other partitions; recreate the topics "
-                    "or ask for the existing partition count."
-                )
+            await _check_existing(bootstrap, names, wanted, replication_factor, configs, existing)
         return created
     finally:
         await admin.close()
+
+
+async def _check_existing(bootstrap: str, names: TopicNames, wanted: Mapping[str, int], replication_factor: int,
+                          configs: Mapping[str, Mapping[str, str]], existing: list[str]) -> None:
+    """Refuse an existing topic that would lose or misplace events; log any other difference."""
+    from taskfold.broker.topiccheck import TopicSpec, check  # it imports this module
+
+    specs = [TopicSpec(t, wanted[t], replication_factor, configs[t]) for t in existing]
+    mismatches = await check(bootstrap, specs, names)
+    refused = [m for m in mismatches if m.refused]
+    for m in mismatches:
+        if not m.refused:
+            log.warning("existing topic differs from taskfold's layout (left as it is): %s", m)
+    if refused:
+        reasons = [f"{m.topic} has {m.actual} partitions, not {m.expected}" if m.setting == "partitions" else str(m)
+                   for m in refused]
+        raise TopicMismatchError(
+            "existing topics differ from the requested layout: " + "; ".join(reasons)
+            + ". A different partition count makes queue keys hash to other partitions; compaction or "
+            "retention on events deletes the system of record. Recreate the topics, ask for the existing "
+            "partition count, or (retention) set TASKFOLD_EVENTS_RETENTION_ALLOWED=true; "
+            "`taskfold topics check` lists every difference.")
 
 
 async def describe_topic_configs(bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
     """The topic-level configs the broker reports, {topic: {name: value}}."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         responses = await admin.describe_configs(

@@ -9,6 +9,7 @@ from taskfold.cli.gateway import gateway
 from taskfold.cli.replay import replay
 from taskfold.cli.submit import submit
 from taskfold.cli.tail import tail
+from taskfold.cli.topics import topics_app
 from taskfold.cli.worker import worker
 from taskfold.cli.workflow import workflow_app
 
@@ -23,6 +24,7 @@ app.command()(agent)
 app.command()(gateway)
 app.add_typer(audit_app, name="audit")
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(topics_app, name="topics")
 
 
 def main() -> None:

@@ -78,6 +78,7 @@ class Contiguity:
                         self.topic, partition, expected, found, expected)
             return True
         self.counts["accepted"] += 1
-        log.warning("%s[%s]: offsets %s-%s still missing after %s reads; taking them for compacted or "
-                    "control records", self.topic, partition, expected, found - 1, self.rereads)
+        log.warning("%s[%s]: offsets %s-%s still missing after %s reads; taking them for compacted records "
+                    "or transaction markers (a transactional writer, which taskfold does not support)",
+                    self.topic, partition, expected, found - 1, self.rereads)
         return False

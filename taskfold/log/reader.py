@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
 
-from taskfold.broker import compat
+from taskfold.broker import clients, compat
 from taskfold.log.contiguity import Contiguity
 from taskfold.log.records import ConsumedRecord
 
@@ -43,6 +43,7 @@ class LogReader:
         }
         self._meta: AIOKafkaConsumer | None = None
         self._live: AIOKafkaConsumer | None = None  # the consumer of the running `batches`, if any
+        self._partitions: dict[str, list[int]] = {}  # by topic; ensure_topics refuses a changed count
 
     async def start(self) -> None:
         """Connect (the connection serves metadata and end offsets)."""
@@ -65,19 +66,24 @@ class LogReader:
         await self.stop()
 
     def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **self._settings)
+        return clients.consumer(self.bootstrap, **self._settings)
 
     async def partitions(self, topic: str) -> list[int]:
         """The partition ids of `topic`; raises if it does not exist (it is not auto-created)."""
         meta = self._require_started()
+        known = self._partitions.get(topic)
+        if known is not None:
+            return list(known)
         # Metadata for all topics never auto-creates one, unlike asking for the topic by
         # name (Tansu would create it with 4 partitions). The consumer API only exposes
-        # topic names from that request, so read the cluster snapshot it returns.
+        # topic names from that request, so read the cluster snapshot it returns. That
+        # answer lists every topic of the cluster, so it is asked once per topic, not per call.
         cluster = await meta._client.fetch_all_metadata()
         partitions = cluster.partitions_for_topic(topic)
         if not partitions:
             raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
-        return sorted(partitions)
+        self._partitions[topic] = sorted(partitions)
+        return list(self._partitions[topic])
 
     async def end_offsets(self, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
         """{partition: next offset to be written}, from the Fetch high watermark."""
@@ -205,6 +211,22 @@ class LogReader:
         """The partition's end as the last fetch of the running `batches` read reported it."""
         consumer = self._live
         return None if consumer is None else consumer.highwater(TopicPartition(topic, partition))
+
+    def position(self, topic: str, partition: int) -> int | None:
+        """The next offset the running `batches` read will yield (None until known).
+
+        It also moves past offsets that hold no record: records removed by retention or
+        compaction, transaction markers. So it, not the last record seen, tells how far a
+        read has come.
+        """
+        consumer = self._live
+        if consumer is None:
+            return None
+        try:  # aiokafka's public position() awaits a reset; this only looks
+            state = consumer._subscription.subscription.assignment.state_value(TopicPartition(topic, partition))
+        except AttributeError:  # not assigned (yet)
+            return None
+        return state.position if state is not None and state.has_valid_position else None
 
     def _require_started(self) -> AIOKafkaConsumer:
         if self._meta is None:

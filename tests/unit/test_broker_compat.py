@@ -22,12 +22,16 @@ def test_tansu_fixes_only_for_tansu() -> None:
     assert compat.producer_settings(True)["enable_idempotence"] is False
     assert compat.producer_settings(False)["enable_idempotence"] is True
     assert compat.producer_settings(True)["acks"] == "all"
-    assert compat.group_timeouts(False) == {}
+    assert compat.group_timeouts(False) == {  # a real cluster (issue 13 item 1)
+        "session_timeout_ms": 10_000, "heartbeat_interval_ms": 3000, "rebalance_timeout_ms": 30_000,
+    }
     assert compat.group_timeouts(True, fast=True) == {
         "session_timeout_ms": 2000, "heartbeat_interval_ms": 500, "rebalance_timeout_ms": 2000,
     }
     assert compat.consumer_settings(True, group_id="g")["session_timeout_ms"] == 6000
-    assert "session_timeout_ms" not in compat.consumer_settings(False, group_id="g")
+    kafka = compat.consumer_settings(False, group_id="g")
+    assert kafka["session_timeout_ms"] == 10_000 and kafka["request_timeout_ms"] > 30_000
+    assert "request_timeout_ms" not in compat.consumer_settings(True, group_id="g")  # Tansu as before
     assert compat.consumer_settings(True)["fetch_max_wait_ms"] == 100
     assert compat.consumer_settings(False)["fetch_max_wait_ms"] == 500
 

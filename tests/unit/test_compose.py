@@ -31,9 +31,7 @@ from taskfold.cli.app import app
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
 SOURCES = [ROOT / "taskfold", ROOT / "streams", ROOT / "projections"]
-# Read by the settings of branch `kafka` (issue 13 §1), not yet by this one. The tripwire
-# below fails once taskfold reads them: then empty this set.
-PENDING = {"TASKFOLD_REPLICATION_FACTOR", "TASKFOLD_MIN_INSYNC_REPLICAS"}
+PENDING: set[str] = set()  # variables compose sets before taskfold reads them (none now)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +136,7 @@ def test_every_taskfold_variable_set_is_one_taskfold_reads(compose: dict) -> Non
 
 
 def test_pending_variables_are_still_pending() -> None:
-    # Tripwire: once branch `kafka` is merged these are read; drop them from PENDING.
+    # Tripwire: a pending variable that taskfold now reads must leave PENDING.
     landed = PENDING & (settings_variables() | environ_variables())
     assert not landed, f"taskfold reads {sorted(landed)} now: remove them from PENDING in {__file__}"
 

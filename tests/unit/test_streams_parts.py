@@ -140,10 +140,13 @@ def test_queues_map_to_partitions_as_the_producer_puts_them() -> None:
         assert partition_of(queue, 6) == expected
 
 
-def test_faust_settings_carry_the_tansu_group_timeouts_only_on_tansu() -> None:
+def test_faust_settings_carry_group_timeouts_for_each_broker() -> None:
     tansu, kafka = compat.faust_settings(True, fast=True), compat.faust_settings(False)
     assert tansu["broker_session_timeout"] == 2.0 and tansu["broker_heartbeat_interval"] == 0.5
-    assert "broker_session_timeout" not in kafka
+    assert tansu["broker_request_timeout"] == 30.0
+    # Kafka: a session faust accepts (below the request timeout) and that fails over in 10 s
+    assert kafka["broker_session_timeout"] == 10.0 and kafka["broker_heartbeat_interval"] == 3.0
+    assert kafka["broker_rebalance_timeout"] <= 30.0 < kafka["broker_request_timeout"]
     for settings in (tansu, kafka):
         assert settings["processing_guarantee"] == "at_least_once" and settings["web_enabled"] is False
 
