@@ -54,7 +54,7 @@ def queue_table(rows: list[QueueView], title: str = "queues") -> Table:
                       str(row.count("cancelled")), _age(row.oldest_waiting_age_ms), str(row.agents),
                       f"{row.load}/{row.slots}")
     if not rows:
-        table.add_row("(no queue yet)", *[""] * 10)
+        table.caption = "no queue yet: nothing was submitted"
     return table
 
 
@@ -70,7 +70,7 @@ def agent_table(rows: list[AgentView], now_ms: int, title: str = "agents") -> Ta
         table.add_row(row.agent_id, Text(status, style={"active": "green", "left": "dim"}.get(status, "yellow")),
                       seats, f"{row.load}/{row.slots}", beat)
     if not rows:
-        table.add_row("(no agent yet)", "", "", "", "")
+        table.caption = "no agent yet: none has joined a queue or sent a heartbeat"
     return table
 
 
