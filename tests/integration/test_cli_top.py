@@ -32,8 +32,11 @@ class Terminal:
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+        # A session of its own with the pty as its controlling terminal, as a shell would give it,
+        # so the terminal turns Ctrl-C into SIGINT for it.
         self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm"},
-                                        close_fds=True)
+                                        close_fds=True, start_new_session=True,
+                                        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         os.close(slave)
         self.output = ""
 
