@@ -209,13 +209,3 @@ def wait_for(check, deadline: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < end, "condition not met in time"
         time.sleep(0.05)
-
-
-def test_import_taskfold_stays_light() -> None:
-    import subprocess
-    import sys
-
-    code = "import sys, taskfold; print(sorted(m for m in ('aiokafka', 'httpx', 'faust') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
