@@ -43,8 +43,9 @@ def agents(as_json: bool = JSON, bootstrap: str = BOOTSTRAP, gateway: str = GATE
 def queue_table(rows: list[QueueView], title: str = "queues") -> Table:
     """One row per queue."""
     table = Table(title=title, title_justify="left")
-    for name in ("queue", "waiting", "blocked", "running", "retry", "completed", "dead", "cancelled",
-                 "oldest wait", "agents", "load/slots"):
+    # Short headers: the table fits 96 columns with a queue name of 20 characters.
+    for name in ("queue", "waiting", "blocked", "running", "retry", "done", "dead", "cancel", "oldest",
+                 "agents", "load"):
         table.add_column(name, justify="left" if name == "queue" else "right", overflow="fold")
     for row in rows:
         running = sum(row.count(s) for s in RUNNING)
