@@ -2,13 +2,14 @@
 
 Each refresh asks the client for the queues and the agents; over Kafka the client folds only
 what was appended since the last refresh. Between refreshes it waits on the keyboard (the
-terminal in cbreak mode, restored on the way out), so `q` quits at once.
+terminal in cbreak mode, restored on the way out), so `q` and Ctrl-C quit at once.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import termios
 import time
@@ -53,28 +54,36 @@ def _screen(client: Client, where: str, interval: float) -> Group:
 
 @contextmanager
 def _keys() -> Iterator:
-    """A function that waits up to `timeout` s for keys and returns those pressed ('' if none)."""
+    """A function that waits up to `timeout` s for keys and returns those pressed ('' if none).
+
+    Ctrl-C counts as `q`: SIGINT only writes to a pipe the wait watches, so it never
+    interrupts a frame half-drawn (rich would then keep the rest, and the terminal's
+    alternate screen, to itself).
+    """
     fd = sys.stdin.fileno() if sys.stdin is not None and not sys.stdin.closed else None
     saved = None
     if fd is not None and os.isatty(fd):
         saved = termios.tcgetattr(fd)
         tty.setcbreak(fd)
-    open_fd = [fd] if fd is not None else []
+    interrupted, wake = os.pipe()
+    previous = signal.signal(signal.SIGINT, lambda *_: os.write(wake, b"q"))
+    watched = [interrupted] + ([fd] if fd is not None else [])
 
     def pressed(timeout: float) -> str:
-        if not open_fd:
-            time.sleep(timeout)  # no keyboard (stdin closed): only Ctrl-C stops it
-            return ""
-        ready, _, _ = select.select(open_fd, [], [], timeout)
-        if not ready:
-            return ""
-        data = os.read(open_fd[0], 64)
-        if not data:  # end of input: keep refreshing until Ctrl-C
-            open_fd.clear()
-        return data.decode("utf-8", "replace")
+        ready, _, _ = select.select(watched, [], [], timeout)
+        keys = ""
+        for source in ready:
+            data = os.read(source, 64)
+            if not data:  # end of input: keep refreshing until Ctrl-C
+                watched.remove(source)
+            keys += data.decode("utf-8", "replace")
+        return keys
 
     try:
         yield pressed
     finally:
+        signal.signal(signal.SIGINT, previous)
+        os.close(interrupted)
+        os.close(wake)
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
