@@ -114,10 +114,14 @@ class Client:
                queue: str | None = None) -> Iterator[StreamItem]:
         """See `AsyncClient.stream`; leaving the loop early closes the stream."""
         items = self._client.stream(task_id, after=after, follow=follow, queue=queue)
+
+        async def next_item() -> StreamItem:
+            return await anext(items)  # a coroutine, as run_coroutine_threadsafe requires
+
         try:
             while True:
                 try:
-                    yield self._loop.run(items.__anext__())
+                    yield self._loop.run(next_item())
                 except StopAsyncIteration:
                     return
         finally:
