@@ -19,13 +19,13 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.command()(dev)
 app.command()(submit)
 app.command()(tail)
+for verb in (status, result, cancel, redrive, queues, agents, top):  # issue 15: the verbs people reach for
+    app.command()(verb)
 app.command()(replay)
 app.command()(worker)
 app.command()(agent)
 app.command()(gateway)
 app.add_typer(audit_app, name="audit")
-for verb in (status, result, cancel, redrive, queues, agents, top):  # issue 15: the verbs people reach for
-    app.command()(verb)
 
 
 def main() -> None:
