@@ -5,10 +5,13 @@ import typer
 from taskfold.cli.agent import agent
 from taskfold.cli.audit import audit_app
 from taskfold.cli.dev import dev
+from taskfold.cli.fleet import agents, queues
 from taskfold.cli.gateway import gateway
 from taskfold.cli.replay import replay
 from taskfold.cli.submit import submit
 from taskfold.cli.tail import tail
+from taskfold.cli.tasks import cancel, redrive, result, status
+from taskfold.cli.top import top
 from taskfold.cli.topics import topics_app
 from taskfold.cli.worker import worker
 from taskfold.cli.workflow import workflow_app
@@ -18,6 +21,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.command()(dev)
 app.command()(submit)
 app.command()(tail)
+for verb in (status, result, cancel, redrive, queues, agents, top):  # issue 15: the verbs people reach for
+    app.command()(verb)
 app.command()(replay)
 app.command()(worker)
 app.command()(agent)
