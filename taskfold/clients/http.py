@@ -16,9 +16,11 @@ from urllib.parse import quote
 import httpx
 
 from taskfold.events import TaskSubmitted
+from taskfold.workflows.spec import WorkflowSpec
 
 from taskfold.clients.errors import Duplicate, NotFound, Refused, TaskfoldError, TimedOut, Unavailable
-from taskfold.clients.models import AgentView, QueueView, Receipt, SeatView, StreamItem, TaskView, VerdictView
+from taskfold.clients.models import (AgentView, QueueView, Receipt, SeatView, StreamItem, TaskView, VerdictView,
+                                     WorkflowReceipt)
 from taskfold.clients.verdicts import rejection
 
 Item = tuple[TaskSubmitted, bool]
@@ -65,6 +67,11 @@ class HttpTransport:
         body = {"tasks": [request_body(event, given) for event, given in items]}
         response = await self._call("POST", "/v1/tasks/batch", json=body)
         return [_batch_item(row) for row in response.json()["results"]]
+
+    async def submit_workflow(self, spec: WorkflowSpec, events: Sequence[TaskSubmitted]) -> WorkflowReceipt:
+        """POST /v1/workflows (the gateway expands the spec the same way)."""
+        response = await self._call("POST", "/v1/workflows", json=spec.model_dump(mode="json", exclude_none=True))
+        return WorkflowReceipt.model_validate(response.json())
 
     async def cancel(self, task_id: str, queue: str | None, reason: str | None, actor: str | None) -> Receipt:
         """POST /v1/tasks/{id}/cancel (the gateway records its token's name as the actor)."""

@@ -33,10 +33,12 @@ from taskfold.state import SCHEDULABLE
 from taskfold.submits import request_differences, unknown_dependencies, unknown_reason
 from taskfold.telemetry import Heartbeat
 from taskfold.wire import PoisonMessage, decode_record
+from taskfold.workflows.spec import WorkflowSpec, node_of
 
 from taskfold.clients.errors import NotFound, Refused, TimedOut, Unavailable
 from taskfold.clients.logfold import LogFold
-from taskfold.clients.models import AgentView, QueueView, Receipt, StreamItem, TaskView, seat_of
+from taskfold.clients.models import (AgentView, QueueView, Receipt, StreamItem, TaskView, WorkflowNodeReceipt,
+                                     WorkflowReceipt, seat_of)
 from taskfold.clients.verdicts import conflict, judge
 
 Item = tuple[TaskSubmitted, bool]  # a submit, and whether the caller named its task id
@@ -86,6 +88,18 @@ class KafkaTransport:
             _refuse_before_append(self.fold, items)
         receipts = await self._write(events)
         return [self._judged(event, given) for (event, given), _ in zip(items, receipts, strict=True)]
+
+    async def submit_workflow(self, spec: WorkflowSpec, events: Sequence[TaskSubmitted]) -> WorkflowReceipt:
+        """Append every node's submit in one batch (dependencies first) and answer each node's verdict."""
+        outcomes = await self.submit([(event, True) for event in events])
+        refused = next((o for o in outcomes if isinstance(o, Refused)), None)
+        if refused is not None:
+            raise refused
+        return WorkflowReceipt(workflow_id=spec.workflow_id, nodes=[
+            WorkflowNodeReceipt(node=node_of(e.task_id, e.correlation_id, e.idempotency_key) or e.task_id,
+                                task_id=e.task_id, queue=e.queue, position=r.position, verdict=r.verdict,
+                                reason=r.reason)
+            for e, r in zip(events, outcomes, strict=True) if isinstance(r, Receipt)])
 
     async def cancel(self, task_id: str, queue: str | None, reason: str | None, actor: str | None) -> Receipt:
         """Append a TaskCancelRequested for the task and answer with its verdict."""

@@ -168,3 +168,28 @@ def _plain(value: Any) -> Any:
 
 def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+class WorkflowNodeReceipt(_Answer):
+    """What the fold made of one workflow node's submit."""
+
+    node: str
+    task_id: str
+    queue: str
+    position: str
+    verdict: str
+    reason: str | None = None
+
+
+class WorkflowReceipt(_Answer):
+    """A submitted workflow: each node's verdict, in the order the nodes were appended."""
+
+    workflow_id: str
+    nodes: list[WorkflowNodeReceipt]
+
+    def task_id(self, node: str) -> str:
+        """The task id of a node (KeyError for a name the workflow does not have)."""
+        for found in self.nodes:
+            if found.node == node:
+                return found.task_id
+        raise KeyError(node)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from taskfold.clients.asyncclient import AsyncClient
 from taskfold.clients.errors import Refused
-from taskfold.clients.models import AgentView, QueueView, Receipt, StreamItem, TaskView
+from taskfold.clients.models import AgentView, QueueView, Receipt, StreamItem, TaskView, WorkflowReceipt
 
 T = TypeVar("T")
 
@@ -90,7 +90,9 @@ class Client:
         """See `AsyncClient.submit_many`."""
         return self._loop.run(self._client.submit_many(list(tasks)))
 
-    # Workflows (issue 15): `submit_workflow(...)` goes here, wrapping AsyncClient.submit_workflow.
+    def submit_workflow(self, spec: Any) -> WorkflowReceipt:
+        """See `AsyncClient.submit_workflow`."""
+        return self._loop.run(self._client.submit_workflow(spec))
 
     def cancel(self, task_id: str, *, reason: str | None = None, queue: str | None = None) -> Receipt:
         """See `AsyncClient.cancel`."""

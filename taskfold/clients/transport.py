@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from taskfold.events import TaskSubmitted
+from taskfold.workflows.spec import WorkflowSpec
 
 from taskfold.clients.errors import Refused
-from taskfold.clients.models import AgentView, QueueView, Receipt, StreamItem, TaskView
+from taskfold.clients.models import AgentView, QueueView, Receipt, StreamItem, TaskView, WorkflowReceipt
 
 
 class Transport(Protocol):
@@ -19,6 +20,8 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
     async def submit(self, items: Sequence[tuple[TaskSubmitted, bool]]) -> list[Receipt | Refused]: ...
+
+    async def submit_workflow(self, spec: WorkflowSpec, events: Sequence[TaskSubmitted]) -> WorkflowReceipt: ...
 
     async def cancel(self, task_id: str, queue: str | None, reason: str | None, actor: str | None) -> Receipt: ...
 

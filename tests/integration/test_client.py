@@ -224,3 +224,24 @@ def wait_for(check, deadline: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < end, "condition not met in time"
         time.sleep(0.05)
+
+
+def test_submit_workflow_answers_each_node_and_a_resubmit_folds_as_duplicates(client: Client) -> None:
+    first, second = queue(), queue()
+    spec = {"workflow_id": f"wf-{uuid.uuid4().hex[:8]}", "queue": first, "nodes": [
+        {"name": "fetch", "task_type": "get"},
+        {"name": "report", "task_type": "build", "queue": second, "depends_on": ["fetch"]}]}
+    receipt = client.submit_workflow(spec)
+    assert [(n.node, n.queue, n.verdict) for n in receipt.nodes] == [
+        ("fetch", first, "accepted"), ("report", second, "accepted")]
+    assert client.get(receipt.task_id("report"), queue=second).state.value == "blocked"
+    again = client.submit_workflow(spec)
+    assert [n.verdict for n in again.nodes] == ["duplicate", "duplicate"]
+    assert [n.task_id for n in again.nodes] == [n.task_id for n in receipt.nodes]
+
+
+def test_a_workflow_with_a_cycle_is_refused_naming_the_nodes(client: Client) -> None:
+    spec = {"workflow_id": "wf-cycle", "queue": queue(), "nodes": [
+        {"name": "a", "task_type": "t", "depends_on": ["b"]}, {"name": "b", "task_type": "t", "depends_on": ["a"]}]}
+    with pytest.raises(Refused, match="dependency cycle: a -> b -> a"):
+        client.submit_workflow(spec)
