@@ -23,8 +23,8 @@ from taskfold.broker.topics import TopicNames
 from taskfold.log.eventlog import Poison, entry_of
 from taskfold.log.reader import LogReader
 from taskfold.log.records import ConsumedRecord
-from taskfold.telemetry import Heartbeat, ProgressChunk
-from taskfold.wire import PoisonMessage, decode_record
+from taskfold.core.telemetry import Heartbeat, ProgressChunk
+from taskfold.log.wire import PoisonMessage, decode_record
 
 log = logging.getLogger(__name__)
 

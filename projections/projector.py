@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from projections.store import Batch, Store
 from projections.view import Change, Telemetry, View, position_key
 from taskfold import staterows
-from taskfold.fold.placement import stamp
+from taskfold.core.fold.placement import stamp
 from taskfold.log.eventlog import Poison, Recorded
-from taskfold.scheduling.model import QueuePolicy
+from taskfold.core.scheduling.model import QueuePolicy
 
 FOLD = "_fold"
 POISON = "poison"  # table: position -> reason, for every undecodable record seen

@@ -41,7 +41,7 @@ from projections.view import Telemetry, View
 from taskfold.broker.topics import TopicNames
 from taskfold.log.eventlog import Cut, CutRule, Recorded, occurred_at
 from taskfold.log.reader import LogReader
-from taskfold.telemetry import Heartbeat
+from taskfold.core.telemetry import Heartbeat
 
 Progress = Callable[[int, int], None]  # (records read so far, records to read at most)
 BUILT_TO = "built_to"

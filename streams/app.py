@@ -27,10 +27,10 @@ from streams.relay import Note, Relay, RelayBook
 from streams.scheduler import Scheduler
 from taskfold.broker import compat
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
+from taskfold.core.events import Event
 from taskfold.log import LogReader
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.wire import encode_event
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.log.wire import encode_event
 
 log = logging.getLogger(__name__)
 

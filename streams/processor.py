@@ -26,9 +26,9 @@ from typing import Protocol
 from schemas.codec import PoisonMessage
 from streams.relay import Note
 from streams.scheduler import Applied, Scheduler
-from taskfold.events import Event, TaskAssigned, TaskStarted
-from taskfold.state import Verdict
-from taskfold.wire import decode_event
+from taskfold.core.events import Event, TaskAssigned, TaskStarted
+from taskfold.core.state import Verdict
+from taskfold.log.wire import decode_event
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Seque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from taskfold.events import (
+from taskfold.core.events import (
     AgentLeft,
     DependencyEnd,
     DependencyOutcome,
@@ -46,10 +46,10 @@ from taskfold.events import (
     TaskTimedOut,
     WorkflowSubmitted,
 )
-from taskfold.fold import rows as fold_rows
-from taskfold.policies import derived_event_id
+from taskfold.core.fold import rows as fold_rows
+from taskfold.core.policies import derived_event_id
 from taskfold.rowjson import ROW_FORMAT
-from taskfold.state import QueueState, Task, TaskState
+from taskfold.core.state import QueueState, Task, TaskState
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Per owned queue it holds the fold (`QueueState`) and the scheduler's memory (`Fleet`),
 persists every row an event changes into a row store (a faust Table in production, any
-mutable mapping in tests), and asks the pure core (`taskfold.scheduling`) what to append.
+mutable mapping in tests), and asks the pure core (`taskfold.core.scheduling`) what to append.
 The indexes the scheduler needs (pending by priority and arrival, delayed tasks by due
 time, tasks in flight and load per agent, holders per concurrency key) are all derived
 from that state by `decide` and `expirations`; nothing here duplicates them.
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from streams.pending import Pending
 from streams.relay import Note, notes_of, notes_of_replay
 from taskfold import staterows as rows
-from taskfold.events import Event
-from taskfold.fold.placement import Where, home_partition
-from taskfold.scheduling.decide import decide
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.scheduling.timers import expirations
-from taskfold.state import Verdict, duplicate
+from taskfold.core.events import Event
+from taskfold.core.fold.placement import Where, home_partition
+from taskfold.core.scheduling.decide import decide
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.scheduling.timers import expirations
+from taskfold.core.state import Verdict, duplicate
 
 RowStore = MutableMapping[bytes, bytes]
 

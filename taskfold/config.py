@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taskfold.fold.limits import PAYLOAD_HARD_MAX_BYTES
+from taskfold.core.fold.limits import PAYLOAD_HARD_MAX_BYTES
 
 DEFAULT_MAX_PAYLOAD_BYTES = 524_288  # 512 KiB: a submit or a completion stays far under 1 MB records
 

@@ -5,7 +5,7 @@ Shared by the scheduler's tables (`streams/`) and the projections' store (`proje
 One row per task, per seat, per agent record and per session of a queue, plus the fleet's
 round-robin cursor. Every key starts with the queue name, so a queue's rows stay in the
 partition of the queue's events (the changelog partition is the event's partition).
-The other maps of `QueueState` are derived from tasks and seats (`taskfold.fold.rows`).
+The other maps of `QueueState` are derived from tasks and seats (`taskfold.core.fold.rows`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import Any
 
 from immutables import Map
 
-from taskfold.events import AgentJoined, AgentLeft, Event
-from taskfold.fold import Where, evolve
-from taskfold.fold import rows as fold_rows
-from taskfold.scheduling.fleet import observe
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.state import EMPTY, Verdict
+from taskfold.core.events import AgentJoined, AgentLeft, Event
+from taskfold.core.fold import Where, evolve
+from taskfold.core.fold import rows as fold_rows
+from taskfold.core.scheduling.fleet import observe
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.state import EMPTY, Verdict
 from taskfold.rowjson import ROW_FORMAT, RowFormatError, decode, encode
-from taskfold.scheduling.model import AgentRecord, Fleet, Session
-from taskfold.state import Member, QueueState, Task
+from taskfold.core.scheduling.model import AgentRecord, Fleet, Session
+from taskfold.core.state import Member, QueueState, Task
 
 SEP = "\x00"  # queue names cannot contain it (QueueName pattern)
 

@@ -42,13 +42,13 @@ from projections.gateway.fences import current, refusal
 from projections.gateway.writes import Text, actor, commit, read_only_error
 from projections.view import Change
 from taskfold.agent.reports import MAX_ERROR_CHARS, AttemptKey, Outcome, Reporter
-from taskfold.client import size_problem
-from taskfold.events import LeaveReason, QueueName
-from taskfold.fold.attempts import AttemptEvent
+from taskfold.core.requests import size_problem
+from taskfold.core.events import LeaveReason, QueueName
+from taskfold.core.fold.attempts import AttemptEvent
 from taskfold.log.records import Position, RawRecord
-from taskfold.state import Task, TaskState
-from taskfold.telemetry import ChunkKind
-from taskfold.wire import encode_record
+from taskfold.core.state import Task, TaskState
+from taskfold.core.telemetry import ChunkKind
+from taskfold.log.wire import encode_record
 
 router = APIRouter(tags=["agents"])
 

@@ -22,7 +22,7 @@ from projections.gateway.readmodels import (AgentList, AgentOut, AgentTaskPage, 
                                             HistoryPage, QueueList, QueueOut, RejectionPage, ResultOut, TaskOut,
                                             TaskPage)
 from projections.store import Store
-from taskfold.state import TaskState
+from taskfold.core.state import TaskState
 
 router = APIRouter(tags=["reads"])
 

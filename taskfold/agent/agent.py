@@ -3,7 +3,7 @@
 `run()` works in these steps:
 
 1. Resolve the broker and find the `events` partitions its queues hash to.
-2. Fold those partitions from the beginning with the shared fold (taskfold.fold.Ledger),
+2. Fold those partitions from the beginning with the shared fold (taskfold.core.fold.Ledger),
    acting on nothing, so it knows what was accepted; then resume attempts it still holds
    from an earlier run (their reports carry derived ids, so repeats fold as duplicates).
 3. Append AgentJoined once per queue (keyed by that queue), start heartbeating.
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from contextlib import aclosing
 
 from taskfold.agent.attempts import DRAINING_ERROR, Handler, TaskContext, run_attempt
-from taskfold.connection import connect
+from taskfold.broker.connection import connect
 from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
 from taskfold.agent.process import queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream
@@ -37,12 +37,12 @@ from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text
 from taskfold.agent.routing import partitions_of
 from taskfold.agent.stopping import BEAT_TIMEOUT_S, CALL_S, MIN_STOP_S, StopBudget, backoff, bounded
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event, LeaveReason
-from taskfold.fold import Ledger
+from taskfold.core.events import Event, LeaveReason
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Poison, entry_of
 from taskfold.log.records import ConsumedRecord, RawRecord
-from taskfold.state import Task
-from taskfold.wire import encode_record
+from taskfold.core.state import Task
+from taskfold.log.wire import encode_record
 
 log = logging.getLogger(__name__)
 

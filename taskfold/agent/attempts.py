@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text, result_text
-from taskfold.client import size_problem
-from taskfold.state import Task
-from taskfold.telemetry import ChunkKind, ProgressChunk
+from taskfold.core.requests import size_problem
+from taskfold.core.state import Task
+from taskfold.core.telemetry import ChunkKind, ProgressChunk
 
 log = logging.getLogger(__name__)
 

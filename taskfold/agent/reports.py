@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from taskfold.client import now_ms
-from taskfold.events import (
+from taskfold.core.requests import now_ms
+from taskfold.core.events import (
     AgentJoined, AgentLeft, Event, LeaveReason, TaskCancelled, TaskCompleted, TaskFailed, TaskStarted,
 )
-from taskfold.policies import derived_event_id
-from taskfold.telemetry import ChunkKind, Heartbeat, ProgressChunk
+from taskfold.core.policies import derived_event_id
+from taskfold.core.telemetry import ChunkKind, Heartbeat, ProgressChunk
 
 # The index of each report in derived_event_id(attempt, index). An attempt ends with
 # one outcome (completed or failed); TaskCancelled has its own index because it can

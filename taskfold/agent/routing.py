@@ -4,14 +4,14 @@ Events are keyed by queue (ARCHITECTURE §2), and producers place a key with the
 default partitioner: murmur2 of the key bytes, made non-negative, modulo the partition
 count. The Java client and aiokafka agree on it, so computing it finds a queue's
 partition without asking the broker. The fold uses the same function
-(`taskfold.fold.placement.home_partition`) to reject misrouted events.
+(`taskfold.core.fold.placement.home_partition`) to reject misrouted events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from taskfold.fold.placement import home_partition
+from taskfold.core.fold.placement import home_partition
 
 
 def queue_partition(queue: str, partitions: int) -> int:

@@ -21,7 +21,7 @@ from taskfold.audit.deadline import DEFAULT_DEADLINE_MS
 from taskfold.audit.invariants import Auditor
 from taskfold.audit.report import AuditReport, Violation
 from taskfold.audit.verdicts import StoreVerdicts
-from taskfold.fold import Ledger
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import Cut, Entry, EventLog, Poison
 
 Progress = Callable[[int], None]

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from taskfold.audit.report import Violation
-from taskfold.events import Event
-from taskfold.state import Verdict
+from taskfold.core.events import Event
+from taskfold.core.state import Verdict
 
 TABLES = ("task_history", "queue_events")  # projections.views.tasks HISTORY and QUEUE_EVENTS
 EVENTS_ROLE = "events"  # the store's offsets key for the events topic (projections.projector.EVENTS)

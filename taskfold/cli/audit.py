@@ -28,8 +28,8 @@ from taskfold.cli.connect import Target, resolve
 from taskfold.cli.render import STATE_STYLE, VERDICT_STYLE, cli_console, parse_offsets, parse_time, show_time
 from taskfold.cli.replay import progress_bar
 from taskfold.log.eventlog import Cut, EventLog
-from taskfold.replay import records_to_read
-from taskfold.scheduling.model import QueuePolicy
+from taskfold.log.foldlog import records_to_read
+from taskfold.core.scheduling.model import QueuePolicy
 
 T = TypeVar("T")
 BOOTSTRAP_HELP = "broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"

@@ -18,10 +18,10 @@ from rich.console import Console
 from taskfold.broker.harness import Broker, start_broker
 from taskfold.broker.topics import TopicNames, ensure_topics
 from taskfold.cli.render import cli_console
-from taskfold.cluster import LocalCluster, wait_for_ready_file
+from taskfold.cli.cluster import LocalCluster, wait_for_ready_file
 from taskfold.config import Settings
-from taskfold.connection import DevLock, DevRunning, session_file, write_session
-from taskfold.supervision import Supervisor
+from taskfold.broker.connection import DevLock, DevRunning, session_file, write_session
+from taskfold.cli.supervision import Supervisor
 
 GATEWAY_START_S = 60.0
 

@@ -21,7 +21,7 @@ from taskfold.cli.connect import Target, resolve
 from taskfold.cli.render import cli_console, parse_offsets, parse_time, show_time, state_counts, task_table
 from taskfold.config import Settings
 from taskfold.log.eventlog import Cut, EventLog
-from taskfold.replay import Replay, records_to_read, replay as fold_log
+from taskfold.log.foldlog import Replay, records_to_read, replay as fold_log
 
 BAR_FROM = 5000  # records; smaller replays finish before a bar would be worth drawing
 

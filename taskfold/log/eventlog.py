@@ -14,12 +14,12 @@ from typing import Any
 
 from schemas.codec import PoisonMessage
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.fold.placement import Where, stamp
+from taskfold.core.events import Event
+from taskfold.core.fold.placement import Where, stamp
 from taskfold.log.reader import LogReader
 from taskfold.log.records import ConsumedRecord, Position, RawRecord
 from taskfold.log.writer import LogWriter
-from taskfold.wire import decode_event, encode_event
+from taskfold.log.wire import decode_event, encode_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class Cut:
 
 def occurred_at(entry: Entry) -> int | None:
     """The time a time cut judges an entry by: the event's `occurred_at`, unless the fold rejects
-    it as stamped too far ahead of its record (`taskfold.fold.placement`); poison has none."""
+    it as stamped too far ahead of its record (`taskfold.core.fold.placement`); poison has none."""
     return stamp(entry.event.occurred_at, entry.where) if isinstance(entry, Recorded) else None
 
 

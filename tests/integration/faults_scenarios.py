@@ -16,12 +16,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from streams.scheduler import partition_of
-from taskfold.client import cancel_request, submission
-from taskfold.events import TaskAssigned, TaskCompleted, TaskLeaseExpired, TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.requests import cancel_request, submission
+from taskfold.core.events import TaskAssigned, TaskCompleted, TaskLeaseExpired, TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log import LogWriter
 from taskfold.log.eventlog import EventLog
-from taskfold.state import TaskState
+from taskfold.core.state import TaskState
 
 from faults_inject import (
     Feeder, commit_offset, current, early_reports, garbage, late_reports, nonsense, poison_kind, redeliver, spread,

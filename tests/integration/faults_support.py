@@ -28,13 +28,13 @@ from typing import Any
 
 from streams.scheduler import partition_of
 from taskfold.audit import audit
-from taskfold.client import submission
-from taskfold.cluster import LocalCluster, LogWatcher
-from taskfold.events import AgentLeft, Event, TaskCompleted, TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.requests import submission
+from taskfold.cli.cluster import LocalCluster, LogWatcher
+from taskfold.core.events import AgentLeft, Event, TaskCompleted, TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log import LogReader
 from taskfold.log.eventlog import EventLog, Poison
-from taskfold.state import TERMINAL, Verdict
+from taskfold.core.state import TERMINAL, Verdict
 
 FAST = ("--fast-rebalance", "--tick-ms", "50")
 PROCESSED = re.compile(r"processed: (.*)$", re.MULTILINE)

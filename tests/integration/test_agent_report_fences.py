@@ -15,8 +15,8 @@ import pytest
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import submission
-from taskfold.events import TaskAssigned
+from taskfold.core.requests import submission
+from taskfold.core.events import TaskAssigned
 from tests.integration.test_gateway_sse import Gateway, serve
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ from taskfold.broker.topics import TopicNames
 from taskfold.log.eventlog import EventLog, Recorded
 from taskfold.log.reader import LogReader
 from taskfold.log.records import Position, RawRecord
-from taskfold.testing import Events
-from taskfold.wire import decode_record, encode_record
+from taskfold.core.testing import Events
+from taskfold.log.wire import decode_record, encode_record
 
 pytestmark = pytest.mark.integration
 

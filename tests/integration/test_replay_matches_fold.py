@@ -8,13 +8,13 @@ import random
 
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.fold import fold
+from taskfold.core.events import Event
+from taskfold.core.fold import fold
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.log.records import RawRecord
-from taskfold.replay import replay
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.log.foldlog import replay
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 QUEUES = ["emails", "reports", "ml#0", "ml#1", "video"]
 

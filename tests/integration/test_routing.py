@@ -26,16 +26,16 @@ from projections.views import all_views
 from taskfold.audit.logaudit import audit_log
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import cancel_request, submission
-from taskfold.cluster import LocalCluster, LogWatcher
-from taskfold.events import TaskAssigned
-from taskfold.fold.placement import home_partition
+from taskfold.core.requests import cancel_request, submission
+from taskfold.cli.cluster import LocalCluster, LogWatcher
+from taskfold.core.events import TaskAssigned
+from taskfold.core.fold.placement import home_partition
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.log.records import RawRecord
-from taskfold.replay import replay
-from taskfold.state import TaskState
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.log.foldlog import replay
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4  # tests/conftest.py TEST_PARTITIONS

@@ -29,14 +29,14 @@ from streams.run import spawn
 from streams.scheduler import partition_of
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event, TaskAssigned
-from taskfold.fold import Ledger
+from taskfold.core.events import Event, TaskAssigned
+from taskfold.core.fold import Ledger
 from taskfold.log import LogReader, LogWriter, RawRecord
 from taskfold.log.eventlog import EventLog, Recorded
-from taskfold.state import TaskState
-from taskfold.telemetry import Heartbeat
-from taskfold.testing import Events
-from taskfold.wire import encode_record
+from taskfold.core.state import TaskState
+from taskfold.core.telemetry import Heartbeat
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_record
 
 pytestmark = pytest.mark.integration
 

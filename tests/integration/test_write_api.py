@@ -15,8 +15,8 @@ from projections.gateway.app import open_runtime
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import now_ms
-from taskfold.events import TaskAssigned
+from taskfold.core.requests import now_ms
+from taskfold.core.events import TaskAssigned
 from taskfold.log.eventlog import EventLog
 from tests.integration.test_gateway_writes import ADMIN, config_for, records, serving
 

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from streams.relay import Note, RelayBook
 from streams.scheduler import Scheduler, partition_of
-from taskfold.events import DependencyResolved, Event
-from taskfold.fold import Ledger
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.core.events import DependencyResolved, Event
+from taskfold.core.fold import Ledger
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 QUEUES = ["qa", "qb", "qc"]
 FATES = ["completed", "dead_lettered", "cancelled"]

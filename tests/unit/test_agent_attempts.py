@@ -11,9 +11,9 @@ import pytest
 from taskfold.agent import Agent, NonRetryable, TaskContext
 from taskfold.agent.attempts import DRAINING_ERROR, run_attempt
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
-from taskfold.fold import Ledger
-from taskfold.telemetry import ProgressChunk
-from taskfold.testing import Events
+from taskfold.core.fold import Ledger
+from taskfold.core.telemetry import ProgressChunk
+from taskfold.core.testing import Events
 
 
 def context(timeout_ms: int = 5_000, payload: str = '{"n": 3}') -> tuple[TaskContext, list[ProgressChunk]]:

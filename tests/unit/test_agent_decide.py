@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from taskfold.agent.decide import AcknowledgeCancel, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
-from taskfold.events import Event
-from taskfold.fold import Ledger
-from taskfold.testing import Events
+from taskfold.core.events import Event
+from taskfold.core.fold import Ledger
+from taskfold.core.testing import Events
 
 ME = "agent-1"
 K1 = AttemptKey("q", "t1", 1)

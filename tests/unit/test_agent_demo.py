@@ -9,9 +9,9 @@ from taskfold.agent import Agent, TaskContext
 from taskfold.agent.attempts import run_attempt
 from taskfold.agent.demo import demo_agent, register_demo_handlers
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
-from taskfold.fold import Ledger
-from taskfold.telemetry import ProgressChunk
-from taskfold.testing import Events
+from taskfold.core.fold import Ledger
+from taskfold.core.telemetry import ProgressChunk
+from taskfold.core.testing import Events
 
 
 async def run(agent: Agent, task_type: str, payload: str) -> tuple[Outcome, list[ProgressChunk]]:

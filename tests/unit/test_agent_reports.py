@@ -10,11 +10,11 @@ from schemas.codec import PoisonMessage, header_value
 from taskfold.agent.reports import (
     CANCELLED, OUTCOME, STARTED, AttemptKey, Outcome, Reporter, chunk_id, error_text, report_id, result_text,
 )
-from taskfold.events import TaskCancelled, TaskCompleted, TaskFailed
-from taskfold.fold import fold
-from taskfold.telemetry import ChunkKind, Heartbeat, ProgressChunk
-from taskfold.testing import Events
-from taskfold.wire import decode_event, decode_record, encode_record
+from taskfold.core.events import TaskCancelled, TaskCompleted, TaskFailed
+from taskfold.core.fold import fold
+from taskfold.core.telemetry import ChunkKind, Heartbeat, ProgressChunk
+from taskfold.core.testing import Events
+from taskfold.log.wire import decode_event, decode_record, encode_record
 
 KEY = AttemptKey("emails", "t1", 2)
 
@@ -103,7 +103,7 @@ def test_telemetry_round_trips_and_is_poison_to_event_readers(record) -> None:
 
 
 def test_report_ids_never_collide_with_the_schedulers_ids_for_the_same_attempt() -> None:
-    from taskfold.policies import derived_event_id
+    from taskfold.core.policies import derived_event_id
 
     scheduler_ids = {derived_event_id(str(KEY), index) for index in range(4)}
     report_ids = {report_id(KEY, step) for step in (STARTED, OUTCOME, CANCELLED)}

@@ -12,16 +12,16 @@ from hypothesis import strategies as st
 
 from projections.store import Store
 from taskfold.audit import audit, audit_events
-from taskfold.audit.books import backoff_window
+from taskfold.audit.shadow import backoff_window
 from taskfold.audit.explain import Explainer
 from taskfold.audit.logaudit import LogAuditor
 from taskfold.audit.verdicts import StoreVerdicts, recorded_verdicts
-from taskfold.events import Backoff, Event, WorkflowNode, WorkflowSubmitted
-from taskfold.fold import Ledger, fold
+from taskfold.core.events import Backoff, Event, WorkflowNode, WorkflowSubmitted
+from taskfold.core.fold import Ledger, fold
 from taskfold.log.eventlog import Poison, Recorded
-from taskfold.policies import retry_delay_ms, workflow_task_id
-from taskfold.state import ACCEPTED, Verdict
-from taskfold.testing import Events
+from taskfold.core.policies import retry_delay_ms, workflow_task_id
+from taskfold.core.state import ACCEPTED, Verdict
+from taskfold.core.testing import Events
 
 MINUTE = 60_000
 

@@ -18,14 +18,14 @@ from projections.store import Store
 from projections.views import all_views
 from taskfold import staterows
 from taskfold.audit.invariants import Auditor
-from taskfold.fold import Ledger, evolve
-from taskfold.fold.placement import SKEW_BOUND_MS, Where, home_partition, murmur2, stamp
+from taskfold.core.fold import Ledger, evolve
+from taskfold.core.fold.placement import SKEW_BOUND_MS, Where, home_partition, murmur2, stamp
 from taskfold.log.eventlog import Cut, CutRule, Recorded
 from taskfold.log.records import ConsumedRecord
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.state import EMPTY
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.state import EMPTY
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event
 
 BETA = home_partition("beta", 6)  # 2
 DEMO = home_partition("demo", 6)  # 1

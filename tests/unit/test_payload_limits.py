@@ -26,14 +26,14 @@ from taskfold.agent import TaskContext
 from taskfold.agent.attempts import run_attempt
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
 from taskfold.cli.app import app
-from taskfold.client import InvalidRequest, cancel_request, payload_limit, submission
+from taskfold.core.requests import InvalidRequest, cancel_request, payload_limit, submission
 from taskfold.config import DEFAULT_MAX_PAYLOAD_BYTES, Limits, Settings
-from taskfold.events import Event, WorkflowNode, WorkflowSubmitted
-from taskfold.fold import Ledger
-from taskfold.fold.limits import FIELDS_HARD_MAX_BYTES, PAYLOAD_HARD_MAX_BYTES
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.core.events import Event, WorkflowNode, WorkflowSubmitted
+from taskfold.core.fold import Ledger
+from taskfold.core.fold.limits import FIELDS_HARD_MAX_BYTES, PAYLOAD_HARD_MAX_BYTES
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event
 
 
 def text(size: int) -> str:

@@ -16,9 +16,9 @@ from streams.app import Topology, WorkerOptions, build
 from streams.processor import Always, InRecord, Outcome
 from streams.scheduler import Scheduler, partition_of
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event, TaskAssigned, TaskLeaseExpired
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.core.events import Event, TaskAssigned, TaskLeaseExpired
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event
 
 QUEUE = "q"
 PARTITION = partition_of(QUEUE, 4)  # where the producer puts the queue's events

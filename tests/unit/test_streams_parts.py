@@ -12,9 +12,9 @@ from streams.processor import InRecord, Processor, Progress
 from streams.scheduler import Scheduler, partition_of
 from taskfold.broker import compat
 from taskfold.log import ConsumedRecord
-from taskfold.telemetry import Heartbeat
-from taskfold.testing import Events
-from taskfold.wire import encode_event, encode_record
+from taskfold.core.telemetry import Heartbeat
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event, encode_record
 
 
 @dataclass

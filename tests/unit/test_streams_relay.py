@@ -10,10 +10,10 @@ from streams.processor import InRecord
 from streams.relay import Entry, Note, NoteFormatError, Relay, RelayBook, resolution_id
 from streams.scheduler import Scheduler, partition_of
 from taskfold.broker.topics import TopicNames
-from taskfold.events import DependencyResolved
-from taskfold.fold import Ledger
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.core.events import DependencyResolved
+from taskfold.core.fold import Ledger
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 from tests.unit.test_streams_agent import Recorder
 

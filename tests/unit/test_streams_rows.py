@@ -2,7 +2,7 @@
 
 Random event sequences over a small pool of tasks and agents (so that races, stale
 reports, sessions, concurrency keys and dependencies are common) are folded with
-`taskfold.scheduling.fleet.replay`, the reference; the rows must give the same state back.
+`taskfold.core.scheduling.fleet.replay`, the reference; the rows must give the same state back.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from taskfold import staterows as rows
 from streams.scheduler import Scheduler, partition_of
-from taskfold.events import Backoff, Event
-from taskfold.fold import Ledger
-from taskfold.scheduling.fleet import replay
-from taskfold.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
-from taskfold.state import QueueState
-from taskfold.testing import Events
+from taskfold.core.events import Backoff, Event
+from taskfold.core.fold import Ledger
+from taskfold.core.scheduling.fleet import replay
+from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
+from taskfold.core.state import QueueState
+from taskfold.core.testing import Events
 
 TASKS = ["t0", "t1", "t2", "t3"]
 AGENTS = ["a0", "a1", "a2"]

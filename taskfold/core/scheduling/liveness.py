@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from taskfold.state import Member
+from taskfold.core.state import Member
 
 
 def last_sign_of_life(seat: Member, heartbeats: Mapping[str, int]) -> int:

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.fold import Ledger
+from taskfold.core.events import Event
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Poison
-from taskfold.state import Verdict
+from taskfold.core.state import Verdict
 
 
 @dataclass

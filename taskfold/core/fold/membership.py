@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from taskfold.events import AgentJoined, AgentLeft, LeaveReason
-from taskfold.fold.lifecycle import end_attempt
-from taskfold.state import ACCEPTED, Member, QueueState, Verdict, rejected
+from taskfold.core.events import AgentJoined, AgentLeft, LeaveReason
+from taskfold.core.fold.lifecycle import end_attempt
+from taskfold.core.state import ACCEPTED, Member, QueueState, Verdict, rejected
 
 Step = tuple[QueueState, Verdict]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from taskfold.events import (
+from taskfold.core.events import (
     DependencyOutcome,
     DependencyResolved,
     TaskCancelRequested,
@@ -13,10 +13,10 @@ from taskfold.events import (
     TaskSubmitted,
     WorkflowSubmitted,
 )
-from taskfold.fold.lifecycle import cancelled_by, finish, put, satisfy, settle_dependents, unblocked
-from taskfold.fold.limits import submit_problem, workflow_problem
-from taskfold.policies import workflow_task_id
-from taskfold.state import ACCEPTED, QueueState, Task, TaskState, Verdict, duplicate, rejected
+from taskfold.core.fold.lifecycle import cancelled_by, finish, put, satisfy, settle_dependents, unblocked
+from taskfold.core.fold.limits import submit_problem, workflow_problem
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.state import ACCEPTED, QueueState, Task, TaskState, Verdict, duplicate, rejected
 
 Step = tuple[QueueState, Verdict]
 

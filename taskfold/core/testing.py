@@ -6,7 +6,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 
-from taskfold.events import (
+from taskfold.core.events import (
     AgentJoined,
     AgentLeft,
     DependencyResolved,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # model imports this module for the names, so only types come back
-    from taskfold.scheduling.model import AgentRecord, QueuePolicy
+    from taskfold.core.scheduling.model import AgentRecord, QueuePolicy
 
 
 @dataclass(frozen=True, slots=True)

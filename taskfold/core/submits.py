@@ -19,8 +19,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from taskfold.events import TaskSubmitted
-from taskfold.state import Task
+from taskfold.core.events import TaskSubmitted
+from taskfold.core.state import Task
 
 COMPARED = ("task_type", "payload", "priority", "not_before", "timeout_ms", "max_attempts", "backoff", "depends_on",
             "session_id", "correlation_id", "concurrency_key", "concurrency_limit", "labels",

@@ -25,13 +25,13 @@ import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from taskfold.events import Candidate, TaskAssigned
-from taskfold.policies import derived_event_id
-from taskfold.scheduling.fleet import quarantined, record, trip_reason
-from taskfold.scheduling.liveness import silence_ms
-from taskfold.scheduling.model import Fleet, QueuePolicy
-from taskfold.scheduling.strategies import Context, Option, rank, scorer
-from taskfold.state import Member, QueueState, Task
+from taskfold.core.events import Candidate, TaskAssigned
+from taskfold.core.policies import derived_event_id
+from taskfold.core.scheduling.fleet import quarantined, record, trip_reason
+from taskfold.core.scheduling.liveness import silence_ms
+from taskfold.core.scheduling.model import Fleet, QueuePolicy
+from taskfold.core.scheduling.strategies import Context, Option, rank, scorer
+from taskfold.core.state import Member, QueueState, Task
 
 ASSIGN_INDEX = 0  # derived_event_id index of a TaskAssigned; timers use 1, 2 and 3
 FIRST_LOOK = 64  # waiting tasks ordered at first in a round; grows eightfold when passed

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from taskfold.fold import Ledger
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import Cut, EventLog, Poison
 
 Progress = Callable[[int], None]

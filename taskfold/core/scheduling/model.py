@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from immutables import Map
 
-from taskfold.scheduling.strategies import SCORERS
+from taskfold.core.scheduling.strategies import SCORERS
 
 # The strategy names, read from the registry so a new strategy is declared in one place.
 STRATEGIES = tuple(SCORERS)

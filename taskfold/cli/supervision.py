@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taskfold.cluster import LocalCluster
+from taskfold.cli.cluster import LocalCluster
 
 TAIL_LINES = 10
 

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from taskfold.events import AgentLeft, Event, LeaveReason, TaskLeaseExpired, TaskTimedOut
-from taskfold.policies import derived_event_id
-from taskfold.scheduling.liveness import last_sign_of_life, silence_ms
-from taskfold.scheduling.model import Fleet, QueuePolicy
-from taskfold.state import Member, QueueState, Task, TaskState
+from taskfold.core.events import AgentLeft, Event, LeaveReason, TaskLeaseExpired, TaskTimedOut
+from taskfold.core.policies import derived_event_id
+from taskfold.core.scheduling.liveness import last_sign_of_life, silence_ms
+from taskfold.core.scheduling.model import Fleet, QueuePolicy
+from taskfold.core.state import Member, QueueState, Task, TaskState
 
 # derived_event_id index per kind, distinct from TaskAssigned's 0, so no two kinds share an id.
 LEASE_INDEX = 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from hashlib import blake2b
 
-from taskfold.events import Backoff
-from taskfold.state import Task, TaskState
+from taskfold.core.events import Backoff
+from taskfold.core.state import Task, TaskState
 
 # Fixed namespace so workflow task ids are the same on every machine, forever.
 WORKFLOW_NAMESPACE = uuid.UUID("6f1c3f2e-8a43-5d0b-9a7e-2f4f3c1d7b10")

@@ -13,8 +13,8 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from taskfold.config import Limits
-from taskfold.events import Event, TaskCancelRequested, TaskSubmitted
-from taskfold.fold.limits import over, submit_problem, text_bytes
+from taskfold.core.events import Event, TaskCancelRequested, TaskSubmitted
+from taskfold.core.fold.limits import over, submit_problem, text_bytes
 
 LIMIT_NAME = "TASKFOLD_MAX_PAYLOAD_BYTES"
 REASON_MAX_BYTES = 4096  # a cancel's or redrive's reason is a sentence, not a document

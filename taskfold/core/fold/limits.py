@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from taskfold.events import TaskSubmitted, WorkflowSubmitted
+from taskfold.core.events import TaskSubmitted, WorkflowSubmitted
 
 PAYLOAD_HARD_MAX_BYTES = 786_432  # 768 KiB of JSON text: a whole TaskSubmitted stays under 1 MB records
 FIELDS_HARD_MAX_BYTES = 65_536  # every other string a submit gives its task, together

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taskfold.events import (
+from taskfold.core.events import (
     AgentJoined,
     AgentLeft,
     Backoff,
@@ -37,8 +37,8 @@ from taskfold.events import (
     TaskTimedOut,
     WorkflowSubmitted,
 )
-from taskfold.policies import workflow_task_id
-from taskfold.state import LOST_HOLDERS_LIMIT, TERMINAL, TaskState
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.state import LOST_HOLDERS_LIMIT, TERMINAL, TaskState
 
 Retry = Literal["backoff", "lost", "never", "free"]
 IN_FLIGHT = (TaskState.assigned, TaskState.running)

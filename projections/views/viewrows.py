@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskfold.events import Event
-from taskfold.state import Task, Verdict
+from taskfold.core.events import Event
+from taskfold.core.state import Task, Verdict
 
 SEP = "\x00"  # queue names cannot hold it (QueueName pattern); keys join their parts with it
 

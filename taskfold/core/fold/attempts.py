@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from taskfold.events import (
+from taskfold.core.events import (
     TaskAssigned,
     TaskCancelled,
     TaskCompleted,
@@ -17,8 +17,8 @@ from taskfold.events import (
     TaskStarted,
     TaskTimedOut,
 )
-from taskfold.fold.lifecycle import end_attempt, finish, put
-from taskfold.state import ACCEPTED, QueueState, Task, TaskState, Verdict, rejected
+from taskfold.core.fold.lifecycle import end_attempt, finish, put
+from taskfold.core.state import ACCEPTED, QueueState, Task, TaskState, Verdict, rejected
 
 Step = tuple[QueueState, Verdict]
 AttemptEvent = TaskStarted | TaskCompleted | TaskFailed | TaskLeaseExpired | TaskTimedOut | TaskCancelled

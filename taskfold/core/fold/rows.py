@@ -11,9 +11,9 @@ from dataclasses import replace
 
 from immutables import Map
 
-from taskfold.events import AgentLeft, Event, WorkflowSubmitted
-from taskfold.policies import workflow_task_id
-from taskfold.state import SCHEDULABLE, Member, QueueState, Task, TaskState, order_of
+from taskfold.core.events import AgentLeft, Event, WorkflowSubmitted
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.state import SCHEDULABLE, Member, QueueState, Task, TaskState, order_of
 
 
 def rebuild(tasks: Iterable[Task], members: Iterable[Member]) -> QueueState:

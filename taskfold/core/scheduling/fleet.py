@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from taskfold.events import (
+from taskfold.core.events import (
     AgentJoined,
     AgentLeft,
     Event,
@@ -41,9 +41,9 @@ from taskfold.events import (
     TaskLeaseExpired,
     TaskTimedOut,
 )
-from taskfold.fold import evolve
-from taskfold.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
-from taskfold.state import EMPTY, QueueState, Verdict
+from taskfold.core.fold import evolve
+from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
+from taskfold.core.state import EMPTY, QueueState, Verdict
 
 # How each kind of failure reads in a breaker's trip reason.
 FAILURE_KINDS = {TaskFailed: "failed", TaskTimedOut: "timed out", TaskLeaseExpired: "lease expired"}

@@ -13,7 +13,7 @@ from typing import Annotated, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskfold.events import INT_MAX, Attempt, Millis, QueueName
+from taskfold.core.events import INT_MAX, Attempt, Millis, QueueName
 
 Count = Annotated[int, Field(ge=0, le=INT_MAX)]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ValidationError
 
 from schemas.codec import Codec, Headers, PoisonMessage, default_codec, header_value, headers
-from taskfold.events import EVENT_CLASSES, Event, UnknownEventType, event_class
-from taskfold.telemetry import RECORD_CLASSES, TelemetryRecord
+from taskfold.core.events import EVENT_CLASSES, Event, UnknownEventType, event_class
+from taskfold.core.telemetry import RECORD_CLASSES, TelemetryRecord
 
 __all__ = [
     "PoisonMessage", "decode_event", "decode_record", "encode_event", "encode_record", "event_headers",

@@ -13,7 +13,7 @@ from typing import Literal
 
 from immutables import Map
 
-from taskfold.events import Backoff, DependencyFailurePolicy, Priority
+from taskfold.core.events import Backoff, DependencyFailurePolicy, Priority
 
 
 class TaskState(str, Enum):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from taskfold.events import Event
-from taskfold.policies import retry_delay_ms
-from taskfold.state import LOST_HOLDERS_LIMIT, SCHEDULABLE, QueueState, Task, TaskState, order_of
+from taskfold.core.events import Event
+from taskfold.core.policies import retry_delay_ms
+from taskfold.core.state import LOST_HOLDERS_LIMIT, SCHEDULABLE, QueueState, Task, TaskState, order_of
 
 Retry = Literal["backoff", "lost", "never", "free"]
 

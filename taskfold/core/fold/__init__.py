@@ -3,14 +3,14 @@
 Pure and deterministic: no clock, no I/O, no faust. The state is one queue's
 (`QueueState`); `Ledger` routes events of many queues to their states. A reader that
 knows where a record sits passes a `Where`, and the fold first rejects a misrouted or
-future-stamped event (`taskfold.fold.placement`), the same for every reader.
+future-stamped event (`taskfold.core.fold.placement`), the same for every reader.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from taskfold.events import (
+from taskfold.core.events import (
     AgentJoined,
     AgentLeft,
     DependencyResolved,
@@ -27,9 +27,9 @@ from taskfold.events import (
     TaskTimedOut,
     WorkflowSubmitted,
 )
-from taskfold.fold import attempts, intake, membership
-from taskfold.fold.placement import Where, misplaced
-from taskfold.state import EMPTY, QueueState, Verdict, duplicate, rejected
+from taskfold.core.fold import attempts, intake, membership
+from taskfold.core.fold.placement import Where, misplaced
+from taskfold.core.state import EMPTY, QueueState, Verdict, duplicate, rejected
 
 
 def evolve(state: QueueState, event: Event, where: Where | None = None) -> tuple[QueueState, Verdict]:

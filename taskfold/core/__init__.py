@@ -1,0 +1,1 @@
+"""The pure core: events, the fold, scheduling decisions and the builders of what gets appended (no I/O, no clock)."""
