@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from projections.store import Batch, Store
 from projections.view import Change, Telemetry, View, position_key
-from taskfold import staterows
+from taskfold.core import foldrows
 from taskfold.core.fold.placement import stamp
 from taskfold.log.eventlog import Poison, Recorded
 from taskfold.core.scheduling.model import QueuePolicy
@@ -60,15 +60,15 @@ class Projector:
             raise StoreFormatError(
                 f"the store at {store.path} has format {fmt}, this version writes {STORE_FORMAT}; "
                 "rebuild it with `taskfold replay --rebuild`")
-        stored = staterows.read(store.raw_scan(FOLD))
-        self.queues = {name: staterows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
+        stored = foldrows.read(store.raw_scan(FOLD))
+        self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
         self.offsets = {role: store.offsets(role) for role in (EVENTS, PROGRESS, HEARTBEATS)}
         self.counts: Counter = Counter(store.meta("counts") or {})
         self.seconds = 0.0  # time spent applying, for events/s
 
-    def queue(self, name: str) -> staterows.Queue:
+    def queue(self, name: str) -> foldrows.Queue:
         """A queue's fold and fleet (empty if never seen)."""
-        return self.queues.get(name, staterows.Queue())
+        return self.queues.get(name, foldrows.Queue())
 
     def next_offset(self, topic: str, partition: int) -> int:
         """The next offset of a topic's partition that the rows do not reflect yet."""
@@ -113,7 +113,7 @@ class Projector:
     def _event(self, entry: Recorded, batch: Batch) -> Change:
         event = entry.event
         where = entry.where
-        step = staterows.step(self.queue(event.queue), event, self.policy(event.queue), where)
+        step = foldrows.step(self.queue(event.queue), event, self.policy(event.queue), where)
         self.queues[event.queue] = step.after
         for key, value in step.writes:
             batch.raw(FOLD, key, value)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from taskfold.core.events import Event
-from taskfold.staterows import Queue
+from taskfold.core.foldrows import Queue
 from taskfold.core.state import Task, Verdict
 from taskfold.core.telemetry import Heartbeat, ProgressChunk
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from streams.pending import Pending
 from streams.relay import Note, notes_of, notes_of_replay
-from taskfold import staterows as rows
+from taskfold.core import foldrows
 from taskfold.core.events import Event
 from taskfold.core.fold.placement import Where, home_partition
 from taskfold.core.scheduling.decide import decide
@@ -60,12 +60,12 @@ class Scheduler:
         self.heartbeats = heartbeats if heartbeats is not None else {}
         self.pending = pending or Pending()
         self.actor = actor
-        self.queues: dict[str, rows.Queue] = {}
+        self.queues: dict[str, foldrows.Queue] = {}
         self.applied: dict[int, int] = {}  # partition -> next offset the rows do not reflect yet
 
-    def queue(self, name: str) -> rows.Queue:
+    def queue(self, name: str) -> foldrows.Queue:
         """The owned queue's state (empty when never seen)."""
-        return self.queues.get(name, rows.Queue())
+        return self.queues.get(name, foldrows.Queue())
 
     def apply(self, event: Event, partition: int | None = None, offset: int | None = None,
               timestamp: int | None = None) -> Applied:
@@ -82,8 +82,8 @@ class Scheduler:
             notes = tuple(notes_of_replay(self.queue(event.queue).state, event))
             return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours, notes)
         where = Where(partition, self.partitions, timestamp) if partition is not None else None
-        # Slim: no changelog record of ours carries a payload or a result (see rows.slim).
-        done = rows.slimmed(rows.step(self.queue(event.queue), event, self.policy(event.queue), where))
+        # Slim: no changelog record of ours carries a payload or a result (see foldrows.slim).
+        done = foldrows.slimmed(foldrows.step(self.queue(event.queue), event, self.policy(event.queue), where))
         verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
             self.applied[partition] = offset + 1
@@ -91,7 +91,7 @@ class Scheduler:
             # worker that takes the partition over can tell whether its consumer skipped
             # records (see `missing`). A rejection leaves no other trace, and must not be
             # judged again.
-            writes.append(rows.offset_write(partition, offset))
+            writes.append(foldrows.offset_write(partition, offset))
         self._write(writes)
         if done.writes or event.queue in self.queues:  # a misrouted stray adds no queue we do not own
             self.queues[event.queue] = done.after
@@ -100,14 +100,14 @@ class Scheduler:
     def skip(self, partition: int, offset: int) -> None:
         """Record that the record at (partition, offset) was handled without folding (poison)."""
         self.applied[partition] = max(self.applied.get(partition, 0), offset + 1)
-        self._write([rows.offset_write(partition, offset)])
+        self._write([foldrows.offset_write(partition, offset)])
 
     def missing(self, partition: int, offset: int) -> int | None:
         """The first offset the rows do not reflect, if the record at `offset` comes after a gap."""
         start = self.applied.get(partition, 0)
         return start if offset > start else None
 
-    def _write(self, writes: Iterable[rows.Write]) -> None:
+    def _write(self, writes: Iterable[foldrows.Write]) -> None:
         for key, value in writes:
             if value is None:
                 self.store.pop(key, None)
@@ -148,8 +148,8 @@ class Scheduler:
 
     def load(self, items: Iterable[tuple[bytes, bytes]]) -> int:
         """Rebuild the owned queues from stored rows (after table recovery); returns the queue count."""
-        stored = rows.read(items)
-        self.queues = {name: rows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
+        stored = foldrows.read(items)
+        self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
         self.applied = dict(stored.offsets)
         return len(self.queues)
 

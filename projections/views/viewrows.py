@@ -1,6 +1,6 @@
 """The JSON shapes the views store and the API returns: tasks, events, verdicts, and keys.
 
-Built by hand rather than through `dataclasses.asdict` or `rowjson`: they run several times
+Built by hand rather than through `dataclasses.asdict` or `foldrows`: they run several times
 for every event of a million-event rebuild. A task's `event_ids` are left out (they only
 serve the fold's duplicate check and grow with every event).
 """

@@ -24,7 +24,7 @@ from projections.store import META, Store, row_key
 from projections.view import Change, Telemetry
 from projections.views import all_views
 from projections.views.viewrows import fold_part, task_json, task_key
-from taskfold import staterows
+from taskfold.core import foldrows
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.core.events import Event
@@ -223,7 +223,7 @@ def tables(rows: dict[bytes, bytes]) -> dict[str, int]:
 
 def fold_tasks(store: Store) -> dict[str, tuple]:
     """(state, attempt, agent, result) of every task in the store's own fold rows."""
-    stored = staterows.read(store.raw_scan("_fold"))
+    stored = foldrows.read(store.raw_scan("_fold"))
     return {t.task_id: (t.state.value, t.attempt, t.agent_id, t.result)
             for q in stored.queues.values() for t in q.state().tasks.values()}
 

@@ -262,7 +262,7 @@ def _repo_root() -> str:
 @common
 @given(sequences)
 def test_rows_touched_by_each_event_rebuild_the_same_state(events: list[Event]) -> None:
-    from taskfold.core.fold.rows import rebuild, touched
+    from taskfold.core.foldrows import rebuild, touched
 
     ledger = Ledger()
     tasks, seats = {}, {}

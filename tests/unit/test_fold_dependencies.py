@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from taskfold.core.fold import fold
-from taskfold.rowjson import decode, encode
+from taskfold.core.foldrows import decode, encode
 from taskfold.core.state import Task, TaskState
 from taskfold.core.testing import Events
 

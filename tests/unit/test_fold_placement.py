@@ -16,7 +16,7 @@ from streams.scheduler import Scheduler
 from projections.projector import Projector
 from projections.store import Store
 from projections.views import all_views
-from taskfold import staterows
+from taskfold.core import foldrows
 from taskfold.audit.invariants import Auditor
 from taskfold.core.fold import Ledger, evolve
 from taskfold.core.fold.placement import SKEW_BOUND_MS, Where, home_partition, murmur2, stamp
@@ -77,7 +77,7 @@ def test_an_event_stamped_beyond_the_skew_bound_is_rejected_naming_both_times() 
 
 def test_a_rejected_stray_writes_no_rows() -> None:
     beta = Events(queue="beta")
-    done = staterows.step(staterows.Queue(), beta.submit("t"), QueuePolicy(), Where(DEMO, 6))
+    done = foldrows.step(foldrows.Queue(), beta.submit("t"), QueuePolicy(), Where(DEMO, 6))
     assert done.verdict.outcome == "rejected" and done.writes == [] and done.after.state is EMPTY
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from streams import sendguard
 from streams.processor import InRecord, Processor
 from streams.scheduler import Scheduler, partition_of
-from taskfold import staterows as rows
+from taskfold.core import foldrows
 from taskfold.agent import TaskContext
 from taskfold.agent.attempts import run_attempt
 from taskfold.agent.reports import AttemptKey, Outcome, Reporter
@@ -173,26 +173,26 @@ def test_the_schedulers_rows_carry_no_payload_or_result_and_short_texts() -> Non
     for offset, event in enumerate(events):
         scheduler.apply(event, partition_of("q", 4), offset)
     assert max(len(v) for v in store.values()) < 3_000
-    stored = rows.read(store.items()).queues["q"].state()
+    stored = foldrows.read(store.items()).queues["q"].state()
     t1, t2 = stored.task("t1"), stored.task("t2")
-    assert (t1.state.value, t1.payload, t1.result) == ("completed", rows.NOT_KEPT, None)
-    assert t2.state.value == "dead_lettered" and len(t2.error) == len(t2.reason) == rows.TEXT_KEPT_CHARS
+    assert (t1.state.value, t1.payload, t1.result) == ("completed", foldrows.NOT_KEPT, None)
+    assert t2.state.value == "dead_lettered" and len(t2.error) == len(t2.reason) == foldrows.TEXT_KEPT_CHARS
     full = Ledger()
     for event in events:
         full.apply(event)
     # What the scheduler holds, its rows, and a fresh fold made slim all agree.
-    assert scheduler.queue("q").state == stored == rows.slim_state(full.state("q"))
+    assert scheduler.queue("q").state == stored == foldrows.slim_state(full.state("q"))
 
 
 def test_the_projections_rows_still_hold_payloads_and_results() -> None:
     _, events = big_run()
-    queue = rows.Queue()
+    queue = foldrows.Queue()
     written: dict[bytes, bytes] = {}
     for event in events:
-        done = rows.step(queue, event, QueuePolicy())
+        done = foldrows.step(queue, event, QueuePolicy())
         queue = done.after
         written.update((k, v) for k, v in done.writes if v is not None)
-    t1 = rows.read(written.items()).queues["q"].state().task("t1")
+    t1 = foldrows.read(written.items()).queues["q"].state().task("t1")
     assert t1.payload == quotes(DEFAULT_MAX_PAYLOAD_BYTES) and t1.result == text(DEFAULT_MAX_PAYLOAD_BYTES)
 
 

@@ -1,31 +1,116 @@
-"""The rows of a queue's fold and fleet: keys, JSON, and the step that says what to write.
+"""The fold's rows: a queue's fold state and fleet as the rows both processors persist.
 
 Shared by the scheduler's tables (`streams/`) and the projections' store (`projections/`).
 
 One row per task, per seat, per agent record and per session of a queue, plus the fleet's
 round-robin cursor. Every key starts with the queue name, so a queue's rows stay in the
 partition of the queue's events (the changelog partition is the event's partition).
-The other maps of `QueueState` are derived from tasks and seats (`taskfold.core.fold.rows`).
+Only tasks and seats of `QueueState` are stored: its other maps (idempotency keys,
+concurrency holders, dependents, the arrival counter) are derived from them by `rebuild`.
+
+Rows are JSON, never pickle, so a row can be read by any version that knows its format,
+and by a person with `ldb`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import types
+import typing
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from typing import Any, Union
 
 from immutables import Map
+from pydantic import BaseModel
 
-from taskfold.core.events import AgentJoined, AgentLeft, Event
+from taskfold.core.events import AgentJoined, AgentLeft, Event, WorkflowSubmitted
 from taskfold.core.fold import Where, evolve
-from taskfold.core.fold import rows as fold_rows
+from taskfold.core.policies import workflow_task_id
 from taskfold.core.scheduling.fleet import observe
-from taskfold.core.scheduling.model import QueuePolicy
-from taskfold.core.state import EMPTY, Verdict
-from taskfold.rowjson import ROW_FORMAT, RowFormatError, decode, encode
-from taskfold.core.scheduling.model import AgentRecord, Fleet, Session
-from taskfold.core.state import Member, QueueState, Task
+from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
+from taskfold.core.state import EMPTY, SCHEDULABLE, Member, QueueState, Task, TaskState, Verdict, order_of
+
+ROW_FORMAT = 1  # bump when a row's JSON changes incompatibly
+
+
+class RowFormatError(ValueError):
+    """A stored row this version cannot read."""
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def encode(row: Any) -> bytes:
+    """A dataclass row as JSON bytes (sets sorted, so equal rows give equal bytes)."""
+    body: dict[str, Any] = {"_v": ROW_FORMAT}
+    for name in _fields(type(row)):
+        value = getattr(row, name)
+        body[name] = value if type(value) in _SCALARS else _plain(value)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(cls: type, raw: bytes) -> Any:
+    """The dataclass row of type `cls` in JSON bytes; fields unknown to `cls` are ignored."""
+    body = json.loads(raw)
+    if body.pop("_v", None) != ROW_FORMAT:
+        raise RowFormatError(f"{cls.__name__} row is not in format {ROW_FORMAT}: {raw[:80]!r}")
+    hints, names = _hints(cls), _fields(cls)
+    return cls(**{name: _typed(hints[name], value) for name, value in body.items() if name in names})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (frozenset, set)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (Map, dict)):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    """`value` from JSON, turned back into the annotated type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(inner, value)
+    if origin is frozenset:
+        return frozenset(_typed(args[0], v) for v in value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_typed(args[0], v) for v in value)
+        return tuple(_typed(a, v) for a, v in zip(args, value, strict=True))
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return hint.model_validate(value)
+    if hint is float:
+        return float(value)
+    if hint in (int, str, bool, Any):
+        return value
+    raise RowFormatError(f"no JSON rule for the annotation {hint!r}")
+
+
+# Keys and rows of a queue
 
 SEP = "\x00"  # queue names cannot contain it (QueueName pattern)
 
@@ -78,7 +163,7 @@ class QueueRows:
             if task.state.in_flight and task.agent_id is not None:
                 held.setdefault(task.agent_id, set()).add(task.task_id)
         seats = [replace(m, holding=frozenset(held.get(m.agent_id, ()))) for m in self.seats]
-        return fold_rows.rebuild(self.tasks, seats)
+        return rebuild(self.tasks, seats)
 
     def fleet(self) -> Fleet:
         """The queue's fleet."""
@@ -163,7 +248,6 @@ def all_rows(queue: str, state: QueueState, fleet: Fleet) -> list[Write]:
     return event_writes(queue, list(state.tasks.values()), list(state.members.values()), fleet_rows, None)
 
 
-
 # What the scheduler keeps of a task (see `slim`): no payload, no result, short texts.
 NOT_KEPT = ""  # the payload of a slim task: not JSON, so it cannot pass for a payload
 TEXT_KEPT_CHARS = 1000
@@ -244,10 +328,83 @@ def step(before: Queue, event: Event, policy: QueuePolicy, where: Where | None =
     """Fold one event (read at `where`, if known) into a queue and its fleet, and list the rows to write."""
     state, verdict = evolve(before.state, event, where)
     fleet = observe(before.fleet, before.state, state, event, verdict, policy)
-    tasks, seats = fold_rows.touched(before.state, state, event)
+    tasks, seats = touched(before.state, state, event)
     # A seat's holdings are derived from the task rows (QueueRows.state), so a seat row is
     # written only when the seat itself changed (join, leave).
     seats = [m for m in seats if _seat_changed(before.state.member(m.agent_id), m)]
     marker = marker_of(event)
     writes = event_writes(event.queue, tasks, seats, fleet_writes(event.queue, before.fleet, fleet), marker)
     return Step(verdict, before, Queue(state, fleet), tasks, writes, marker)
+
+
+# The fold's state from its rows, and the rows an event touched
+
+def rebuild(tasks: Iterable[Task], members: Iterable[Member]) -> QueueState:
+    """The QueueState whose rows are these tasks and seats."""
+    task_map: dict[str, Task] = {}
+    idempotency: dict[str, str] = {}
+    holders: dict[str, set[str]] = {}
+    dependents: dict[str, set[str]] = {}
+    arrivals = 0
+    for task in tasks:
+        task_map[task.task_id] = task
+        arrivals = max(arrivals, task.arrival + 1)
+        if task.idempotency_key is not None:
+            idempotency[task.idempotency_key] = task.task_id
+        if task.state.in_flight and task.concurrency_key is not None:
+            holders.setdefault(task.concurrency_key, set()).add(task.task_id)
+        for dependency in task.depends_on:
+            dependents.setdefault(dependency, set()).add(task.task_id)
+    seats = {}
+    for seat in members:
+        holding = frozenset(t for t in seat.holding if t in task_map)
+        seats[seat.agent_id] = replace(seat, holding=holding)
+    return QueueState(
+        tasks=Map(task_map), members=Map(seats), idempotency=Map(idempotency),
+        holders=Map({k: frozenset(v) for k, v in holders.items()}),
+        dependents=Map({k: frozenset(v) for k, v in dependents.items()}), arrivals=arrivals,
+        waiting=Map({t.task_id: order_of(t) for t in task_map.values() if t.state in SCHEDULABLE}),
+    )
+
+
+def touched(before: QueueState, after: QueueState, event: Event) -> tuple[list[Task], list[Member]]:
+    """The task and seat rows that `event` changed (compared by identity, so it is cheap)."""
+    if before is after:
+        return [], []
+    candidates = _candidate_tasks(before, event)
+    tasks = [t for tid in sorted(candidates) if (t := after.tasks.get(tid)) is not before.tasks.get(tid) and t]
+    seats: set[str] = {event.agent} if event.agent else set()
+    for task in tasks:
+        old = before.tasks.get(task.task_id)
+        seats.update(a for a in (task.agent_id, old.agent_id if old else None) if a)
+    members = [m for aid in sorted(seats) if (m := after.members.get(aid)) is not before.members.get(aid) and m]
+    return tasks, members
+
+
+def affected_tasks(state: QueueState, event: Event) -> set[str]:
+    """The ids of the tasks `event` may change: its own, a workflow's, a leaving agent's, and their dependents."""
+    return _candidate_tasks(state, event)
+
+
+def _candidate_tasks(before: QueueState, event: Event) -> set[str]:
+    ids: set[str] = set()
+    if event.task:
+        ids.add(event.task)
+    if isinstance(event, WorkflowSubmitted):
+        ids.update(workflow_task_id(event.workflow_id, node.node) for node in event.nodes)
+    if isinstance(event, AgentLeft):
+        seat = before.members.get(event.agent_id)
+        ids.update(seat.holding if seat else ())
+    # Settling a task reaches its dependents, transitively.
+    frontier = list(ids)
+    while frontier:
+        for dependent in before.dependents.get(frontier.pop(), frozenset()):
+            if dependent not in ids:
+                ids.add(dependent)
+                frontier.append(dependent)
+    return ids
+
+
+def is_waiting(task: Task) -> bool:
+    """True for tasks a scheduler may still place (queued, scheduled, retry_wait)."""
+    return task.state in (TaskState.queued, TaskState.scheduled, TaskState.retry_wait)
