@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import Spec, Timing, measures, tasks  # noqa: E402
 
-from taskfold.agent.routing import queue_partition  # noqa: E402
+from taskfold.broker.topics import queue_partition  # noqa: E402
 from taskfold.broker.harness import start_broker  # noqa: E402
 from taskfold.broker.topics import TopicNames, ensure_topics  # noqa: E402
 from taskfold.core.requests import submission  # noqa: E402

@@ -17,7 +17,8 @@ from streams.pending import Pending
 from streams.relay import Note, notes_of, notes_of_replay
 from taskfold.core import foldrows
 from taskfold.core.events import Event
-from taskfold.core.fold.placement import Where, home_partition
+from taskfold.broker.topics import queue_partition
+from taskfold.core.fold.placement import Where
 from taskfold.core.scheduling.decide import decide
 from taskfold.core.scheduling.model import QueuePolicy
 from taskfold.core.scheduling.timers import expirations
@@ -34,11 +35,6 @@ class Applied:
     verdict: Verdict
     ours: bool
     notes: tuple[Note, ...] = ()
-
-
-def partition_of(queue: str, partitions: int) -> int:
-    """The partition a queue's events go to: the Java client's (and aiokafka's) murmur2 of the key."""
-    return home_partition(queue, partitions)
 
 
 class Scheduler:
@@ -139,7 +135,7 @@ class Scheduler:
         """What the clock decides for every owned queue whose partition is read up to its end."""
         out: list[Event] = []
         for name in sorted(self.queues):
-            if settled(partition_of(name, self.partitions)):
+            if settled(queue_partition(name, self.partitions)):
                 # Expirations first: a lost agent's tasks go back, then decide places them
                 # once they are read back (decide works on the folded state only).
                 out += self.expire(name, now_ms)
@@ -156,7 +152,7 @@ class Scheduler:
     def drop(self, partitions: Iterable[int] | None = None) -> None:
         """Forget the queues (and pending events) of revoked partitions (all when None)."""
         gone = set(partitions) if partitions is not None else None
-        names = [q for q in self.queues if gone is None or partition_of(q, self.partitions) in gone]
+        names = [q for q in self.queues if gone is None or queue_partition(q, self.partitions) in gone]
         for name in names:
             del self.queues[name]
         self.applied = {p: o for p, o in self.applied.items() if gone is not None and p not in gone}

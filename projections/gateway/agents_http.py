@@ -2,7 +2,7 @@
 so an agent in any language needs no Kafka client (`examples/http_agent.sh` is one in shell).
 
 The gateway appends what the Python SDK appends, built by the same `Reporter`: reports carry
-ids derived from the attempt (`taskfold.agent.reports.report_id`), so a retried POST folds
+ids derived from the attempt (`taskfold.core.reports.report_id`), so a retried POST folds
 as a duplicate, never as a second report. Only a token bound to the agent, or an admin,
 may act as it.
 
@@ -41,7 +41,7 @@ from projections.gateway.errors import ApiError, ErrorBody
 from projections.gateway.fences import current, refusal
 from projections.gateway.writes import Text, actor, commit, read_only_error
 from projections.view import Change
-from taskfold.agent.reports import MAX_ERROR_CHARS, AttemptKey, Outcome, Reporter
+from taskfold.core.reports import MAX_ERROR_CHARS, AttemptEnd, AttemptKey, Reporter
 from taskfold.core.requests import size_problem
 from taskfold.core.events import LeaveReason, QueueName
 from taskfold.core.fold.attempts import AttemptEvent
@@ -315,7 +315,7 @@ async def completed(agent_id: AgentId, task_id: TaskId, body: CompletedRequest, 
                     principal: Principal = AGENT) -> ReportOut:
     """TaskCompleted with a JSON result."""
     try:
-        outcome = Outcome("completed", result=json.dumps(body.result, allow_nan=False))
+        outcome = AttemptEnd("completed", result=json.dumps(body.result, allow_nan=False))
     except ValueError:
         raise ApiError(422, "invalid_request", "result is not JSON",
                        [("result", "NaN and Infinity are not JSON")]) from None
@@ -330,7 +330,7 @@ async def completed(agent_id: AgentId, task_id: TaskId, body: CompletedRequest, 
 async def failed(agent_id: AgentId, task_id: TaskId, body: FailedRequest, request: Request,
                  principal: Principal = AGENT) -> ReportOut:
     """TaskFailed: retried with backoff when `retryable`, else dead-lettered."""
-    outcome = Outcome("failed", error=body.error, retryable=body.retryable)
+    outcome = AttemptEnd("failed", error=body.error, retryable=body.retryable)
     return await _report(runtime(request), principal, agent_id, task_id, body,
                          lambda reporter, key, correlation: reporter.outcome(key, outcome, correlation))
 

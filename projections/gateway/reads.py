@@ -9,7 +9,6 @@ Who may read: submitters and auditors (admins always). The audit reads, rejectio
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from projections.gateway.readmodels import (AgentList, AgentOut, AgentTaskPage, 
                                             HistoryPage, QueueList, QueueOut, RejectionPage, ResultOut, TaskOut,
                                             TaskPage)
 from projections.store import Store
+from taskfold.core.edge import now_ms
 from taskfold.core.state import TaskState
 
 router = APIRouter(tags=["reads"])
@@ -80,10 +80,6 @@ def parse_as_of(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # tasks
@@ -197,13 +193,13 @@ async def agent_tasks(
 @router.get("/v1/queues", response_model=QueueList)
 async def list_queues(request: Request, principal: Principal = READER) -> dict[str, Any]:
     """Every queue: depth by state and priority, oldest waiting task, totals."""
-    return {"queues": queries.list_queues(_store(request), _now_ms())}
+    return {"queues": queries.list_queues(_store(request), now_ms())}
 
 
 @router.get("/v1/queues/{queue}", response_model=QueueOut, responses={404: {"description": "unknown queue"}})
 async def get_queue(queue: str, request: Request, principal: Principal = READER) -> dict[str, Any]:
     """One queue, with its agents' seats."""
-    row = queries.get_queue(_store(request), queue, _now_ms())
+    row = queries.get_queue(_store(request), queue, now_ms())
     if row is None:
         raise ApiError(404, "not_found", f"unknown queue {queue} (no event of it has been applied)")
     return row

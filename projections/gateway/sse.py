@@ -55,7 +55,7 @@ from projections.gateway.deps import Principal, Role, Runtime, require, runtime
 from projections.gateway.errors import ApiError, ErrorBody
 from projections.gateway.writes import queue_of, read_only_error
 from projections.projector import EVENTS, PROGRESS
-from taskfold.agent.routing import queue_partition
+from taskfold.broker.topics import queue_partition
 from taskfold.core.state import TaskState
 
 from projections.gateway.hub import (  # noqa: F401 - Subscription and frame_of re-exported for the tests

@@ -33,8 +33,8 @@ from taskfold.broker.connection import connect
 from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
 from taskfold.agent.process import queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text
-from taskfold.agent.routing import partitions_of
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter, error_text
+from taskfold.broker.topics import partitions_of
 from taskfold.agent.stopping import BEAT_TIMEOUT_S, CALL_S, MIN_STOP_S, StopBudget, backoff, bounded
 from taskfold.broker.topics import TopicNames
 from taskfold.core.events import Event, LeaveReason
@@ -201,7 +201,7 @@ class Agent:
                 case Run(key, task):
                     self._start(key, task)
                 case HandBack(key, task):
-                    outcome = Outcome("failed", error=DRAINING_ERROR, retryable=True)
+                    outcome = AttemptEnd("failed", error=DRAINING_ERROR, retryable=True)
                     self._spawn(self._report(self.reporter.outcome(key, outcome, task.correlation_id), "handed_back"))
                 case AcknowledgeCancel(key, task):
                     self._spawn(self._report(self.reporter.cancelled(key, task.correlation_id), "cancelled"))
@@ -237,7 +237,7 @@ class Agent:
             handler = self.handlers.get(task.task_type)
             if handler is None:
                 known = ", ".join(sorted(self.handlers)) or "none"
-                outcome = Outcome("failed", retryable=False, error=(
+                outcome = AttemptEnd("failed", retryable=False, error=(
                     f"no handler for task type {task.task_type!r} on agent {self.agent_id} (it handles: {known})"))
             else:
                 start = None

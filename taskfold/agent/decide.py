@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
-from taskfold.agent.reports import AttemptKey
+from taskfold.core.reports import AttemptKey
 from taskfold.core.events import AgentJoined, AgentLeft, Event, LeaveReason, TaskAssigned, TaskCompleted
 from taskfold.core.state import QueueState, Task, Verdict
 

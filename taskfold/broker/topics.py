@@ -1,19 +1,40 @@
-"""Topic names and their idempotent creation (ARCHITECTURE §2).
+"""Topic names, their idempotent creation, and which partition a queue's events go to (ARCHITECTURE §2).
 
 Every topic is created up front: a broker that auto-creates topics would pick the
 partition count itself (Tansu always picks 4).
+
+Events are keyed by queue, and producers place a key with the Kafka default partitioner:
+murmur2 of the key bytes, made non-negative, modulo the partition count. The Java client
+and aiokafka agree on it, so `queue_partition` finds a queue's partition without asking
+the broker. The fold uses the same function (`taskfold.core.fold.placement.home_partition`)
+to reject misrouted events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code, NoError, TopicAlreadyExistsError
 
+from taskfold.core.fold.placement import home_partition
+
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_PARTITIONS = 6
+
+
+def queue_partition(queue: str, partitions: int) -> int:
+    """The partition of `partitions` that events keyed by `queue` land in."""
+    return home_partition(queue, partitions)
+
+
+def partitions_of(queues: Iterable[str], partitions: int) -> dict[int, list[str]]:
+    """{partition: the queues on it, sorted} for the given queues."""
+    placed: dict[int, list[str]] = {}
+    for queue in sorted(set(queues)):
+        placed.setdefault(queue_partition(queue, partitions), []).append(queue)
+    return dict(sorted(placed.items()))
 
 
 class TopicMismatchError(RuntimeError):

@@ -1,18 +1,18 @@
-"""Building events from what a person or program asks for, with errors that name the field."""
+"""Building events from what a person or program asks for, with errors that name the field.
+
+Pure but for its defaults: the time, the actor and the payload limit come from the
+caller, by default from `taskfold.core.edge` (the process's clock, user and settings).
+"""
 
 from __future__ import annotations
 
-import functools
-import getpass
 import json
-import socket
-import time
 import uuid
 from typing import Any, cast
 
 from pydantic import ValidationError
 
-from taskfold.config import Limits
+from taskfold.core.edge import default_actor, now_ms, payload_limit
 from taskfold.core.events import Event, TaskCancelRequested, TaskSubmitted
 from taskfold.core.fold.limits import over, submit_problem, text_bytes
 
@@ -28,20 +28,6 @@ class InvalidRequest(ValueError):
         super().__init__("; ".join(f"{field}: {reason}" for field, reason in problems))
 
 
-def now_ms() -> int:
-    """Wall-clock time in milliseconds (only the edges of the system read the clock)."""
-    return time.time_ns() // 1_000_000
-
-
-def default_actor() -> str:
-    """user@host, the actor recorded on events appended by this process."""
-    try:
-        user = getpass.getuser()
-    except OSError:
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
 def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
     """pydantic's errors as (dotted field, message) pairs."""
     out = []
@@ -49,12 +35,6 @@ def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
         field = ".".join(str(part) for part in error["loc"]) or "(request)"
         out.append((field, error["msg"]))
     return out
-
-
-@functools.cache
-def payload_limit() -> int:
-    """TASKFOLD_MAX_PAYLOAD_BYTES of this process (read once)."""
-    return Limits().max_payload_bytes
 
 
 def size_problem(field: str, text: str | None, limit: int | None = None) -> str | None:
@@ -74,7 +54,7 @@ def check_size(field: str, text: str | None, limit: int | None = None) -> None:
 
 
 def build(event_class: type[Event], **fields: Any) -> Event:
-    """Validate fields into an event; fills event_id and occurred_at; InvalidRequest names each bad field."""
+    """Validate fields into an event; fills event_id, occurred_at and actor; InvalidRequest names each bad field."""
     fields.setdefault("event_id", str(uuid.uuid4()))
     fields.setdefault("occurred_at", now_ms())
     fields.setdefault("actor", default_actor())

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from schemas.codec import MAGIC, default_codec
-from taskfold.agent.reports import OUTCOME, STARTED, AttemptKey, report_id
+from taskfold.core.reports import OUTCOME, STARTED, AttemptKey, report_id
 from taskfold.core.events import Event, TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed
 from taskfold.core.fold import Ledger
 from taskfold.log import RawRecord

@@ -26,7 +26,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.scheduler import partition_of
+from taskfold.broker.topics import queue_partition
 from taskfold.audit import audit
 from taskfold.core.requests import submission
 from taskfold.cli.cluster import LocalCluster, LogWatcher
@@ -188,7 +188,7 @@ class FaultRun:
         found: dict[int, str] = {}
         n = 0
         while len(found) < self.partitions:
-            found.setdefault(partition_of(f"{prefix}{n}", self.partitions), f"{prefix}{n}")
+            found.setdefault(queue_partition(f"{prefix}{n}", self.partitions), f"{prefix}{n}")
             n += 1
         return [found[p] for p in range(self.partitions)]
 

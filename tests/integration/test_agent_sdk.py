@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from taskfold.agent import Agent, NonRetryable, TaskContext, queue_partition
-from taskfold.agent.reports import OUTCOME, STARTED, AttemptKey, report_id
+from taskfold.core.reports import OUTCOME, STARTED, AttemptKey, report_id
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.core.requests import now_ms
+from taskfold.core.edge import now_ms
 from taskfold.core.events import Event
 from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Recorded, entry_of

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from taskfold.agent.routing import queue_partition
+from taskfold.broker.topics import queue_partition
 from taskfold.audit.logaudit import audit_log
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames

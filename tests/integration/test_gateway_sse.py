@@ -20,7 +20,7 @@ from projections.gateway.app import create_app, default_views
 from projections.gateway.auth import Auth, parse_env
 from projections.gateway.deps import Runtime
 from projections.live import LiveProjection
-from taskfold.agent.reports import AttemptKey, Reporter
+from taskfold.core.reports import AttemptKey, Reporter
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.log.eventlog import EventLog, Recorded

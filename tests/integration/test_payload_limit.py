@@ -19,7 +19,8 @@ import pytest
 
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.core.requests import InvalidRequest, payload_limit, submission
+from taskfold.core.edge import payload_limit
+from taskfold.core.requests import InvalidRequest, submission
 from taskfold.core.events import TaskAssigned
 from taskfold.core.state import TaskState
 from taskfold.core.testing import Events

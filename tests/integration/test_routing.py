@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from projections.views import all_views
 from taskfold.audit.logaudit import audit_log
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
+from taskfold.core.edge import now_ms
 from taskfold.core.requests import cancel_request, submission
 from taskfold.cli.cluster import LocalCluster, LogWatcher
 from taskfold.core.events import TaskAssigned
@@ -40,10 +40,6 @@ from taskfold.log.wire import encode_event
 pytestmark = pytest.mark.integration
 PARTITIONS = 4  # tests/conftest.py TEST_PARTITIONS
 DAY_MS = 24 * 3600 * 1000
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture
@@ -62,7 +58,7 @@ async def test_a_misrouted_cancel_is_rejected_by_the_worker_replay_audit_and_pro
             cluster.worker("worker-1", "--fast-rebalance", "--tick-ms", "50")
             cluster.agent("agent-1", "--queue", "beta=1")
             # Scheduled a little ahead, so the worker reads the cancel before it could assign.
-            task = submission("beta", "echo", task_id="t-1", not_before=wall_ms() + 3000)
+            task = submission("beta", "echo", task_id="t-1", not_before=now_ms() + 3000)
             await log.append([task])
             cancel = cancel_request("beta", "t-1", reason="keyed by the wrong queue")
             (at,) = await log.writer.append(topics.events, [RawRecord("demo", *encode_event(cancel))])
@@ -127,10 +123,10 @@ def _replay_until(broker: Broker, topics: TopicNames, until: int) -> dict[str, s
 
 async def test_a_future_stamp_and_out_of_order_stamps_keep_history_as_of_now(
         broker: Broker, topics: TopicNames, log: EventLog, tmp_path: Path) -> None:
-    now = wall_ms()
+    now = now_ms()
     events, _ = _stamped_log(now)
     positions = await log.append(events)
-    until = wall_ms()
+    until = now_ms()
     assert len({p.partition for p in positions}) == 1
 
     as_of = await replay(log, Cut(until_ms=until))

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from streams.run import spawn
-from streams.scheduler import partition_of
+from taskfold.broker.topics import queue_partition
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.core.events import Event, TaskAssigned
@@ -281,7 +281,7 @@ def queues_covering(partitions: int) -> list[str]:
     found: dict[int, str] = {}
     n = 0
     while len(found) < partitions:
-        found.setdefault(partition_of(f"q{n}", partitions), f"q{n}")
+        found.setdefault(queue_partition(f"q{n}", partitions), f"q{n}")
         n += 1
     return [found[p] for p in range(partitions)]
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from projections import queries
 from streams.app import _ms
-from streams.processor import InRecord, Processor
+from streams.processor import Processor
 from streams.scheduler import Scheduler
 from projections.projector import Projector
 from projections.store import Store
@@ -141,7 +141,7 @@ class _Outbox:
     async def append(self, events: list) -> None:
         pass
 
-    async def quarantine(self, record: InRecord, reason: str) -> None:
+    async def quarantine(self, record: ConsumedRecord, reason: str) -> None:
         raise AssertionError(reason)
 
 
@@ -151,8 +151,8 @@ async def test_the_scheduler_worker_judges_where_a_record_sits_as_every_reader_d
 
     async def read(event, partition: int, offset: int, timestamp: int | None):  # noqa: ANN001, ANN202
         value, headers = encode_event(event)
-        return (await processor.on_record(InRecord(partition, offset, event.queue.encode(), value, headers,
-                                                   timestamp))).verdict
+        return (await processor.on_record(ConsumedRecord("events", partition, offset, timestamp,
+                                                         event.queue, value, tuple(headers)))).verdict
 
     assert (await read(beta.submit("t", at=now), BETA, 0, now)).accepted
     misrouted = await read(beta.cancel("t", at=now), DEMO, 0, now)

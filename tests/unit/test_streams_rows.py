@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskfold.core import foldrows
-from streams.scheduler import Scheduler, partition_of
+from streams.scheduler import Scheduler
+from taskfold.broker.topics import queue_partition
 from taskfold.core.events import Backoff, Event
 from taskfold.core.fold import Ledger
 from taskfold.core.scheduling.fleet import replay
@@ -149,7 +150,7 @@ def test_rows_written_event_by_event_rebuild_what_the_scheduler_holds(drawn: lis
     assert rebuilt.queue("q").fleet == fleet
 
 
-HOME = partition_of("q", 4)  # the fold rejects an event read outside its queue's partition
+HOME = queue_partition("q", 4)  # the fold rejects an event read outside its queue's partition
 
 
 class CrashingStore(dict):

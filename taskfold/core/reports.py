@@ -1,4 +1,4 @@
-"""What an agent appends, built purely from what it knows: reports, membership, telemetry.
+"""What an agent appends (through the SDK or the gateway), built purely from what it knows: reports, membership, telemetry.
 
 Reports about an attempt get ids derived from the attempt (`queue/task/attempt`) and the
 step, so a report sent again (after a retry or a restart) folds as a duplicate
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from taskfold.core.requests import now_ms
+from taskfold.core.edge import now_ms
 from taskfold.core.events import (
     AgentJoined, AgentLeft, Event, LeaveReason, TaskCancelled, TaskCompleted, TaskFailed, TaskStarted,
 )
@@ -41,7 +41,7 @@ class AttemptKey:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class AttemptEnd:
     """How an attempt ended locally; `revoked` means the log took it away, so nothing is reported."""
 
     kind: Literal["completed", "failed", "cancelled", "revoked"]
@@ -94,7 +94,7 @@ class Reporter:
         """TaskStarted for an attempt this agent holds."""
         return TaskStarted(**self._attempt(key, STARTED, correlation_id))
 
-    def outcome(self, key: AttemptKey, outcome: Outcome, correlation_id: str | None = None) -> Event | None:
+    def outcome(self, key: AttemptKey, outcome: AttemptEnd, correlation_id: str | None = None) -> Event | None:
         """The report that ends an attempt (completed, failed or cancelled); None when revoked."""
         if outcome.kind == "completed":
             return TaskCompleted(**self._attempt(key, OUTCOME, correlation_id), result=outcome.result)
