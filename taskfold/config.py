@@ -47,3 +47,8 @@ class Settings(Limits):
     gateway_batch_max: int = Field(default=1000, ge=1, le=100_000, description="tasks in one batch submit")
     gateway_catch_up_timeout_s: float = Field(default=60.0, ge=0,
                                               description="start-up wait for the projection to catch up")
+
+
+def gateway_store(settings: Settings, name: str) -> Path:
+    """The projection store of the gateway called `name` (its port, unless named)."""
+    return settings.state_dir / "gateway" / name

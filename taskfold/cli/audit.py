@@ -98,11 +98,13 @@ def _open_store(path: str | None) -> StoreVerdicts | None:
     if path is None:
         return None
     from projections.store import StoreError
+    from projections.verdicts import read_recorded
 
     try:
-        return StoreVerdicts.open(path)
+        recorded = read_recorded(path)
     except StoreError as exc:
         raise typer.BadParameter(str(exc), param_hint="--store") from None
+    return StoreVerdicts(recorded.verdicts, recorded.covered, source=path)
 
 
 def _as_json(result: LogAudit, deadline_ms: int) -> dict:

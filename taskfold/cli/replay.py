@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from taskfold.cli.connect import Target, resolve
 from taskfold.cli.render import cli_console, parse_offsets, parse_time, show_time, state_counts, task_table
-from taskfold.config import Settings
+from taskfold.config import Settings, gateway_store
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.log.foldlog import Replay, records_to_read, replay as fold_log
 
@@ -119,9 +119,7 @@ def _default_store(cut: Cut) -> Path:
     settings = Settings()
     if cut.until_ms is not None:
         return settings.state_dir / "projections" / f"as-of-{cut.until_ms}"
-    from projections.gateway.app import store_path  # heavy (FastAPI); only builds need it
-
-    return store_path(settings, settings.gateway_name or str(settings.gateway_port))
+    return gateway_store(settings, settings.gateway_name or str(settings.gateway_port))
 
 
 class _RebuildBar:
