@@ -29,7 +29,7 @@ from taskfold.core.scheduling.fleet import observe, quarantined, record, trip_re
 from taskfold.core.scheduling.model import Fleet, QueuePolicy
 from taskfold.core.state import WAITING, QueueState, Task, TaskState, Verdict
 
-Progress = Callable[[int], None]
+OnRead = Callable[[int], None]  # told how many more records were read
 
 QUARANTINED = "every agent that can take it is quarantined or on probation"
 
@@ -178,7 +178,7 @@ class Explainer:
 
 
 async def explain_log(log: EventLog, task_id: str, queue: str | None = None, cut: Cut | None = None,
-                      progress: Progress | None = None, policy: QueuePolicy | None = None) -> Explainer:
+                      progress: OnRead | None = None, policy: QueuePolicy | None = None) -> Explainer:
     """Read the log (or a cut of it) and gather everything about one task."""
     explainer = Explainer(task_id, queue, policy)
     read = 0

@@ -1,4 +1,4 @@
-"""Fold the log from the beginning: the replay that the CLI, audits and tests share."""
+"""Fold the log from the beginning: `fold(log)`, which `taskfold replay`, audits and tests share."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import Cut, EventLog, Poison
 
-Progress = Callable[[int], None]
+OnRead = Callable[[int], None]  # told how many more records were read
 
 
 @dataclass
-class Replay:
-    """What a replay found: the folded ledger, verdict counts, poison, and its speed."""
+class FoldedLog:
+    """What folding the log found: the folded ledger, verdict counts, poison, and its speed."""
 
     ledger: Ledger = field(default_factory=Ledger)
     verdicts: Counter = field(default_factory=Counter)
@@ -28,9 +28,9 @@ class Replay:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-async def replay(log: EventLog, cut: Cut | None = None, progress: Progress | None = None) -> Replay:
+async def fold_log(log: EventLog, cut: Cut | None = None, progress: OnRead | None = None) -> FoldedLog:
     """Fold every event up to the end of the log (or the cut); poison is counted and skipped."""
-    result = Replay()
+    result = FoldedLog()
     started = time.perf_counter()
     async for entry in log.read(cut=cut):
         result.records += 1
@@ -47,7 +47,7 @@ async def replay(log: EventLog, cut: Cut | None = None, progress: Progress | Non
 
 
 async def records_to_read(log: EventLog, cut: Cut | None = None) -> int:
-    """How many records a replay will read at most (for a progress bar's total)."""
+    """How many records fold_log will read at most (for a progress bar's total)."""
     ends = await log.end_offsets()
     if cut is not None and cut.offsets is not None:
         return sum(min(ends.get(p, 0), end) for p, end in cut.offsets.items())

@@ -32,7 +32,7 @@ from taskfold.core.events import TaskAssigned
 from taskfold.core.fold.placement import home_partition
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.log.records import RawRecord
-from taskfold.log.foldlog import replay
+from taskfold.log.foldlog import fold_log
 from taskfold.core.state import TaskState
 from taskfold.core.testing import Events
 from taskfold.log.wire import encode_event
@@ -73,7 +73,7 @@ async def test_a_misrouted_cancel_is_rejected_by_the_worker_replay_audit_and_pro
     assert sum(v.accepted for e, v in watcher.entries if isinstance(e, TaskAssigned)) == 1
     assert [v.reason for e, v in watcher.entries if e.event_id == cancel.event_id] == [reason]
 
-    replayed = await replay(log)
+    replayed = await fold_log(log)
     assert replayed.ledger.state("beta").task("t-1").state == TaskState.completed
     audited = await audit_log(log)
     assert [(v.rule, v.position, v.detail) for v in audited.violations] == [("misrouted", str(at), reason)]
@@ -129,7 +129,7 @@ async def test_a_future_stamp_and_out_of_order_stamps_keep_history_as_of_now(
     until = now_ms()
     assert len({p.partition for p in positions}) == 1
 
-    as_of = await replay(log, Cut(until_ms=until))
+    as_of = await fold_log(log, Cut(until_ms=until))
     assert as_of.ledger.state("beta").task("t-1").state == TaskState.completed
     assert as_of.ledger.state("beta").task("from-the-future") is None  # rejected for clock skew
     assert _replay_until(broker, topics, until) == {"t-1": "completed"}
