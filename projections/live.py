@@ -28,7 +28,7 @@ from taskfold.log.wire import PoisonMessage, decode_record
 
 log = logging.getLogger(__name__)
 
-WRITE_PATH_FETCH_WAIT_MS = 20  # measured: 269 -> 779 submits/s in-process at concurrency 16
+WRITE_PATH_FETCH_WAIT_MS = 20  # the events reader's longest parked Fetch on Tansu (see __init__)
 RECENT = 100_000  # applied events remembered for read-your-write after they were applied
 
 
@@ -106,7 +106,7 @@ class LiveProjection:
                         self.projector.apply(role, entries)
                         if not self.caught_up():
                             # While catching up on a long log, the fold's state is long-lived:
-                            # keep the cyclic GC from rescanning it (rebuild measured 2.2k -> 7k/s).
+                            # keep the cyclic GC from rescanning it (README, Benchmarks: tuning).
                             gc.freeze()
                     for p in self.ends.get(role, {}):
                         end = reader.highwater(topic, p)

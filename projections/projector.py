@@ -27,7 +27,7 @@ EVENTS, PROGRESS, HEARTBEATS = "events", "progress", "heartbeats"  # topic roles
 # 2: verdicts judge where a record sits (misrouted, clock skew) and the time index leaves
 # out rejected stamps; a format-1 store may hold other verdicts and a truncating index.
 STORE_FORMAT = 2
-DEFAULT_POLICY = QueuePolicy()  # built once: a policy per event cost 1-2% of a rebuild
+DEFAULT_POLICY = QueuePolicy()  # built once, not per event: a rebuild asks for it on every event
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """`expirations`: what the clock decides, recorded as events (ARCHITECTURE §1: the fold
 never reads a clock, so a processor appends the decision).
 
-Three rules, judged at `now_ms`:
+Four rules, judged at `now_ms`:
 
 1. An active seat silent for longer than `agent_lost_ms` (last heartbeat or join) is
    declared lost: AgentLeft(reason=lost). The fold then ends every attempt it held, so
