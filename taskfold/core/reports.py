@@ -1,4 +1,4 @@
-"""What an agent appends (through the SDK or the gateway), built purely from what it knows: reports, membership, telemetry.
+"""What an agent appends, through the SDK or the gateway, built from what it knows: reports, membership, telemetry.
 
 Reports about an attempt get ids derived from the attempt (`queue/task/attempt`) and the
 step, so a report sent again (after a retry or a restart) folds as a duplicate
