@@ -1,7 +1,9 @@
-"""The import contracts in pyproject.toml hold, and a wrong arrow breaks them.
+"""The import contracts in pyproject.toml hold, a wrong arrow breaks them, and the things
+that were written twice are written once.
 
 `lint-imports` (import-linter) checks the layers (CLI; streams, projections; agent, audit;
-log, broker; core; schemas) and the forbidden imports of the core. Running it here puts it
+log, broker; core; schemas) and the forbidden imports (the core's I/O libraries, the fold's
+clock, the processors' applications, the commands' web framework). Running it here puts it
 in the README's test command, so CI fails on a wrong arrow.
 """
 
@@ -18,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("taskfold", "streams", "projections", "schemas")
-LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")  # the test extra installs it beside python
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
