@@ -38,7 +38,7 @@ from projections.projector import Projector
 from projections.store import Store
 from projections.views import all_views
 from taskfold.log.eventlog import Recorded
-from taskfold.testing import Events
+from taskfold.core.testing import Events
 
 PRIORITIES = ("critical", "high", "medium", "low")
 BATCH = 5000  # events per Projector.apply (one write batch)

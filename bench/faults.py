@@ -34,7 +34,7 @@ from faults_scenarios import EXTRA, SCENARIOS, Sizes  # noqa: E402
 from faults_support import FaultRun, Outcome  # noqa: E402
 from taskfold.broker.harness import Broker, start_broker  # noqa: E402
 from taskfold.broker.topics import TopicNames, ensure_topics  # noqa: E402
-from taskfold.cluster import LocalCluster, LogWatcher  # noqa: E402
+from taskfold.cli.cluster import LocalCluster, LogWatcher  # noqa: E402
 from taskfold.log.eventlog import EventLog  # noqa: E402
 
 BENCH = Sizes(worker_kill_tasks=4000, agent_kill_tasks=400, rebalance_backlog=200, duplicate_tasks=2000,

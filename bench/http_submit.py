@@ -26,7 +26,7 @@ from pathlib import Path
 
 from taskfold.broker.harness import start_broker
 from taskfold.broker.topics import TopicNames, ensure_topics
-from taskfold.cluster import LocalCluster, wait_for_ready_file
+from taskfold.cli.cluster import LocalCluster, wait_for_ready_file
 from workload import percentile  # bench/ is on sys.path when a script here runs
 
 TOKEN = f"bench-{uuid.uuid4().hex}"

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from taskfold.broker.harness import start_broker
 from taskfold.broker.topics import TopicNames, ensure_topics
-from taskfold.events import Event
+from taskfold.core.events import Event
 from taskfold.log.records import RawRecord
 from taskfold.log.writer import LogWriter
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event
 
 WAVE = 16  # tasks a queue takes per round: its two agents' slots
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from taskfold.broker.harness import start_broker
 from taskfold.broker.topics import TopicNames, ensure_topics
-from taskfold.client import submission
-from taskfold.cluster import LocalCluster, LogWatcher
-from taskfold.events import TaskCompleted, TaskStarted
-from taskfold.fold import Ledger
+from taskfold.core.requests import submission
+from taskfold.cli.cluster import LocalCluster, LogWatcher
+from taskfold.core.events import TaskCompleted, TaskStarted
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog
-from taskfold.state import TaskState
+from taskfold.core.state import TaskState
 from workload import percentile  # bench/ is on sys.path when a script here runs
 
 QUEUE = "bench"

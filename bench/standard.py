@@ -40,13 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import Spec, Timing, measures, tasks  # noqa: E402
 
-from taskfold.agent.routing import queue_partition  # noqa: E402
+from taskfold.broker.topics import queue_partition  # noqa: E402
 from taskfold.broker.harness import start_broker  # noqa: E402
 from taskfold.broker.topics import TopicNames, ensure_topics  # noqa: E402
-from taskfold.client import submission  # noqa: E402
-from taskfold.cluster import LocalCluster, wait_for_ready_file  # noqa: E402
-from taskfold.events import TaskAssigned, TaskCompleted, TaskStarted, TaskSubmitted  # noqa: E402
-from taskfold.fold import Ledger  # noqa: E402
+from taskfold.core.requests import submission  # noqa: E402
+from taskfold.cli.cluster import LocalCluster, wait_for_ready_file  # noqa: E402
+from taskfold.core.events import TaskAssigned, TaskCompleted, TaskStarted, TaskSubmitted  # noqa: E402
+from taskfold.core.fold import Ledger  # noqa: E402
 from taskfold.log.eventlog import EventLog, Recorded, entry_of  # noqa: E402
 
 BURST_BATCH = 1000

@@ -32,12 +32,12 @@ from taskfold.config import ClusterSettings
 from taskfold.log.eventlog import Poison, entry_of
 from taskfold.log.reader import LogReader
 from taskfold.log.records import ConsumedRecord
-from taskfold.telemetry import Heartbeat, ProgressChunk
-from taskfold.wire import PoisonMessage, decode_record
+from taskfold.core.telemetry import Heartbeat, ProgressChunk
+from taskfold.log.wire import PoisonMessage, decode_record
 
 log = logging.getLogger(__name__)
 
-WRITE_PATH_FETCH_WAIT_MS = 20  # measured: 269 -> 779 submits/s in-process at concurrency 16
+WRITE_PATH_FETCH_WAIT_MS = 20  # the events reader's longest parked Fetch on Tansu (see __init__)
 RECENT = 100_000  # applied events remembered for read-your-write after they were applied
 # What a reader does when the log no longer has its stored offset. Progress and heartbeats
 # are telemetry: what expired is gone, read on from the log start. Events are the system
@@ -133,7 +133,7 @@ class LiveProjection:
                         self.projector.apply(role, entries)
                         if not self.caught_up():
                             # While catching up on a long log, the fold's state is long-lived:
-                            # keep the cyclic GC from rescanning it (rebuild measured 2.2k -> 7k/s).
+                            # keep the cyclic GC from rescanning it (README, Benchmarks: tuning).
                             gc.freeze()
                     self._note_progress(role, reader)
                     async with self._applied:

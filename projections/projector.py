@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from projections.store import Batch, Store
 from projections.view import Change, Telemetry, View, position_key
-from taskfold import staterows
-from taskfold.fold.placement import stamp
+from taskfold.core import foldrows
+from taskfold.core.fold.placement import stamp
 from taskfold.log.eventlog import Poison, Recorded
-from taskfold.scheduling.model import QueuePolicy
+from taskfold.core.scheduling.model import QueuePolicy
 
 FOLD = "_fold"
 POISON = "poison"  # table: position -> reason, for every undecodable record seen
@@ -27,7 +27,7 @@ EVENTS, PROGRESS, HEARTBEATS = "events", "progress", "heartbeats"  # topic roles
 # 2: verdicts judge where a record sits (misrouted, clock skew) and the time index leaves
 # out rejected stamps; a format-1 store may hold other verdicts and a truncating index.
 STORE_FORMAT = 2
-DEFAULT_POLICY = QueuePolicy()  # built once: a policy per event cost 1-2% of a rebuild
+DEFAULT_POLICY = QueuePolicy()  # built once, not per event: a rebuild asks for it on every event
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +60,15 @@ class Projector:
             raise StoreFormatError(
                 f"the store at {store.path} has format {fmt}, this version writes {STORE_FORMAT}; "
                 "rebuild it with `taskfold replay --rebuild`")
-        stored = staterows.read(store.raw_scan(FOLD))
-        self.queues = {name: staterows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
+        stored = foldrows.read(store.raw_scan(FOLD))
+        self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
         self.offsets = {role: store.offsets(role) for role in (EVENTS, PROGRESS, HEARTBEATS)}
         self.counts: Counter = Counter(store.meta("counts") or {})
         self.seconds = 0.0  # time spent applying, for events/s
 
-    def queue(self, name: str) -> staterows.Queue:
+    def queue(self, name: str) -> foldrows.Queue:
         """A queue's fold and fleet (empty if never seen)."""
-        return self.queues.get(name, staterows.Queue())
+        return self.queues.get(name, foldrows.Queue())
 
     def next_offset(self, topic: str, partition: int) -> int:
         """The next offset of a topic's partition that the rows do not reflect yet."""
@@ -113,7 +113,7 @@ class Projector:
     def _event(self, entry: Recorded, batch: Batch) -> Change:
         event = entry.event
         where = entry.where
-        step = staterows.step(self.queue(event.queue), event, self.policy(event.queue), where)
+        step = foldrows.step(self.queue(event.queue), event, self.policy(event.queue), where)
         self.queues[event.queue] = step.after
         for key, value in step.writes:
             batch.raw(FOLD, key, value)

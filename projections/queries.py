@@ -24,9 +24,9 @@ from projections.views import tasks as T
 from projections.views import transcripts as TR
 from projections.views.deadletters import DEAD_LETTERS
 from projections.views.rejections import REJECTIONS
-from projections.views.shapes import SEP, event_json, join, task_key, verdict_json
+from projections.views.viewrows import SEP, event_json, join, task_key, verdict_json
 from projections.views.timeindex import TIME_INDEX, TIME_MAX, partition_part, time_part
-from taskfold.state import TaskState
+from taskfold.core.state import TaskState
 
 PAGE = 500  # rows per store read when a long stream is read page by page
 MAX_STAMP = 10**16 - 1  # times are 16-digit key parts

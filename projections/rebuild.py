@@ -41,9 +41,9 @@ from projections.view import Telemetry, View
 from taskfold.broker.topics import TopicNames
 from taskfold.log.eventlog import Cut, CutRule, Recorded, occurred_at
 from taskfold.log.reader import LogReader
-from taskfold.telemetry import Heartbeat
+from taskfold.core.telemetry import Heartbeat
 
-Progress = Callable[[int, int], None]  # (records read so far, records to read at most)
+OnRead = Callable[[int, int], None]  # (records read so far, records to read at most)
 BUILT_TO = "built_to"
 ROLES = (EVENTS, PROGRESS, HEARTBEATS)
 
@@ -95,7 +95,7 @@ def telemetry_stamp(entry: Telemetry | object) -> int | None:
 
 
 async def rebuild(bootstrap: str, topics: TopicNames, path: Path | str, views: Sequence[View], *,
-                  tansu: bool = False, cut: Cut | None = None, progress: Progress | None = None) -> RebuildReport:
+                  tansu: bool = False, cut: Cut | None = None, progress: OnRead | None = None) -> RebuildReport:
     """Replace the store at `path` with one built from offset 0, up to the end or to `cut`."""
     target = Path(path)
     check_target(target)
@@ -119,7 +119,7 @@ async def rebuild(bootstrap: str, topics: TopicNames, path: Path | str, views: S
 
 
 async def _build(reader: LogReader, topics: TopicNames, projector: Projector, cut: Cut | None,
-                 progress: Progress | None, report: RebuildReport) -> None:
+                 progress: OnRead | None, report: RebuildReport) -> None:
     names = {EVENTS: topics.events, PROGRESS: topics.progress, HEARTBEATS: topics.heartbeats}
     events_rule = CutRule(cut)
     await _check_cut(reader, names[EVENTS], cut)
@@ -206,7 +206,7 @@ async def _to_read(reader: LogReader, topic: str, cut: Cut | None) -> int:
 class _Tracker:
     """Counts what was read and applied and reports it to the progress callback."""
 
-    def __init__(self, total: int, progress: Progress | None) -> None:
+    def __init__(self, total: int, progress: OnRead | None) -> None:
         self.total = total
         self.read = 0
         self.applied = dict.fromkeys(ROLES, 0)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from taskfold.events import Event
-from taskfold.staterows import Queue
-from taskfold.state import Task, Verdict
-from taskfold.telemetry import Heartbeat, ProgressChunk
+from taskfold.core.events import Event
+from taskfold.core.foldrows import Queue
+from taskfold.core.state import Task, Verdict
+from taskfold.core.telemetry import Heartbeat, ProgressChunk
 
 
 class Rows(Protocol):

@@ -10,7 +10,7 @@ To decode, the writer schema is looked up by fingerprint and the body is read th
 current schema of the same type, so Avro's own resolution handles evolution. Every way
 bytes can be bad becomes one exception, `PoisonMessage`, so a consumer can park the
 message on the poison topic and carry on. This module works on plain dicts and knows
-nothing of the pydantic classes (`taskfold.wire` bridges the two).
+nothing of the pydantic classes (`taskfold.log.wire` bridges the two).
 """
 
 from __future__ import annotations

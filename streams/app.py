@@ -22,15 +22,17 @@ from aiokafka import TopicPartition
 from streams import patches, sendguard
 from streams.heartbeats import HeartbeatBoard
 from streams.pending import Pending
-from streams.processor import InRecord, Outbox, Processor, Progress, poison_headers, wall_ms
+from streams.processor import CatchUp, Outbox, Processor
 from streams.relay import Note, Relay, RelayBook
 from streams.scheduler import Scheduler
 from taskfold.broker import clients, compat
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.log import LogReader
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.wire import encode_event
+from taskfold.core.edge import now_ms
+from taskfold.core.events import Event
+from taskfold.log import ConsumedRecord, LogReader
+from taskfold.log.records import poison_record
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.log.wire import encode_event
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,11 @@ class FaustOutbox:
         for note in notes:
             await self.notes.send(key=note.dependency.encode(), value=note.encode())
 
-    async def quarantine(self, record: InRecord, reason: str) -> None:
+    async def quarantine(self, record: ConsumedRecord, reason: str) -> None:
         """Copy an undecodable record to `poison`."""
-        headers = poison_headers(record, reason, self.source)
-        await self.poison.send(key=record.key, value=record.value or b"", headers=headers)
+        copy = poison_record(record.key, record.value, record.headers, reason=reason, topic=self.source,
+                             position=record.position, quarantined_at=now_ms())
+        await self.poison.send(key=_key_bytes(copy.key), value=copy.value, headers=copy.headers)
 
 
 def _raw_topic(app: faust.App, name: str, **kwargs: object) -> faust.TopicT:
@@ -127,7 +130,7 @@ def create_app(bootstrap: str, topics: TopicNames, *, tansu: bool, partitions: i
 
 def build(
     bootstrap: str, topics: TopicNames, *, tansu: bool, partitions: int, options: WorkerOptions = WorkerOptions(),
-    outbox: Outbox | None = None, progress: Progress | None = None, clock_ms: Callable[[], int] = wall_ms,
+    outbox: Outbox | None = None, catch_up: CatchUp | None = None, clock_ms: Callable[[], int] = now_ms,
     relay: Callable[[Sequence[Note]], Awaitable[None]] | None = None,
 ) -> Topology:
     """Wire app, tables, agents, timer, heartbeats and rebalance hooks; nothing starts yet.
@@ -154,10 +157,10 @@ def build(
     board = HeartbeatBoard()
     scheduler = Scheduler(table, partitions=partitions, policy=options.policy_for, heartbeats=board,
                           pending=Pending(options.pending_timeout_s), actor=f"scheduler:{options.worker_id}")
-    progress = progress if progress is not None else _consumer_progress(app, topics.events)
+    catch_up = catch_up if catch_up is not None else _consumer_catch_up(app, topics.events)
     faust_outbox = FaustOutbox(app, topics, partitions)
     out = outbox or faust_outbox
-    processor = Processor(scheduler, out, progress, clock_ms,
+    processor = Processor(scheduler, out, catch_up, clock_ms,
                           ready=board.ready.is_set if options.read_heartbeats else lambda: True,
                           backfill=_log_range(bootstrap, tansu, topics.events),
                           relay=relay if relay is not None or outbox is not None else faust_outbox.relay)
@@ -165,9 +168,7 @@ def build(
 
     async def schedule(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            m = record.message
-            yield await processor.on_record(InRecord(m.partition, m.offset, record.key, record.value,
-                                                     tuple(m.headers or ()), _ms(m.timestamp)))
+            yield await processor.on_record(_consumed(record))
 
     agent = app.agent(events, name="scheduler")(schedule)
     relay_agent, relay_table, relay_work = _relay(app, faust_outbox.notes, out, partitions, options, clock_ms,
@@ -188,8 +189,7 @@ def _relay(app: faust.App, notes: faust.TopicT, out: Outbox, partitions: int, op
 
     async def carry(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            m = record.message
-            yield await relay.on_record(InRecord(m.partition, m.offset, record.key, record.value))
+            yield await relay.on_record(_consumed(record))
 
     return app.agent(notes, name="relay")(carry), table, relay
 
@@ -197,6 +197,18 @@ def _relay(app: faust.App, notes: faust.TopicT, out: Outbox, partitions: int, op
 def _ms(seconds: float | None) -> int | None:
     """faust's record timestamp (seconds, from the broker's milliseconds) back in milliseconds."""
     return None if seconds is None else round(seconds * 1000)
+
+
+def _consumed(record: faust.EventT) -> ConsumedRecord:
+    """A record a faust agent received, as the log's consumed record."""
+    m = record.message
+    # surrogateescape: a key that is not UTF-8 goes to `poison` with its bytes unchanged
+    key = record.key.decode("utf-8", "surrogateescape") if record.key is not None else None
+    return ConsumedRecord(m.topic, m.partition, m.offset, _ms(m.timestamp), key, record.value, tuple(m.headers or ()))
+
+
+def _key_bytes(key: str | None) -> bytes | None:
+    return key.encode("utf-8", "surrogateescape") if key else None
 
 
 def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topics: TopicNames,
@@ -207,7 +219,7 @@ def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topi
     async def drop_revoked(sender: object, revoked: set, **kwargs: object) -> None:
         mine = {tp.partition for tp in revoked if tp.topic == topics.events}
         scheduler.drop(mine)
-        processor.progress.forget(mine)
+        processor.catch_up.forget(mine)
         if mine:
             options.report(f"revoked partitions {sorted(mine)}")
 
@@ -228,15 +240,14 @@ def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topi
 def _log_range(bootstrap: str, tansu: bool, topic: str) -> Callable:
     """Reads records [start, end) of one partition straight from the log (the processor's backfill)."""
 
-    async def read_range(partition: int, start: int, end: int) -> list[InRecord]:
-        out: list[InRecord] = []
+    async def read_range(partition: int, start: int, end: int) -> list[ConsumedRecord]:
+        out: list[ConsumedRecord] = []
         async with LogReader(bootstrap, tansu=tansu) as reader:
             async with aclosing(reader.read(topic, [partition], start={partition: start})) as records:
                 async for r in records:
                     if r.offset >= end:
                         break
-                    out.append(InRecord(r.partition, r.offset, r.key.encode() if r.key is not None else None,
-                                        r.value, r.headers, r.timestamp))
+                    out.append(r)
         return out
 
     return read_range
@@ -255,8 +266,8 @@ def _heartbeats_reader(board: HeartbeatBoard, bootstrap: str, tansu: bool, topic
     return read_heartbeats
 
 
-def _consumer_progress(app: faust.App, topic: str) -> Progress:
-    """Progress read from the aiokafka consumer inside faust (its thread holds it)."""
+def _consumer_catch_up(app: faust.App, topic: str) -> CatchUp:
+    """Catch-up read from the aiokafka consumer inside faust (its thread holds it)."""
 
     def state(partition: int):  # noqa: ANN202 - aiokafka's TopicPartitionState, or None
         # Private attributes: faust exposes no position, and the consumer lives in
@@ -275,4 +286,4 @@ def _consumer_progress(app: faust.App, topic: str) -> Progress:
         tp_state = state(partition)
         return tp_state.position if tp_state is not None and tp_state.has_valid_position else None
 
-    return Progress(highwater, position)
+    return CatchUp(highwater, position)

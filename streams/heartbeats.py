@@ -15,8 +15,8 @@ from contextlib import aclosing
 
 from schemas.codec import PoisonMessage
 from taskfold.log import ConsumedRecord, LogReader
-from taskfold.telemetry import Heartbeat
-from taskfold.wire import decode_record
+from taskfold.core.telemetry import Heartbeat
+from taskfold.log.wire import decode_record
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from taskfold.events import AgentLeft, Event, TaskAssigned
+from taskfold.core.events import AgentLeft, Event, TaskAssigned
 
 
 def intent(event: Event) -> tuple:

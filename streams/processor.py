@@ -26,34 +26,16 @@ from typing import Protocol
 from schemas.codec import PoisonMessage
 from streams.relay import Note
 from streams.scheduler import Applied, Scheduler
-from taskfold.events import Event, TaskAssigned, TaskStarted
-from taskfold.state import Verdict
-from taskfold.wire import decode_event
+from taskfold.core.edge import now_ms
+from taskfold.core.events import Event, TaskAssigned, TaskStarted
+from taskfold.core.state import Verdict
+from taskfold.log.records import ConsumedRecord
+from taskfold.log.wire import decode_event
 
 log = logging.getLogger(__name__)
 
-Headers = Sequence[tuple[str, bytes]]
-
-
-def wall_ms() -> int:
-    """Milliseconds since the epoch: the time decisions are stamped with."""
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class InRecord:
-    """A record of `events` as the agent received it."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers = ()
-    timestamp: int | None = None  # the broker's timestamp of the record (ms)
-
-
 @dataclass(frozen=True)
-class Outcome:
+class Processed:
     """What processing one record did (the agent yields it; tests read it)."""
 
     partition: int
@@ -71,21 +53,11 @@ class Outbox(Protocol):
     async def append(self, events: Sequence[Event]) -> None:
         """Append events to `events`, key = queue, with their headers."""
 
-    async def quarantine(self, record: InRecord, reason: str) -> None:
+    async def quarantine(self, record: ConsumedRecord, reason: str) -> None:
         """Copy an undecodable record to `poison` with the reason."""
 
 
-def poison_headers(record: InRecord, reason: str, source_topic: str) -> list[tuple[str, bytes]]:
-    """The record's headers plus where it came from and why it is poison (as EventLog.quarantine)."""
-    return list(record.headers) + [
-        ("poison-reason", reason.encode()),
-        ("source-topic", source_topic.encode()),
-        ("source-position", f"{record.partition}:{record.offset}".encode()),
-        ("quarantined-at", str(wall_ms()).encode()),
-    ]
-
-
-class Progress:
+class CatchUp:
     """Whether the agent has caught up with a partition since it was assigned.
 
     Until a partition is read up to the Fetch high watermark once, the worker is
@@ -138,7 +110,7 @@ def _may_open_room(event: Event, applied: Applied) -> bool:
     return applied.ours
 
 
-class Always(Progress):
+class Always(CatchUp):
     """Every partition counts as read to its end (tests without a broker)."""
 
     def caught_up(self, partition: int) -> bool:
@@ -152,13 +124,13 @@ class Processor:
 
     scheduler: Scheduler
     outbox: Outbox
-    progress: Progress = field(default_factory=Always)
-    clock_ms: Callable[[], int] = wall_ms
+    catch_up: CatchUp = field(default_factory=Always)
+    clock_ms: Callable[[], int] = now_ms
     ready: Callable[[], bool] = lambda: True  # liveness known (heartbeats read to their end)
     decide_every_s: float = 0.02  # under load, a queue is decided at most this often per record
     monotonic: Callable[[], float] = time.monotonic
     # Reads records [start, end) of a partition from the log, for gaps the consumer skipped.
-    backfill: Callable[[int, int, int], Awaitable[list[InRecord]]] | None = None
+    backfill: Callable[[int, int, int], Awaitable[list[ConsumedRecord]]] | None = None
     # Sends the dependency relay's notes (streams/relay.py); None: no relay (unit tests).
     relay: Callable[[Sequence[Note]], Awaitable[None]] | None = None
     counts: Counter = field(default_factory=Counter)
@@ -175,30 +147,30 @@ class Processor:
         """
         if _may_open_room(event, applied):
             self._dirty.add(event.queue)
-        if event.queue not in self._dirty or not (self.ready() and self.progress.settled(partition)):
+        if event.queue not in self._dirty or not (self.ready() and self.catch_up.settled(partition)):
             return False
         now = self.monotonic()
-        if self.progress.caught_up(partition) or now - self._decided_at.get(event.queue, 0.0) >= self.decide_every_s:
+        if self.catch_up.caught_up(partition) or now - self._decided_at.get(event.queue, 0.0) >= self.decide_every_s:
             self._dirty.discard(event.queue)
             self._decided_at[event.queue] = now
             return True
         return False
 
-    async def on_record(self, record: InRecord) -> Outcome:
+    async def on_record(self, record: ConsumedRecord) -> Processed:
         """Process one record of `events` (steps 1-3 above)."""
         start = self.scheduler.missing(record.partition, record.offset)
         if start is not None and self.backfill is not None:
             await self._fill(record.partition, start, record.offset)
         folded = await self._fold(record)
-        if isinstance(folded, Outcome):
+        if isinstance(folded, Processed):
             return folded
         event, applied = folded
         appended: list[Event] = []
         if self._should_decide(record.partition, event, applied):
             appended = await self._append(lambda: self.scheduler.decide(event.queue, self.clock_ms()), "decisions")
-        return Outcome(record.partition, record.offset, event, applied.verdict, None, applied.ours, tuple(appended))
+        return Processed(record.partition, record.offset, event, applied.verdict, None, applied.ours, tuple(appended))
 
-    async def _fold(self, record: InRecord) -> Outcome | tuple[Event, Applied]:
+    async def _fold(self, record: ConsumedRecord) -> Processed | tuple[Event, Applied]:
         """Steps 1 and 2: decode (poison aside) and fold."""
         self.counts["records"] += 1
         try:
@@ -208,7 +180,7 @@ class Processor:
         if event is None:
             return await self._poison(record, "empty record (no value)")
         applied = self.scheduler.apply(event, record.partition, record.offset, record.timestamp)
-        self.progress.note(record.partition, record.offset)
+        self.catch_up.note(record.partition, record.offset)
         self.counts[applied.verdict.outcome] += 1
         self.counts["read_back"] += applied.ours
         if applied.notes and self.relay is not None:
@@ -229,7 +201,7 @@ class Processor:
         """The timer: expirations and due decisions for every settled queue."""
         if not self.ready():
             return []
-        return await self._append(lambda: self.scheduler.tick(self.clock_ms(), self.progress.settled), "timer")
+        return await self._append(lambda: self.scheduler.tick(self.clock_ms(), self.catch_up.settled), "timer")
 
     async def _append(self, produce: Callable[[], list[Event]], what: str) -> list[Event]:
         # The pure core deciding wrongly must not stop the fold: log it, count it, go on.
@@ -250,15 +222,15 @@ class Processor:
             self.counts[what] += len(events)
         return events
 
-    async def _poison(self, record: InRecord, reason: str) -> Outcome:
+    async def _poison(self, record: ConsumedRecord, reason: str) -> Processed:
         log.warning("poison at %s:%s: %s", record.partition, record.offset, reason)
         self.counts["poison"] += 1
         self.scheduler.skip(record.partition, record.offset)
-        self.progress.note(record.partition, record.offset)
+        self.catch_up.note(record.partition, record.offset)
         try:
             await self.outbox.quarantine(record, reason)
         except Exception as exc:
             log.exception("copying poison at %s:%s to the poison topic failed: %s", record.partition,
                           record.offset, exc)
             self.counts["append_errors"] += 1
-        return Outcome(record.partition, record.offset, poison=reason)
+        return Processed(record.partition, record.offset, poison=reason)

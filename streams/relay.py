@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Seque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from taskfold.events import (
+from taskfold.core.events import (
     AgentLeft,
     DependencyEnd,
     DependencyOutcome,
@@ -46,10 +46,9 @@ from taskfold.events import (
     TaskTimedOut,
     WorkflowSubmitted,
 )
-from taskfold.fold import rows as fold_rows
-from taskfold.policies import derived_event_id
-from taskfold.rowjson import ROW_FORMAT
-from taskfold.state import QueueState, Task, TaskState
+from taskfold.core import foldrows
+from taskfold.core.policies import derived_event_id
+from taskfold.core.state import QueueState, Task, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ def notes_of_replay(state: QueueState, event: Event) -> list[Note]:
     if not isinstance(event, NOTED):
         return []
     admits = isinstance(event, (TaskSubmitted, WorkflowSubmitted))
-    touched = [t for tid in sorted(fold_rows.affected_tasks(state, event)) if (t := state.tasks.get(tid)) is not None]
+    touched = [t for tid in sorted(foldrows.affected_tasks(state, event)) if (t := state.tasks.get(tid)) is not None]
     own = [t for t in touched if (t.state.terminal and t.finished_at == event.occurred_at)
            or (admits and t.state == TaskState.blocked)]
     return notes_of(state, own)
@@ -141,15 +140,15 @@ class Entry:
 
     def encode(self) -> bytes:
         """The relay row as JSON."""
-        body = {"_v": ROW_FORMAT, "queue": self.queue, "ended": self.ended, "waiters": self.waiters or {}}
+        body = {"_v": foldrows.ROW_FORMAT, "queue": self.queue, "ended": self.ended, "waiters": self.waiters or {}}
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Entry:
         """The relay row in `raw`."""
         body = json.loads(raw)
-        if body.get("_v") != ROW_FORMAT:
-            raise NoteFormatError(f"relay row is not in format {ROW_FORMAT}: {raw[:80]!r}")
+        if body.get("_v") != foldrows.ROW_FORMAT:
+            raise NoteFormatError(f"relay row is not in format {foldrows.ROW_FORMAT}: {raw[:80]!r}")
         return cls(body["queue"], body["ended"], dict(body["waiters"]))
 
 

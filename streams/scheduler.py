@@ -2,7 +2,7 @@
 
 Per owned queue it holds the fold (`QueueState`) and the scheduler's memory (`Fleet`),
 persists every row an event changes into a row store (a faust Table in production, any
-mutable mapping in tests), and asks the pure core (`taskfold.scheduling`) what to append.
+mutable mapping in tests), and asks the pure core (`taskfold.core.scheduling`) what to append.
 The indexes the scheduler needs (pending by priority and arrival, delayed tasks by due
 time, tasks in flight and load per agent, holders per concurrency key) are all derived
 from that state by `decide` and `expirations`; nothing here duplicates them.
@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from streams.pending import Pending
 from streams.relay import Note, notes_of, notes_of_replay
-from taskfold import staterows as rows
-from taskfold.events import Event
-from taskfold.fold.placement import Where, home_partition
-from taskfold.scheduling.decide import decide
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.scheduling.timers import expirations
-from taskfold.state import Verdict, duplicate
+from taskfold.core import foldrows
+from taskfold.core.events import Event
+from taskfold.broker.topics import queue_partition
+from taskfold.core.fold.placement import Where
+from taskfold.core.scheduling.decide import decide
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.scheduling.timers import expirations
+from taskfold.core.state import Verdict, duplicate
 
 RowStore = MutableMapping[bytes, bytes]
 
@@ -34,11 +35,6 @@ class Applied:
     verdict: Verdict
     ours: bool
     notes: tuple[Note, ...] = ()
-
-
-def partition_of(queue: str, partitions: int) -> int:
-    """The partition a queue's events go to: the Java client's (and aiokafka's) murmur2 of the key."""
-    return home_partition(queue, partitions)
 
 
 class Scheduler:
@@ -60,12 +56,12 @@ class Scheduler:
         self.heartbeats = heartbeats if heartbeats is not None else {}
         self.pending = pending or Pending()
         self.actor = actor
-        self.queues: dict[str, rows.Queue] = {}
+        self.queues: dict[str, foldrows.Queue] = {}
         self.applied: dict[int, int] = {}  # partition -> next offset the rows do not reflect yet
 
-    def queue(self, name: str) -> rows.Queue:
+    def queue(self, name: str) -> foldrows.Queue:
         """The owned queue's state (empty when never seen)."""
-        return self.queues.get(name, rows.Queue())
+        return self.queues.get(name, foldrows.Queue())
 
     def apply(self, event: Event, partition: int | None = None, offset: int | None = None,
               timestamp: int | None = None) -> Applied:
@@ -82,8 +78,8 @@ class Scheduler:
             notes = tuple(notes_of_replay(self.queue(event.queue).state, event))
             return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours, notes)
         where = Where(partition, self.partitions, timestamp) if partition is not None else None
-        # Slim: no changelog record of ours carries a payload or a result (see rows.slim).
-        done = rows.slimmed(rows.step(self.queue(event.queue), event, self.policy(event.queue), where))
+        # Slim: no changelog record of ours carries a payload or a result (see foldrows.slim).
+        done = foldrows.slimmed(foldrows.step(self.queue(event.queue), event, self.policy(event.queue), where))
         verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
             self.applied[partition] = offset + 1
@@ -91,7 +87,7 @@ class Scheduler:
             # worker that takes the partition over can tell whether its consumer skipped
             # records (see `missing`). A rejection leaves no other trace, and must not be
             # judged again.
-            writes.append(rows.offset_write(partition, offset))
+            writes.append(foldrows.offset_write(partition, offset))
         self._write(writes)
         if done.writes or event.queue in self.queues:  # a misrouted stray adds no queue we do not own
             self.queues[event.queue] = done.after
@@ -100,14 +96,14 @@ class Scheduler:
     def skip(self, partition: int, offset: int) -> None:
         """Record that the record at (partition, offset) was handled without folding (poison)."""
         self.applied[partition] = max(self.applied.get(partition, 0), offset + 1)
-        self._write([rows.offset_write(partition, offset)])
+        self._write([foldrows.offset_write(partition, offset)])
 
     def missing(self, partition: int, offset: int) -> int | None:
         """The first offset the rows do not reflect, if the record at `offset` comes after a gap."""
         start = self.applied.get(partition, 0)
         return start if offset > start else None
 
-    def _write(self, writes: Iterable[rows.Write]) -> None:
+    def _write(self, writes: Iterable[foldrows.Write]) -> None:
         for key, value in writes:
             if value is None:
                 self.store.pop(key, None)
@@ -139,7 +135,7 @@ class Scheduler:
         """What the clock decides for every owned queue whose partition is read up to its end."""
         out: list[Event] = []
         for name in sorted(self.queues):
-            if settled(partition_of(name, self.partitions)):
+            if settled(queue_partition(name, self.partitions)):
                 # Expirations first: a lost agent's tasks go back, then decide places them
                 # once they are read back (decide works on the folded state only).
                 out += self.expire(name, now_ms)
@@ -148,15 +144,15 @@ class Scheduler:
 
     def load(self, items: Iterable[tuple[bytes, bytes]]) -> int:
         """Rebuild the owned queues from stored rows (after table recovery); returns the queue count."""
-        stored = rows.read(items)
-        self.queues = {name: rows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
+        stored = foldrows.read(items)
+        self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
         self.applied = dict(stored.offsets)
         return len(self.queues)
 
     def drop(self, partitions: Iterable[int] | None = None) -> None:
         """Forget the queues (and pending events) of revoked partitions (all when None)."""
         gone = set(partitions) if partitions is not None else None
-        names = [q for q in self.queues if gone is None or partition_of(q, self.partitions) in gone]
+        names = [q for q in self.queues if gone is None or queue_partition(q, self.partitions) in gone]
         for name in names:
             del self.queues[name]
         self.applied = {p: o for p, o in self.applied.items() if gone is not None and p not in gone}

@@ -10,7 +10,7 @@ writes the same row and crashes again, so every later task of its partitions sta
 The guard drops such a record, logs its topic, key and cause, counts it (`dropped`), and
 fails only that message's future. Other send errors are raised as before: a transient
 broker error must still stop the worker rather than lose a row silently. The scheduler
-keeps its rows small (`taskfold.staterows.slim`, the fold's size rules), so this fires
+keeps its rows small (`taskfold.core.foldrows.slim`, the fold's size rules), so this fires
 only for a record no rule foresaw.
 """
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taskfold.fold.limits import PAYLOAD_HARD_MAX_BYTES
+from taskfold.core.fold.limits import PAYLOAD_HARD_MAX_BYTES
 
 DEFAULT_MAX_PAYLOAD_BYTES = 524_288  # 512 KiB: a submit or a completion stays far under 1 MB records
 
@@ -117,3 +117,8 @@ class ClusterSettings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: no such file {path}")
         return self
+
+
+def gateway_store(settings: Settings, name: str) -> Path:
+    """The projection store of the gateway called `name` (its port, unless named)."""
+    return settings.state_dir / "gateway" / name

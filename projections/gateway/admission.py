@@ -5,7 +5,7 @@ Before appending (from this gateway's fold of the log, `runtime.live.projector`)
    `dependencies_may_follow` (ids submitted in the same batch count as known): 422 naming
    `depends_on` and each unknown id.
 2. An idempotency key this gateway already knows for the queue, reused for a different
-   request (`taskfold.submits` says what "different" means): 409 `idempotency_conflict`
+   request (`taskfold.core.submits` says what "different" means): 409 `idempotency_conflict`
    naming the key and the task that used it. The same request again is let through: the
    fold answers it as a duplicate with the original task. Within one batch, two items with
    one key must be the same request too.
@@ -28,9 +28,9 @@ from projections import queries
 from projections.gateway.deps import Runtime
 from projections.gateway.errors import ApiError
 from projections.view import Change
-from taskfold.events import TaskSubmitted
-from taskfold.state import Task
-from taskfold.submits import conflict_reason, request_differences, unknown_dependencies, unknown_reason
+from taskfold.core.events import TaskSubmitted
+from taskfold.core.state import Task
+from taskfold.core.submits import conflict_reason, request_differences, unknown_dependencies, unknown_reason
 
 Item = tuple[TaskSubmitted, bool]  # the event, and whether the request named its task_id
 

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from projections.gateway.readmodels import Verdict
 from projections.gateway.writes import Text
-from taskfold.agent.reports import MAX_ERROR_CHARS
-from taskfold.events import QueueName
-from taskfold.telemetry import ChunkKind
+from taskfold.core.reports import MAX_ERROR_CHARS
+from taskfold.core.events import QueueName
+from taskfold.core.telemetry import ChunkKind
 
 Slots = Annotated[int, Field(ge=1, le=10_000)]
 Attempt = Annotated[int, Field(ge=1, le=2**31 - 1, description="the attempt this report is about (fencing token)")]

@@ -2,7 +2,7 @@
 so an agent in any language needs no Kafka client (`examples/http_agent.sh` is one in shell).
 
 The gateway appends what the Python SDK appends, built by the same `Reporter`: reports carry
-ids derived from the attempt (`taskfold.agent.reports.report_id`), so a retried POST folds
+ids derived from the attempt (`taskfold.core.reports.report_id`), so a retried POST folds
 as a duplicate, never as a second report. Only a token bound to the agent, or an admin,
 may act as it.
 
@@ -44,13 +44,13 @@ from projections.gateway.fences import current, refusal
 from projections.gateway.readmodels import Verdict
 from projections.gateway.writes import actor, commit, read_only_error
 from projections.view import Change
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter
-from taskfold.client import size_problem
-from taskfold.events import LeaveReason
-from taskfold.fold.attempts import AttemptEvent
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter
+from taskfold.core.requests import size_problem
+from taskfold.core.events import LeaveReason
+from taskfold.core.fold.attempts import AttemptEvent
 from taskfold.log.records import Position, RawRecord
-from taskfold.state import Task, TaskState
-from taskfold.wire import encode_record
+from taskfold.core.state import Task, TaskState
+from taskfold.log.wire import encode_record
 
 router = APIRouter(tags=["agents"])
 
@@ -211,7 +211,7 @@ async def completed(agent_id: AgentId, task_id: TaskId, body: CompletedRequest, 
                     rt: RuntimeDep) -> ReportOut:
     """TaskCompleted with a JSON result."""
     try:
-        outcome = Outcome("completed", result=json.dumps(body.result, allow_nan=False))
+        outcome = AttemptEnd("completed", result=json.dumps(body.result, allow_nan=False))
     except ValueError:
         raise ApiError(422, "invalid_request", "result is not JSON",
                        [("result", "NaN and Infinity are not JSON")]) from None
@@ -226,7 +226,7 @@ async def completed(agent_id: AgentId, task_id: TaskId, body: CompletedRequest, 
 async def failed(agent_id: AgentId, task_id: TaskId, body: FailedRequest, principal: AgentDep,
                  rt: RuntimeDep) -> ReportOut:
     """TaskFailed: retried with backoff when `retryable`, else dead-lettered."""
-    outcome = Outcome("failed", error=body.error, retryable=body.retryable)
+    outcome = AttemptEnd("failed", error=body.error, retryable=body.retryable)
     return await _report(rt, principal, agent_id, task_id, body,
                          lambda reporter, key, correlation: reporter.outcome(key, outcome, correlation))
 

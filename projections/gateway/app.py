@@ -80,11 +80,6 @@ class GatewayConfig:
     catch_up_timeout_s: float = 60.0
 
 
-def store_path(settings: Settings, name: str) -> Path:
-    """The store of the gateway called `name` (its port, unless named)."""
-    return settings.state_dir / "gateway" / name
-
-
 def gateway_config(settings: Settings, *, store: Path, auth: Auth, **options: Any) -> GatewayConfig:
     """A GatewayConfig with the gateway settings of `settings` (options override them)."""
     limits = {"write_timeout_s": settings.gateway_write_timeout_s,

@@ -10,7 +10,6 @@ auditors also see rejections and the past, admins also redrive and cancel.
 
 from __future__ import annotations
 
-import time
 import weakref
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +24,8 @@ from projections.gateway.deps import Principal, Role, require, runtime
 from projections.gateway.errors import ApiError
 from projections.gateway.reads import parse_as_of
 from projections.store import Store
-from taskfold.state import TaskState
+from taskfold.core.edge import now_ms
+from taskfold.core.state import TaskState
 
 router = APIRouter(tags=["dashboard"])
 router.include_router(session.router)
@@ -66,7 +66,7 @@ async def _store(request: Request, as_of: str | None, principal: Principal) -> t
 def _moment(as_of: dict[str, Any] | None) -> int:
     """The time the page stands at: now, or the as-of moment (for breakers and ages)."""
     if as_of is None:
-        return time.time_ns() // 1_000_000
+        return now_ms()
     return as_of["until_ms"] if as_of["until_ms"] is not None else (as_of["newest_event_at"] or 0)
 
 

@@ -18,7 +18,7 @@ from projections.views import analytics as AN
 from projections.views import sessions as S
 from projections.views import tasks as T
 from projections.views import transcripts as TR
-from projections.views.shapes import SEP, join, task_key
+from projections.views.viewrows import SEP, join, task_key
 from projections.views.timeindex import TIME_MAX
 
 SERIES_BUCKETS = 12  # points of each latency series over the window

@@ -11,8 +11,8 @@ from aiokafka.errors import KafkaError
 from projections.gateway.deps import Runtime
 from projections.gateway.errors import ApiError
 from projections.projector import EVENTS
-from taskfold.fold.attempts import AttemptEvent, fence
-from taskfold.state import Task, TaskState
+from taskfold.core.fold.attempts import AttemptEvent, fence
+from taskfold.core.state import Task, TaskState
 
 
 def refusal(task: Task, probe: AttemptEvent, *, retry: bool, caught_up: bool = False) -> ApiError | None:

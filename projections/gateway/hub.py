@@ -21,8 +21,8 @@ from projections.projector import EVENTS, PROGRESS, Item
 from projections.store import Store
 from projections.view import Change, Telemetry
 from projections.views.transcripts import CHUNK_IDS
-from taskfold.state import TaskState
-from taskfold.telemetry import ProgressChunk
+from taskfold.core.state import TaskState
+from taskfold.core.telemetry import ProgressChunk
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from taskfold.events import Backoff, Priority
-from taskfold.state import TaskState
+from taskfold.core.events import Backoff, Priority
+from taskfold.core.state import TaskState
 
 
 class Timings(BaseModel):

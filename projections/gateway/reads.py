@@ -9,7 +9,6 @@ Who may read: submitters and auditors (admins always). The audit reads, rejectio
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -21,7 +20,8 @@ from projections.gateway.errors import ApiError
 from projections.gateway.readmodels import (AgentList, AgentOut, AgentTaskPage, AnalyticsOut, DeadLetterPage,
                                             HistoryPage, QueueList, QueueOut, RejectionPage, ResultOut, TaskOut,
                                             TaskPage)
-from taskfold.state import TaskState
+from taskfold.core.edge import now_ms
+from taskfold.core.state import TaskState
 
 router = APIRouter(tags=["reads"])
 
@@ -73,10 +73,6 @@ def parse_as_of(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # tasks
@@ -188,13 +184,13 @@ async def agent_tasks(
 @router.get("/v1/queues", response_model=QueueList)
 async def list_queues(principal: ReaderDep, store: StoreDep) -> dict[str, Any]:
     """Every queue: depth by state and priority, oldest waiting task, totals."""
-    return {"queues": queries.list_queues(store, _now_ms())}
+    return {"queues": queries.list_queues(store, now_ms())}
 
 
 @router.get("/v1/queues/{queue}", response_model=QueueOut, responses={404: {"description": "unknown queue"}})
 async def get_queue(queue: str, principal: ReaderDep, store: StoreDep) -> dict[str, Any]:
     """One queue, with its agents' seats."""
-    row = queries.get_queue(store, queue, _now_ms())
+    row = queries.get_queue(store, queue, now_ms())
     if row is None:
         raise ApiError(404, "not_found", f"unknown queue {queue} (no event of it has been applied)")
     return row

@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -33,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from projections.gateway.deps import Principal, Role, runtime
 from projections.gateway.errors import ApiError
+from taskfold.core.edge import now_ms
 
 router = APIRouter(tags=["dashboard"])
 
@@ -110,7 +110,7 @@ def principal_from_cookie(request: Request) -> Principal | None:
     if not value:
         return None
     ring = keys(request)
-    session = ring.open(value, time.time())
+    session = ring.open(value, now_ms() / 1000)
     if session is None:
         return None
     if request.method not in SAFE_METHODS:
@@ -138,7 +138,7 @@ def _out(request: Request, session: dict[str, Any] | None) -> dict[str, Any]:
 async def dashboard_session(request: Request) -> dict[str, Any]:
     """Who the session cookie signs in, with its CSRF token (or that auth is off)."""
     value = request.cookies.get(COOKIE)
-    return _out(request, keys(request).open(value, time.time()) if value else None)
+    return _out(request, keys(request).open(value, now_ms() / 1000) if value else None)
 
 
 @router.post("/ui/session", response_model=SessionOut)
@@ -153,7 +153,7 @@ async def dashboard_sign_in(body: SignIn, request: Request, response: Response) 
     if not principal.can(Role.submitter, Role.auditor):
         raise ApiError(403, "forbidden", "the dashboard needs a submitter, auditor or admin token; this one is "
                        "an agent's", [("token", "has no reading role")])
-    value, session = keys(request).seal(principal, time.time())
+    value, session = keys(request).seal(principal, now_ms() / 1000)
     response.set_cookie(COOKIE, value, max_age=SESSION_TTL_S, path="/", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")
     return _out(request, session)

@@ -25,8 +25,8 @@ from projections.gateway.deps import ReaderDep, Runtime, RuntimeDep
 from projections.gateway.errors import ApiError, ErrorBody
 from projections.gateway.writes import queue_of, read_only_error
 from projections.projector import EVENTS, PROGRESS
-from taskfold.agent.routing import queue_partition
-from taskfold.state import TaskState
+from taskfold.broker.topics import queue_partition
+from taskfold.core.state import TaskState
 
 from projections.gateway.hub import (  # noqa: F401 - Subscription and frame_of re-exported for the tests
     KEEPALIVE, Cursor, Frame, Hub, Subscription, chunk_frame, event_frame, frame_of,

@@ -34,7 +34,7 @@ from projections.gateway.errors import ApiError, ErrorBody
 from projections.gateway.hub import KEEPALIVE
 from projections.gateway.writes import actor, commit
 from projections.views.workflows import read_changes, read_workflow
-from taskfold.client import InvalidRequest
+from taskfold.core.requests import InvalidRequest
 from taskfold.workflows.spec import NAME_PATTERN, WorkflowSpec, graph_problems, node_of, workflow_events
 
 router = APIRouter(tags=["workflows"])

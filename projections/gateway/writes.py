@@ -1,7 +1,7 @@
 """Writes: submit (one or a batch), cancel and redrive, each answered with the fold's verdict.
 
 Read-your-write protocol, for every write:
-1. Validate the whole request and build every event (`taskfold.client`), so a bad field is
+1. Validate the whole request and build every event (`taskfold.core.requests`), so a bad field is
    a 422 naming it and nothing is appended; a batch is built whole before any append.
    Submits are then checked against this gateway's fold (`admission`): an unknown
    dependency (422) or an idempotency key reused for a different request (409) appends
@@ -34,10 +34,10 @@ from projections.gateway.admission import conflict_after, refuse_before_append
 from projections.gateway.deps import AdminDep, Principal, Runtime, RuntimeDep, SubmitterDep
 from projections.gateway.errors import ApiError
 from projections.view import Change
-from taskfold.client import InvalidRequest, build, submission
-from taskfold.events import (INT_MAX, LONG_MAX, Backoff, DependencyFailurePolicy, Event, Millis, Priority, QueueName,
+from taskfold.core.requests import InvalidRequest, build, submission
+from taskfold.core.events import (INT_MAX, LONG_MAX, Backoff, DependencyFailurePolicy, Event, Millis, Priority, QueueName,
                              TaskCancelRequested, TaskRedriven, TaskSubmitted)
-from taskfold.state import Task
+from taskfold.core.state import Task
 
 router = APIRouter(tags=["writes"])
 

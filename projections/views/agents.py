@@ -22,12 +22,12 @@ from __future__ import annotations
 from typing import Any
 
 from projections.view import Change, Rows, Telemetry
-from projections.views.shapes import join
+from projections.views.viewrows import join
 from projections.views.timing import attempt_began, attempt_ended, attempt_outcome
-from taskfold.scheduling.fleet import trip_reason
-from taskfold.scheduling.model import AgentRecord
-from taskfold.state import Member, Task
-from taskfold.telemetry import Heartbeat
+from taskfold.core.scheduling.fleet import trip_reason
+from taskfold.core.scheduling.model import AgentRecord
+from taskfold.core.state import Member, Task
+from taskfold.core.telemetry import Heartbeat
 
 SEATS = "agent_seats"
 QUEUE_AGENTS = "queue_agents"

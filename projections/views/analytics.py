@@ -27,9 +27,9 @@ import math
 from typing import Any
 
 from projections.view import Change, Rows, Telemetry
-from projections.views.shapes import join
+from projections.views.viewrows import join
 from projections.views.timing import attempt_began, attempt_ended, ready_since, run_ms, wait_ms
-from taskfold.state import Task, TaskState
+from taskfold.core.state import Task, TaskState
 
 MINUTES = "an_minute"
 HIST = "an_hist"

@@ -8,8 +8,8 @@ Table (keys NUL-joined):
 from __future__ import annotations
 
 from projections.view import Change, Rows, Telemetry
-from projections.views.shapes import join
-from taskfold.state import TaskState
+from projections.views.viewrows import join
+from taskfold.core.state import TaskState
 
 DEAD_LETTERS = "dead_letters"
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from projections.view import Change, Rows, Telemetry
-from projections.views.shapes import arrival_key, join
-from taskfold.events import Priority
-from taskfold.state import Task, TaskState
+from projections.views.viewrows import arrival_key, join
+from taskfold.core.events import Priority
+from taskfold.core.state import Task, TaskState
 
 QUEUES = "queues"
 WAITING = "queue_waiting"

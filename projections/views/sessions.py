@@ -8,7 +8,7 @@ Tables (keys NUL-joined), written once when a task first appears, in submission 
 from __future__ import annotations
 
 from projections.view import Change, Rows, Telemetry
-from projections.views.shapes import join
+from projections.views.viewrows import join
 
 SESSIONS = "session_tasks"
 CORRELATIONS = "correlation_tasks"

@@ -26,11 +26,11 @@ from typing import Any
 
 from projections.store import Batch
 from projections.view import Change, Telemetry
-from projections.views.shapes import SEP, arrival_key, join, task_json, task_key
+from projections.views.viewrows import SEP, arrival_key, join, task_json, task_key
 from projections.views.timing import attempt_began, attempt_ended, ready_since, run_ms, wait_ms
-from taskfold.events import Event
-from taskfold.state import ACCEPTED as ACCEPTED_VERDICT
-from taskfold.state import Task
+from taskfold.core.events import Event
+from taskfold.core.state import ACCEPTED as ACCEPTED_VERDICT
+from taskfold.core.state import Task
 
 TASKS = "tasks"
 HISTORY = "task_history"

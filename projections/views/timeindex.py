@@ -17,7 +17,7 @@ An event the fold rejects as stamped too far ahead of its record has no stamp
 from __future__ import annotations
 
 from projections.view import Change, Rows, Telemetry
-from projections.views.shapes import join
+from projections.views.viewrows import join
 
 TIME_INDEX = "time_index"
 TIME_MAX = "time_max"

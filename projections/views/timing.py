@@ -12,8 +12,8 @@ so both measure the same thing:
 
 from __future__ import annotations
 
-from taskfold.events import AgentLeft, Event, LeaveReason
-from taskfold.state import Task, TaskState
+from taskfold.core.events import AgentLeft, Event, LeaveReason
+from taskfold.core.state import Task, TaskState
 
 _OUTCOMES = {"TaskCompleted": "completed", "TaskFailed": "failed", "TaskTimedOut": "timed_out",
              "TaskLeaseExpired": "lease_expired", "TaskCancelled": "cancelled"}

@@ -14,8 +14,8 @@ and a zombie attempt's late chunks must not sort before ones already delivered.
 from __future__ import annotations
 
 from projections.view import Change, Rows, Telemetry
-from projections.views.shapes import join, task_key
-from taskfold.telemetry import ProgressChunk
+from projections.views.viewrows import join, task_key
+from taskfold.core.telemetry import ProgressChunk
 
 CHUNKS = "chunks"
 QUEUE_CHUNKS = "queue_chunks"

@@ -20,10 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from projections.view import Change, Rows, Telemetry
-from projections.views.shapes import join
-from taskfold.events import WorkflowSubmitted
-from taskfold.policies import workflow_task_id
-from taskfold.state import Task, TaskState
+from projections.views.viewrows import join
+from taskfold.core.events import WorkflowSubmitted
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.state import Task, TaskState
 from taskfold.workflows.spec import node_of
 
 WORKFLOWS = "workflows"

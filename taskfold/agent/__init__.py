@@ -12,8 +12,8 @@
 
 from taskfold.agent.agent import Agent
 from taskfold.agent.attempts import NonRetryable, TaskContext
-from taskfold.connection import NoBroker
-from taskfold.agent.routing import partitions_of, queue_partition
-from taskfold.telemetry import ChunkKind
+from taskfold.broker.connection import NoBroker
+from taskfold.broker.topics import partitions_of, queue_partition  # part of the SDK's API
+from taskfold.core.telemetry import ChunkKind
 
 __all__ = ["Agent", "ChunkKind", "NoBroker", "NonRetryable", "TaskContext", "partitions_of", "queue_partition"]

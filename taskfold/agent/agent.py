@@ -3,7 +3,7 @@
 `run()` works in these steps:
 
 1. Resolve the broker and find the `events` partitions its queues hash to.
-2. Fold those partitions from the beginning with the shared fold (taskfold.fold.Ledger),
+2. Fold those partitions from the beginning with the shared fold (taskfold.core.fold.Ledger),
    acting on nothing, so it knows what was accepted; then resume attempts it still holds
    from an earlier run (their reports carry derived ids, so repeats fold as duplicates).
 3. Append AgentJoined once per queue (keyed by that queue), start heartbeating.
@@ -29,21 +29,21 @@ from collections.abc import Iterable, Mapping
 from contextlib import aclosing
 
 from taskfold.agent.attempts import DRAINING_ERROR, Handler, TaskContext, run_attempt
-from taskfold.connection import connect
+from taskfold.broker.connection import connect
 from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
 from taskfold.agent.process import queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter, error_text
 from taskfold.agent.results import DependencyResults
-from taskfold.agent.routing import partitions_of
+from taskfold.broker.topics import partitions_of
 from taskfold.agent.stopping import BEAT_TIMEOUT_S, CALL_S, MIN_STOP_S, StopBudget, backoff, bounded
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event, LeaveReason
-from taskfold.fold import Ledger
+from taskfold.core.events import Event, LeaveReason
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Poison, entry_of
 from taskfold.log.records import ConsumedRecord, RawRecord
-from taskfold.state import Task
-from taskfold.wire import encode_record
+from taskfold.core.state import Task
+from taskfold.log.wire import encode_record
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class Agent:
                 case Run(key, task):
                     self._start(key, task)
                 case HandBack(key, task):
-                    outcome = Outcome("failed", error=DRAINING_ERROR, retryable=True)
+                    outcome = AttemptEnd("failed", error=DRAINING_ERROR, retryable=True)
                     self._spawn(self._report(self.reporter.outcome(key, outcome, task.correlation_id), "handed_back"))
                 case AcknowledgeCancel(key, task):
                     self._spawn(self._report(self.reporter.cancelled(key, task.correlation_id), "cancelled"))
@@ -243,7 +243,7 @@ class Agent:
             handler = self.handlers.get(task.task_type)
             if handler is None:
                 known = ", ".join(sorted(self.handlers)) or "none"
-                outcome = Outcome("failed", retryable=False, error=(
+                outcome = AttemptEnd("failed", retryable=False, error=(
                     f"no handler for task type {task.task_type!r} on agent {self.agent_id} (it handles: {known})"))
             else:
                 start = None

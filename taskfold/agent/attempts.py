@@ -2,7 +2,7 @@
 
 A handler is an `async def handler(task: TaskContext) -> <JSON value>`. It runs as its
 own asyncio task so that a cancel, a timeout or a drain can stop it while the agent
-still reports. Whatever the handler does, the result is an `Outcome`, never an agent
+still reports. Whatever the handler does, the result is an `AttemptEnd`, never an agent
 crash: an exception is a failed attempt carrying its text.
 """
 
@@ -14,11 +14,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter, error_text, result_text
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter, error_text, result_text
 from taskfold.agent.results import DependencyResults, DependencyUnknown
-from taskfold.client import size_problem
-from taskfold.state import Task
-from taskfold.telemetry import ChunkKind, ProgressChunk
+from taskfold.core.requests import size_problem
+from taskfold.core.state import Task
+from taskfold.core.telemetry import ChunkKind, ProgressChunk
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ class TaskContext:
             self._job.cancel()
 
 
-async def run_attempt(handler: Handler, ctx: TaskContext, *, grace_s: float = 5.0) -> Outcome:
-    """Run the handler under the task's timeout and turn whatever happens into an Outcome."""
+async def run_attempt(handler: Handler, ctx: TaskContext, *, grace_s: float = 5.0) -> AttemptEnd:
+    """Run the handler under the task's timeout and turn whatever happens into an AttemptEnd."""
     if ctx.stop_reason is not None:  # stopped before it began
         return _stopped(ctx)
     job = asyncio.ensure_future(handler(ctx))
@@ -108,28 +108,28 @@ async def run_attempt(handler: Handler, ctx: TaskContext, *, grace_s: float = 5.
     return _finished(job)
 
 
-def _stopped(ctx: TaskContext) -> Outcome:
+def _stopped(ctx: TaskContext) -> AttemptEnd:
     if ctx.stop_reason == "cancel":
-        return Outcome("cancelled")
+        return AttemptEnd("cancelled")
     if ctx.stop_reason == "revoked":
-        return Outcome("revoked")
+        return AttemptEnd("revoked")
     if ctx.stop_reason == "timeout":
-        return Outcome("failed", error=f"timed out after {ctx.timeout_ms} ms", retryable=True)
-    return Outcome("failed", error=DRAINING_ERROR, retryable=True)
+        return AttemptEnd("failed", error=f"timed out after {ctx.timeout_ms} ms", retryable=True)
+    return AttemptEnd("failed", error=DRAINING_ERROR, retryable=True)
 
 
-def _finished(job: asyncio.Task[Any]) -> Outcome:
+def _finished(job: asyncio.Task[Any]) -> AttemptEnd:
     if job.cancelled():
-        return Outcome("failed", error="handler was cancelled", retryable=True)
+        return AttemptEnd("failed", error="handler was cancelled", retryable=True)
     exc = job.exception()
     if exc is not None:
-        return Outcome("failed", error=error_text(exc), retryable=not isinstance(exc, NonRetryable))
+        return AttemptEnd("failed", error=error_text(exc), retryable=not isinstance(exc, NonRetryable))
     try:
         result = result_text(job.result())
     except (TypeError, ValueError) as exc:
-        return Outcome("failed", error=f"result is not JSON: {error_text(exc)}", retryable=False)
+        return AttemptEnd("failed", error=f"result is not JSON: {error_text(exc)}", retryable=False)
     # The same result would be too large on every retry: fail for good, naming the limit.
     too_large = size_problem("result", result)
     if too_large is not None:
-        return Outcome("failed", error=too_large, retryable=False)
-    return Outcome("completed", result=result)
+        return AttemptEnd("failed", error=too_large, retryable=False)
+    return AttemptEnd("completed", result=result)

@@ -11,9 +11,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
-from taskfold.agent.reports import AttemptKey
-from taskfold.events import AgentJoined, AgentLeft, Event, LeaveReason, TaskAssigned, TaskCompleted
-from taskfold.state import QueueState, Task, Verdict
+from taskfold.core.reports import AttemptKey
+from taskfold.core.events import AgentJoined, AgentLeft, Event, LeaveReason, TaskAssigned, TaskCompleted
+from taskfold.core.state import QueueState, Task, Verdict
 
 
 @dataclass(frozen=True, slots=True)

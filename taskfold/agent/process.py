@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from pydantic import TypeAdapter, ValidationError
 
-from taskfold.events import QueueName
+from taskfold.core.events import QueueName
 
 _QUEUE_NAME = TypeAdapter(QueueName)
 MAX_SLOTS = 10_000  # AgentJoined.slots allows no more

@@ -14,8 +14,8 @@ import logging
 
 from taskfold.log.records import RawRecord
 from taskfold.log.writer import LogWriter
-from taskfold.telemetry import ProgressChunk
-from taskfold.wire import encode_record
+from taskfold.core.telemetry import ProgressChunk
+from taskfold.log.wire import encode_record
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
-from taskfold.agent.routing import queue_partition
-from taskfold.events import DependencyResolved, Event
-from taskfold.fold import Ledger
+from taskfold.broker.topics import queue_partition
+from taskfold.core.events import DependencyResolved, Event
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Poison, entry_of
-from taskfold.state import Task, TaskState, Verdict
+from taskfold.core.state import Task, TaskState, Verdict
 from taskfold.workflows.spec import node_of
 
 

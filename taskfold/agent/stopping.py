@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from taskfold.agent.reports import error_text
+from taskfold.core.reports import error_text
 
 log = logging.getLogger(__name__)
 

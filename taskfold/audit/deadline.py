@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taskfold.audit.books import Books, TaskBook
+from taskfold.audit.shadow import Books, TaskBook
 from taskfold.audit.report import AuditReport, Violation, span, when
-from taskfold.fold import Ledger
-from taskfold.state import TERMINAL, TaskState
+from taskfold.core.fold import Ledger
+from taskfold.core.state import TERMINAL, TaskState
 
 DEFAULT_DEADLINE_MS = 300_000  # 5 min of log time: the default task timeout, 5x the agent-lost silence
 

@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from taskfold.audit.deadline import Standing, standing
 from taskfold.audit.invariants import Auditor
 from taskfold.audit.report import Violation, when
-from taskfold.events import AgentLeft, Event, TaskAssigned, WorkflowSubmitted
-from taskfold.fold import Ledger, Where
+from taskfold.core.events import AgentLeft, Event, TaskAssigned, WorkflowSubmitted
+from taskfold.core.fold import Ledger, Where
 from taskfold.log.eventlog import Cut, EventLog, Poison
-from taskfold.policies import workflow_task_id
-from taskfold.scheduling.decide import match_problem
-from taskfold.scheduling.fleet import observe, quarantined, record, trip_reason
-from taskfold.scheduling.model import Fleet, QueuePolicy
-from taskfold.state import WAITING, QueueState, Task, TaskState, Verdict
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.scheduling.decide import match_problem
+from taskfold.core.scheduling.fleet import observe, quarantined, record, trip_reason
+from taskfold.core.scheduling.model import Fleet, QueuePolicy
+from taskfold.core.state import WAITING, QueueState, Task, TaskState, Verdict
 
-Progress = Callable[[int], None]
+OnRead = Callable[[int], None]  # told how many more records were read
 
 QUARANTINED = "every agent that can take it is quarantined or on probation"
 
@@ -178,7 +178,7 @@ class Explainer:
 
 
 async def explain_log(log: EventLog, task_id: str, queue: str | None = None, cut: Cut | None = None,
-                      progress: Progress | None = None, policy: QueuePolicy | None = None) -> Explainer:
+                      progress: OnRead | None = None, policy: QueuePolicy | None = None) -> Explainer:
     """Read the log (or a cut of it) and gather everything about one task."""
     explainer = Explainer(task_id, queue, policy)
     read = 0

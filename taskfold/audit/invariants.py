@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from taskfold.audit import rules
-from taskfold.audit.books import Books
+from taskfold.audit.shadow import Books
 from taskfold.audit.deadline import compare_states, end_of_log
 from taskfold.audit.order import StartOrder
 from taskfold.audit.report import AuditReport, Violation
-from taskfold.events import Event
-from taskfold.fold import Ledger
-from taskfold.state import Verdict
+from taskfold.core.events import Event
+from taskfold.core.fold import Ledger
+from taskfold.core.state import Verdict
 
 
 class Auditor:

@@ -21,10 +21,10 @@ from taskfold.audit.deadline import DEFAULT_DEADLINE_MS
 from taskfold.audit.invariants import Auditor
 from taskfold.audit.report import AuditReport, Violation
 from taskfold.audit.verdicts import StoreVerdicts
-from taskfold.fold import Ledger
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import Cut, Entry, EventLog, Poison
 
-Progress = Callable[[int], None]
+OnRead = Callable[[int], None]  # told how many more records were read
 PROGRESS_EVERY = 1000
 
 
@@ -89,7 +89,7 @@ class LogAuditor:
 
 async def audit_log(log: EventLog, cut: Cut | None = None, *, deadline_ms: int | None = DEFAULT_DEADLINE_MS,
                     require_terminal: bool = False, store: StoreVerdicts | None = None,
-                    progress: Progress | None = None) -> LogAudit:
+                    progress: OnRead | None = None) -> LogAudit:
     """Read and judge the log (or the cut of it); see the module's protocol."""
     started = time.perf_counter()
     auditor = LogAuditor(store)

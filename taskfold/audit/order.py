@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskfold.audit.books import Books
+from taskfold.audit.shadow import Books
 from taskfold.audit.report import Violation, when
-from taskfold.events import DependencyFailurePolicy, Event, TaskStarted, TaskSubmitted, WorkflowSubmitted
-from taskfold.policies import workflow_task_id
-from taskfold.state import TERMINAL, TaskState
+from taskfold.core.events import DependencyFailurePolicy, Event, TaskStarted, TaskSubmitted, WorkflowSubmitted
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.state import TERMINAL, TaskState
 
 RULE = "started-early"
 DESCRIPTION = "a task started before one of its dependencies ended (completed, unless it runs anyway)"

@@ -9,10 +9,10 @@ so one faulty acceptance reads as one violation where it can.
 
 from __future__ import annotations
 
-from taskfold.audit.books import Books, Moved, TaskBook
+from taskfold.audit.shadow import Books, Moved, TaskBook
 from taskfold.audit.report import Violation, when
 from taskfold.audit.transitions import allowed, seat_allowed
-from taskfold.events import (
+from taskfold.core.events import (
     AgentJoined,
     AgentLeft,
     DependencyResolved,
@@ -28,9 +28,9 @@ from taskfold.events import (
     TaskTimedOut,
     WorkflowSubmitted,
 )
-from taskfold.fold.placement import MISROUTED, SKEWED
-from taskfold.policies import workflow_task_id
-from taskfold.state import TERMINAL, TaskState, Verdict
+from taskfold.core.fold.placement import MISROUTED, SKEWED
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.state import TERMINAL, TaskState, Verdict
 
 REPORTS = (TaskStarted, TaskCompleted, TaskFailed, TaskLeaseExpired, TaskTimedOut, TaskCancelled)
 

@@ -9,7 +9,7 @@ number, a pending cancel request, a due time) are the guards in `taskfold.audit.
 
 from __future__ import annotations
 
-from taskfold.state import TaskState as S
+from taskfold.core.state import TaskState as S
 
 Before = S | None  # None: the task does not exist yet
 

@@ -221,7 +221,7 @@ async def end_offsets(
 MAX_BATCH_BYTES = 1_000_000  # 1 MB batches: ~79k msg/s vs 36-48k with the default 16 KB
 # The largest record any of our producers sends (faust's default, under Kafka's default
 # message.max.bytes of 1,048,588). Payloads and results are limited well below it
-# (TASKFOLD_MAX_PAYLOAD_BYTES; taskfold.fold.limits), so a submit or a completion fits whole.
+# (TASKFOLD_MAX_PAYLOAD_BYTES; taskfold.core.fold.limits), so a submit or a completion fits whole.
 MAX_RECORD_BYTES = 1_000_000
 
 

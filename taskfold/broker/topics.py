@@ -1,13 +1,19 @@
-"""Topic names and their idempotent creation (ARCHITECTURE §2).
+"""Topic names, their idempotent creation, and which partition a queue's events go to (ARCHITECTURE §2).
 
 Every topic is created up front: a broker that auto-creates topics would pick the
 partition count itself (Tansu always picks 4).
+
+Events are keyed by queue, and producers place a key with the Kafka default partitioner:
+murmur2 of the key bytes, made non-negative, modulo the partition count. The Java client
+and aiokafka agree on it, so `queue_partition` finds a queue's partition without asking
+the broker. The fold uses the same function (`taskfold.core.fold.placement.home_partition`)
+to reject misrouted events.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import NewTopic
@@ -15,6 +21,7 @@ from aiokafka.errors import for_code, NoError, TopicAlreadyExistsError
 
 from taskfold.broker import clients
 from taskfold.config import ClusterSettings
+from taskfold.core.fold.placement import home_partition
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +34,19 @@ MAX_MESSAGE_BYTES = 1_048_588
 # 10 % dirty, so a reader replays about an hour of heartbeats, not a week's segment.
 HEARTBEAT_SEGMENT_MS = 3_600_000
 HEARTBEAT_DIRTY_RATIO = "0.1"
+
+
+def queue_partition(queue: str, partitions: int) -> int:
+    """The partition of `partitions` that events keyed by `queue` land in."""
+    return home_partition(queue, partitions)
+
+
+def partitions_of(queues: Iterable[str], partitions: int) -> dict[int, list[str]]:
+    """{partition: the queues on it, sorted} for the given queues."""
+    placed: dict[int, list[str]] = {}
+    for queue in sorted(set(queues)):
+        placed.setdefault(queue_partition(queue, partitions), []).append(queue)
+    return dict(sorted(placed.items()))
 
 
 class TopicMismatchError(RuntimeError):

@@ -28,8 +28,8 @@ from taskfold.cli.connect import Target, resolve
 from taskfold.cli.render import STATE_STYLE, VERDICT_STYLE, cli_console, parse_offsets, parse_time, show_time
 from taskfold.cli.replay import progress_bar
 from taskfold.log.eventlog import Cut, EventLog
-from taskfold.replay import records_to_read
-from taskfold.scheduling.model import QueuePolicy
+from taskfold.log.foldlog import records_to_read
+from taskfold.core.scheduling.model import QueuePolicy
 
 T = TypeVar("T")
 BOOTSTRAP_HELP = "broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"
@@ -98,11 +98,13 @@ def _open_store(path: str | None) -> StoreVerdicts | None:
     if path is None:
         return None
     from projections.store import StoreError
+    from projections.verdicts import read_recorded
 
     try:
-        return StoreVerdicts.open(path)
+        recorded = read_recorded(path)
     except StoreError as exc:
         raise typer.BadParameter(str(exc), param_hint="--store") from None
+    return StoreVerdicts(recorded.verdicts, recorded.covered, source=path)
 
 
 def _as_json(result: LogAudit, deadline_ms: int) -> dict:

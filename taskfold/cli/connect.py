@@ -1,4 +1,4 @@
-"""How CLI commands find the broker: `taskfold.connection`, with errors shown as CLI errors."""
+"""How CLI commands find the broker: `taskfold.broker.connection`, with errors shown as CLI errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import typer
 
 from taskfold.config import Settings
-from taskfold.connection import Connection, NoBroker, connect
+from taskfold.broker.connection import Connection, NoBroker, connect
 
 Target = Connection
 

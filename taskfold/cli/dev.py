@@ -20,10 +20,10 @@ from taskfold.broker.harness import Broker, start_broker
 from taskfold.broker.s3dir import LocalS3, S3rverNotFound, S3rverStartError
 from taskfold.broker.topics import TopicNames, ensure_topics
 from taskfold.cli.render import cli_console
-from taskfold.cluster import LocalCluster, _terminate_with, wait_for_ready_file
+from taskfold.cli.cluster import LocalCluster, _terminate_with, wait_for_ready_file
 from taskfold.config import Settings
-from taskfold.connection import DevLock, DevRunning, session_file, write_session
-from taskfold.supervision import Supervisor
+from taskfold.broker.connection import DevLock, DevRunning, session_file, write_session
+from taskfold.cli.supervision import Supervisor
 
 GATEWAY_START_S = 60.0
 

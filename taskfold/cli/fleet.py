@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import typer
 from rich.table import Table
 from rich.text import Text
@@ -11,6 +9,7 @@ from rich.text import Text
 from taskfold.cli.reach import BOOTSTRAP, GATEWAY, TOKEN, answering, open_client
 from taskfold.cli.render import cli_console
 from taskfold.clients import AgentView, QueueView
+from taskfold.core.edge import now_ms
 
 JSON = typer.Option(False, "--json", help="print one JSON object per line instead of a table")
 RUNNING = ("assigned", "running")
@@ -37,7 +36,7 @@ def agents(as_json: bool = JSON, bootstrap: str = BOOTSTRAP, gateway: str = GATE
         for row in rows:
             print(row.model_dump_json())
         return
-    console.print(agent_table(rows, _now_ms()))
+    console.print(agent_table(rows, now_ms()))
 
 
 def queue_table(rows: list[QueueView], title: str = "queues") -> Table:
@@ -84,7 +83,3 @@ def _age(ms: int | None) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

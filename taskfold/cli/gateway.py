@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from taskfold.cli.connect import resolve
-from taskfold.config import Settings
+from taskfold.config import Settings, gateway_store
 
 
 def gateway(
@@ -27,7 +27,7 @@ def gateway(
 ) -> None:
     """Serve the HTTP API: writes with read-your-write, reads, SSE, HTTP agents, /docs and /metrics."""
     # Imported here: other commands should not pay for loading FastAPI, uvicorn and RocksDB.
-    from projections.gateway.app import GatewayStartError, gateway_config, store_path
+    from projections.gateway.app import GatewayStartError, gateway_config
     from projections.gateway.auth import Auth, TokenConfigError
     from projections.gateway.run import bind, serve, write_ready_file
     from projections.store import StoreError
@@ -52,7 +52,7 @@ def gateway(
         raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}", param_hint="--port") from None
     name = name or settings.gateway_name or str(sock.getsockname()[1])
     connection = {} if read_only else _connection(bootstrap)
-    config = gateway_config(settings, store=store or store_path(settings, name), auth=auth, read_only=read_only,
+    config = gateway_config(settings, store=store or gateway_store(settings, name), auth=auth, read_only=read_only,
                             fresh=fresh, **connection)
 
     def ready(url: str) -> None:

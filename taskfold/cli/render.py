@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from taskfold.events import Event
+from taskfold.core.events import Event
 from taskfold.log.eventlog import Poison, Recorded
-from taskfold.state import QueueState, Verdict
+from taskfold.core.state import QueueState, Verdict
 
 VERDICT_STYLE = {"accepted": "green", "duplicate": "yellow", "rejected": "red"}
 STATE_STYLE = {"completed": "green", "dead_lettered": "red", "cancelled": "magenta", "running": "cyan",

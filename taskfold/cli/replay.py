@@ -19,9 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from taskfold.cli.connect import Target, resolve
 from taskfold.cli.render import cli_console, parse_offsets, parse_time, show_time, state_counts, task_table
-from taskfold.config import Settings
+from taskfold.config import Settings, gateway_store
 from taskfold.log.eventlog import Cut, EventLog
-from taskfold.replay import Replay, records_to_read, replay as fold_log
+from taskfold.log.foldlog import FoldedLog, fold_log, records_to_read
 
 BAR_FROM = 5000  # records; smaller replays finish before a bar would be worth drawing
 
@@ -86,7 +86,7 @@ def progress_bar(console: Console, label: str, total: int) -> Progress:
     return Progress(*columns, console=console, transient=True, disable=total < BAR_FROM)
 
 
-async def _run(console: Console, target: Target, cut: Cut) -> Replay:
+async def _run(console: Console, target: Target, cut: Cut) -> FoldedLog:
     async with EventLog(target.bootstrap, target.topics, tansu=target.tansu) as log:
         total = await records_to_read(log, cut)
         with progress_bar(console, "replaying", total) as bar:
@@ -94,7 +94,7 @@ async def _run(console: Console, target: Target, cut: Cut) -> Replay:
             return await fold_log(log, cut, progress=lambda n: bar.advance(job, n))
 
 
-def _report(console: Console, result: Replay, cut: Cut, limit: int) -> None:
+def _report(console: Console, result: FoldedLog, cut: Cut, limit: int) -> None:
     console.print(task_table(result.ledger.queues, limit, f"tasks{_where(cut)}"))
     counts = ", ".join(f"{state} {n}" for state, n in sorted(state_counts(result.ledger.queues).items()))
     verdicts = ", ".join(f"{v} {n}" for v, n in sorted(result.verdicts.items()))
@@ -119,9 +119,7 @@ def _default_store(cut: Cut) -> Path:
     settings = Settings()
     if cut.until_ms is not None:
         return settings.state_dir / "projections" / f"as-of-{cut.until_ms}"
-    from projections.gateway.app import store_path  # heavy (FastAPI); only builds need it
-
-    return store_path(settings, settings.gateway_name or str(settings.gateway_port))
+    return gateway_store(settings, settings.gateway_name or str(settings.gateway_port))
 
 
 class _RebuildBar:

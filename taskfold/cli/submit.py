@@ -1,11 +1,11 @@
 """`taskfold submit`: append one TaskSubmitted and say what the fold made of it.
 
-1. Build the event from the options (`taskfold.client`): a bad field is exit 2 and nothing
+1. Build the event from the options (`taskfold.core.requests`): a bad field is exit 2 and nothing
    is appended. `--payload @FILE` reads the payload from a file, `--payload -` from stdin.
 2. If the submit names dependencies (without `--dependencies-may-follow`) or an
    idempotency key, fold the whole events log (every queue) to its end first: a
    dependency no queue holds, or a key already used for a different request
-   (`taskfold.submits`), is exit 2 naming it, and nothing is appended.
+   (`taskfold.core.submits`), is exit 2 naming it, and nothing is appended.
 3. Append, fold the queue's partition up to the appended offset, and print the verdict:
    accepted (exit 0); a duplicate of the same request (exit 0, nothing new); a duplicate
    of a different request that landed meanwhile (exit 2); rejected (exit 1).
@@ -22,13 +22,13 @@ import typer
 
 from taskfold.cli.connect import resolve
 from taskfold.cli.render import cli_console, parse_time
-from taskfold.client import InvalidRequest, submission
-from taskfold.events import TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.requests import InvalidRequest, submission
+from taskfold.core.events import TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import Cut, EventLog, Poison
 from taskfold.log.records import Position
-from taskfold.state import Task, Verdict
-from taskfold.submits import (conflict_reason, duplicate_reason, request_differences, unknown_dependencies,
+from taskfold.core.state import Task, Verdict
+from taskfold.core.submits import (conflict_reason, duplicate_reason, request_differences, unknown_dependencies,
                               unknown_reason)
 
 EXIT_REJECTED = 1  # the fold rejected the event (it was appended and changed nothing)

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from taskfold.cli.connect import resolve
 from taskfold.cli.render import cli_console, event_line
-from taskfold.fold import Ledger
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Poison
 
 

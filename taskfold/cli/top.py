@@ -12,7 +12,6 @@ import select
 import signal
 import sys
 import termios
-import time
 import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from rich.text import Text
 from taskfold.cli.fleet import agent_table, queue_table
 from taskfold.cli.reach import BOOTSTRAP, GATEWAY, TOKEN, answering, open_client
 from taskfold.clients import Client
+from taskfold.core.edge import now_ms
 
 QUIT_KEYS = {"q", "Q"}
 
@@ -46,9 +46,9 @@ def top(interval: float = typer.Option(1.0, min=0.1, max=3600, help="seconds bet
 
 
 def _screen(client: Client, where: str, interval: float) -> Group:
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     header = Text.assemble(("taskfold top", "bold"), f"  {where}  ",
-                           datetime.now().strftime("%H:%M:%S"), f"  every {interval:g}s  ", ("q quits", "dim"))
+                           datetime.fromtimestamp(now / 1000).strftime("%H:%M:%S"), f"  every {interval:g}s  ", ("q quits", "dim"))
     return Group(header, queue_table(client.queues()), agent_table(client.agents(), now))
 
 

@@ -33,7 +33,7 @@ def worker(
     # streams (and faust) load only here: the other commands never pay for them.
     from streams.app import WorkerOptions
     from streams.run import claim_worker_id, run_worker
-    from taskfold.scheduling.model import QueuePolicy
+    from taskfold.core.scheduling.model import QueuePolicy
 
     settings = Settings()
     target = resolve(bootstrap, settings)

@@ -25,16 +25,16 @@ from typing import Any
 import typer
 import yaml
 
+from taskfold.broker.topics import queue_partition
 from taskfold.cli.connect import resolve
 from taskfold.cli.render import cli_console
-from taskfold.fold.placement import home_partition
-from taskfold.client import InvalidRequest
-from taskfold.events import TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.requests import InvalidRequest
+from taskfold.core.events import TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import Cut, EventLog, Poison
 from taskfold.log.records import Position
-from taskfold.state import Verdict
-from taskfold.submits import conflict_reason, request_differences
+from taskfold.core.state import Verdict
+from taskfold.core.submits import conflict_reason, request_differences
 from taskfold.workflows import node_of, parse_spec, workflow_events
 from taskfold.workflows.spec import WorkflowSpec
 
@@ -119,7 +119,7 @@ async def _submit(target: Any, spec: WorkflowSpec) -> tuple[list[str], int]:
     folded = Folded()
     async with EventLog(target.bootstrap, target.topics, tansu=target.tansu) as log:
         count = len(await log.reader.partitions(log.topics.events))
-        partitions = sorted({home_partition(e.queue, count) for e in events})
+        partitions = sorted({queue_partition(e.queue, count) for e in events})
         await folded.fold(log, partitions)
         conflicts = changed_nodes(folded, events)
         if conflicts:

@@ -14,8 +14,8 @@ import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-from taskfold.client import InvalidRequest, submission
-from taskfold.events import TaskSubmitted
+from taskfold.core.requests import InvalidRequest, submission
+from taskfold.core.events import TaskSubmitted
 from taskfold.workflows.spec import WorkflowSpec, graph_problems, parse_spec, workflow_events
 
 from taskfold.clients.errors import Refused

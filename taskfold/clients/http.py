@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from taskfold.events import TaskSubmitted
+from taskfold.core.events import TaskSubmitted
 from taskfold.workflows.spec import WorkflowSpec
 
 from taskfold.clients.errors import Duplicate, NotFound, Refused, TaskfoldError, TimedOut, Unavailable

@@ -1,6 +1,6 @@
 """The Kafka transport: append events as a producer, and answer reads by folding the log.
 
-It talks to the broker the way the CLI does (`taskfold.connection`: an argument,
+It talks to the broker the way the CLI does (`taskfold.broker.connection`: an argument,
 TASKFOLD_BOOTSTRAP, or the running `taskfold dev`) and folds the `events` topic with the
 same `evolve` as everyone else, incrementally (`LogFold`): the first read folds each
 partition it needs from offset 0, later reads only the tail.
@@ -16,23 +16,22 @@ A write:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 
 from aiokafka.errors import KafkaError
 
-from taskfold.agent.routing import queue_partition
-from taskfold.broker.topics import TopicNames
-from taskfold.client import InvalidRequest, build
-from taskfold.connection import NoBroker, connect
-from taskfold.events import Event, TaskCancelRequested, TaskRedriven, TaskSubmitted
+from taskfold.broker.topics import TopicNames, queue_partition
+from taskfold.core.edge import now_ms
+from taskfold.core.requests import InvalidRequest, build
+from taskfold.broker.connection import NoBroker, connect
+from taskfold.core.events import Event, TaskCancelRequested, TaskRedriven, TaskSubmitted
 from taskfold.log.eventlog import EventLog, entry_of
 from taskfold.log.reader import LogReader
-from taskfold.state import SCHEDULABLE
-from taskfold.submits import request_differences, unknown_dependencies, unknown_reason
-from taskfold.telemetry import Heartbeat
-from taskfold.wire import PoisonMessage, decode_record
+from taskfold.core.state import SCHEDULABLE
+from taskfold.core.submits import request_differences, unknown_dependencies, unknown_reason
+from taskfold.core.telemetry import Heartbeat
+from taskfold.log.wire import PoisonMessage, decode_record
 from taskfold.workflows.spec import WorkflowSpec, node_of
 
 from taskfold.clients.errors import NotFound, Refused, TimedOut, Unavailable
@@ -188,7 +187,7 @@ class KafkaTransport:
     async def queues(self) -> list[QueueView]:
         """Every queue in the log: tasks per state, waiting depth, its agents' slots and load."""
         await self.fold.catch_up()
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         out = []
         for name, state in sorted(self.fold.ledger.queues.items()):
             counts: dict[str, int] = {}

@@ -21,13 +21,13 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from taskfold.agent.routing import queue_partition
-from taskfold.fold import Ledger
+from taskfold.broker.topics import queue_partition
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import Poison, entry_of
 from taskfold.log.reader import LogReader
-from taskfold.state import TaskState
-from taskfold.telemetry import ProgressChunk
-from taskfold.wire import PoisonMessage, decode_record
+from taskfold.core.state import TaskState
+from taskfold.core.telemetry import ProgressChunk
+from taskfold.log.wire import PoisonMessage, decode_record
 
 from taskfold.clients.errors import Refused
 from taskfold.clients.models import StreamItem, VerdictView

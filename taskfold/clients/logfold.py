@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taskfold.events import TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.events import TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import Cut, Entry, EventLog, Poison
 from taskfold.log.records import Position
-from taskfold.state import Task, Verdict
+from taskfold.core.state import Task, Verdict
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskfold.state import Member, Task, TaskState, Verdict
+from taskfold.core.state import Member, Task, TaskState, Verdict
 
 
 class _Answer(BaseModel):

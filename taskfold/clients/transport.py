@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from taskfold.events import TaskSubmitted
+from taskfold.core.events import TaskSubmitted
 from taskfold.workflows.spec import WorkflowSpec
 
 from taskfold.clients.errors import Refused

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from taskfold.events import Event, TaskSubmitted
-from taskfold.state import QueueState, Verdict
-from taskfold.submits import conflict_reason, request_differences
+from taskfold.core.events import Event, TaskSubmitted
+from taskfold.core.state import QueueState, Verdict
+from taskfold.core.submits import conflict_reason, request_differences
 
 from taskfold.clients.errors import Duplicate, Refused
 from taskfold.clients.models import Receipt, TaskView

@@ -6,7 +6,6 @@ queue, so one queue's events keep one total order (ARCHITECTURE §2).
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -14,12 +13,13 @@ from typing import Any
 
 from schemas.codec import PoisonMessage
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.fold.placement import Where, stamp
+from taskfold.core.edge import now_ms
+from taskfold.core.events import Event
+from taskfold.core.fold.placement import Where, stamp
 from taskfold.log.reader import LogReader
-from taskfold.log.records import ConsumedRecord, Position, RawRecord
+from taskfold.log.records import ConsumedRecord, Position, RawRecord, poison_record
 from taskfold.log.writer import LogWriter
-from taskfold.wire import decode_event, encode_event
+from taskfold.log.wire import decode_event, encode_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class Cut:
 
 def occurred_at(entry: Entry) -> int | None:
     """The time a time cut judges an entry by: the event's `occurred_at`, unless the fold rejects
-    it as stamped too far ahead of its record (`taskfold.fold.placement`); poison has none."""
+    it as stamped too far ahead of its record (`taskfold.core.fold.placement`); poison has none."""
     return stamp(entry.event.occurred_at, entry.where) if isinstance(entry, Recorded) else None
 
 
@@ -196,12 +196,7 @@ class EventLog:
 
     async def quarantine(self, poison: Poison) -> Position:
         """Copy an undecodable record to the poison topic with its reason and origin."""
-        headers = list(poison.headers) + [
-            ("poison-reason", poison.reason.encode()),
-            ("source-topic", self.topics.events.encode()),
-            ("source-position", str(poison.position).encode()),
-            ("quarantined-at", str(time.time_ns() // 1_000_000).encode()),
-        ]
-        record = RawRecord(key=poison.key or "", value=poison.value or b"", headers=headers)
+        record = poison_record(poison.key, poison.value, poison.headers, reason=poison.reason,
+                               topic=self.topics.events, position=poison.position, quarantined_at=now_ms())
         (position,) = await self.writer.append(self.topics.poison, [record])
         return position

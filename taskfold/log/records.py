@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -40,12 +41,12 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class ConsumedRecord:
-    """A record read from the log, with its position and broker timestamp."""
+    """A record read from the log (by a LogReader or a faust agent), with its position and broker timestamp."""
 
     topic: str
     partition: int
     offset: int
-    timestamp: int
+    timestamp: int | None  # the broker's timestamp (ms); None when the consumer did not say
     key: str | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
@@ -62,3 +63,14 @@ class ConsumedRecord:
             if key == name:
                 return value
         return None
+
+
+def poison_record(key: str | None, value: bytes | None, headers: Iterable[tuple[str, bytes]], *, reason: str,
+                  topic: str, position: Position, quarantined_at: int) -> RawRecord:
+    """The copy of an undecodable record for the `poison` topic: its bytes, and why and where it was set aside."""
+    return RawRecord(key=key or "", value=value or b"", headers=list(headers) + [
+        ("poison-reason", reason.encode()),
+        ("source-topic", topic.encode()),
+        ("source-position", str(position).encode()),
+        ("quarantined-at", str(quarantined_at).encode()),
+    ])

@@ -23,9 +23,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from taskfold.client import InvalidRequest, now_ms, problems_of, submission
-from taskfold.events import INT_MAX, LONG_MAX, Backoff, DependencyFailurePolicy, Priority, QueueName, TaskSubmitted
-from taskfold.policies import derived_event_id, workflow_task_id
+from taskfold.core.edge import now_ms
+from taskfold.core.requests import InvalidRequest, problems_of, submission
+from taskfold.core.events import INT_MAX, LONG_MAX, Backoff, DependencyFailurePolicy, Priority, QueueName, TaskSubmitted
+from taskfold.core.policies import derived_event_id, workflow_task_id
 
 MAX_NODES = 1000  # a workflow is submitted whole, in one request
 NAME_PATTERN = r"^[A-Za-z0-9._:-]+$"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from taskfold.events import Event
-from taskfold.log.records import Position
+from taskfold.core.events import Event
 from taskfold.workflows.spec import WorkflowSpec, dependency_order, parse_spec, workflow_events
+
+if TYPE_CHECKING:  # `import taskfold.clients` must not load the Kafka client (taskfold.log does)
+    from taskfold.log.records import Position
 
 
 class Appender(Protocol):

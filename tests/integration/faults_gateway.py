@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 from faults_support import FaultRun, Outcome
-from taskfold.cluster import wait_for_ready_file
-from taskfold.events import TaskSubmitted
+from taskfold.cli.cluster import wait_for_ready_file
+from taskfold.core.events import TaskSubmitted
 
 CLIENTS = 8
 RETRY_S = 0.2

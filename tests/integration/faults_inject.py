@@ -18,14 +18,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from schemas.codec import MAGIC, default_codec
-from taskfold.agent.reports import OUTCOME, STARTED, AttemptKey, report_id
-from taskfold.events import Event, TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed
-from taskfold.fold import Ledger
+from taskfold.core.reports import OUTCOME, STARTED, AttemptKey, report_id
+from taskfold.core.events import Event, TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed
+from taskfold.core.fold import Ledger
 from taskfold.log import RawRecord
 from taskfold.log.eventlog import EventLog
-from taskfold.telemetry import Heartbeat
-from taskfold.testing import Events
-from taskfold.wire import decode_event, encode_event, encode_record
+from taskfold.core.telemetry import Heartbeat
+from taskfold.core.testing import Events
+from taskfold.log.wire import decode_event, encode_event, encode_record
 
 from faults_support import FaultRun
 

@@ -15,13 +15,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from streams.scheduler import partition_of
-from taskfold.client import cancel_request, submission
-from taskfold.events import TaskAssigned, TaskCompleted, TaskLeaseExpired, TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.broker.topics import queue_partition
+from taskfold.core.requests import cancel_request, submission
+from taskfold.core.events import TaskAssigned, TaskCompleted, TaskLeaseExpired, TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log import LogWriter
 from taskfold.log.eventlog import EventLog
-from taskfold.state import TaskState
+from taskfold.core.state import TaskState
 
 from faults_inject import (
     Feeder, commit_offset, current, early_reports, garbage, late_reports, nonsense, poison_kind, redeliver, spread,
@@ -367,7 +367,7 @@ async def offset_past_rows(run: FaultRun, sizes: Sizes) -> Outcome:
     await run.quiet(20, sizes.deadline_s)
     await run.stop("worker-1")
     await run.submit(q, 10, prefix="skipped")  # appended while no worker runs...
-    partition = partition_of(q, run.partitions)
+    partition = queue_partition(q, run.partitions)
     end = (await run.log.end_offsets())[partition]
     await commit_offset(run.cluster.bootstrap, f"{run.log.topics.prefix}scheduler", run.log.topics.events,
                         partition, end)  # ...and committed as if processed

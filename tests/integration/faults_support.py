@@ -26,15 +26,15 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.scheduler import partition_of
+from taskfold.broker.topics import queue_partition
 from taskfold.audit import audit
-from taskfold.client import submission
-from taskfold.cluster import LocalCluster, LogWatcher
-from taskfold.events import AgentLeft, Event, TaskCompleted, TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.requests import submission
+from taskfold.cli.cluster import LocalCluster, LogWatcher
+from taskfold.core.events import AgentLeft, Event, TaskCompleted, TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log import LogReader
 from taskfold.log.eventlog import EventLog, Poison
-from taskfold.state import TERMINAL, Verdict
+from taskfold.core.state import TERMINAL, Verdict
 
 FAST = ("--fast-rebalance", "--tick-ms", "50")
 PROCESSED = re.compile(r"processed: (.*)$", re.MULTILINE)
@@ -188,7 +188,7 @@ class FaultRun:
         found: dict[int, str] = {}
         n = 0
         while len(found) < self.partitions:
-            found.setdefault(partition_of(f"{prefix}{n}", self.partitions), f"{prefix}{n}")
+            found.setdefault(queue_partition(f"{prefix}{n}", self.partitions), f"{prefix}{n}")
             n += 1
         return [found[p] for p in range(self.partitions)]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import submission
-from taskfold.events import TaskAssigned
+from taskfold.core.requests import submission
+from taskfold.core.events import TaskAssigned
 from tests.integration.test_gateway_sse import Gateway, serve
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ async def test_a_report_on_a_completed_task_for_a_later_attempt_is_409_and_appen
     reporter = Reporter("http-1", actor="test")
     key = AttemptKey("web", "done", 1)
     await append(gw, submission("web", "echo", task_id="done"), assigned("done", 1), reporter.started(key),
-                 reporter.outcome(key, Outcome("completed", result="{}")))
+                 reporter.outcome(key, AttemptEnd("completed", result="{}")))
     before = await log_size(gw)
     late = await client.post(f"{REPORT}/done/completed", json={"attempt": 7, "result": {}}, headers=AGENT1)
     assert late.status_code == 409, late.text

@@ -19,17 +19,17 @@ from typing import Any
 import pytest
 
 from taskfold.agent import Agent, NonRetryable, TaskContext, queue_partition
-from taskfold.agent.reports import OUTCOME, STARTED, AttemptKey, report_id
+from taskfold.core.reports import OUTCOME, STARTED, AttemptKey, report_id
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import now_ms
-from taskfold.events import Event
-from taskfold.fold import Ledger
+from taskfold.core.edge import now_ms
+from taskfold.core.events import Event
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Recorded, entry_of
-from taskfold.state import TaskState, Verdict
-from taskfold.telemetry import Heartbeat, ProgressChunk
-from taskfold.testing import Events
-from taskfold.wire import decode_record as decode_any
+from taskfold.core.state import TaskState, Verdict
+from taskfold.core.telemetry import Heartbeat, ProgressChunk
+from taskfold.core.testing import Events
+from taskfold.log.wire import decode_record as decode_any
 
 pytestmark = pytest.mark.integration
 DEADLINE = 10.0  # seconds; every wait below normally ends in well under one

@@ -15,13 +15,13 @@ from projections.store import Store
 from projections.views import all_views
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.fold import Ledger
+from taskfold.core.events import Event
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog
 from taskfold.log.records import RawRecord
-from taskfold.scheduling.decide import decide
-from taskfold.scheduling.model import Fleet, QueuePolicy
-from taskfold.testing import Events
+from taskfold.core.scheduling.decide import decide
+from taskfold.core.scheduling.model import Fleet, QueuePolicy
+from taskfold.core.testing import Events
 
 MINUTE = 60_000
 

@@ -9,8 +9,8 @@ import json
 import subprocess
 import sys
 
-from taskfold.client import build
-from taskfold.events import TaskRedriven
+from taskfold.core.requests import build
+from taskfold.core.events import TaskRedriven
 from taskfold.log.eventlog import EventLog
 from tests.integration.test_cli import cli_env, taskfold, total_records
 from tests.integration.test_write_api import dead_letter_events

@@ -12,7 +12,7 @@ import pytest
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.log.eventlog import EventLog
-from taskfold.testing import Events
+from taskfold.core.testing import Events
 from tests.integration.test_cli import cli_env, taskfold, total_records
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from taskfold.testing import Events
+from taskfold.core.testing import Events
 from tests.integration.test_cli import cli_env, taskfold
 from tests.integration.test_cli_tasks import append
 

@@ -21,9 +21,9 @@ from taskfold.clients import Client, Duplicate, NotFound, Refused, TimedOut
 from taskfold.log.eventlog import EventLog
 from taskfold.log.records import RawRecord
 from taskfold.log.writer import LogWriter
-from taskfold.telemetry import ChunkKind, ProgressChunk
-from taskfold.testing import Events
-from taskfold.wire import encode_record
+from taskfold.core.telemetry import ChunkKind, ProgressChunk
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_record
 from tests.integration.test_cli import cli_env
 from tests.integration.test_gateway_cli import running_gateway
 

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from taskfold.agent.routing import queue_partition
+from taskfold.broker.topics import queue_partition
 from taskfold.audit.logaudit import audit_log
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import DependencyResolved, Event, TaskAssigned, TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.events import DependencyResolved, Event, TaskAssigned, TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Recorded
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 from tests.conftest import TEST_PARTITIONS
 from tests.integration.test_worker import Agents, eventually, workers

@@ -163,7 +163,7 @@ def test_s3rver_started_for_dev_dies_with_it(s3rver_installed: None, tmp_path: P
     # Else a broker orphaned by a SIGKILLed dev could still write where the next dev's broker writes.
     owner = subprocess.Popen(
         [sys.executable, "-c", "import os, sys, time; from pathlib import Path; "
-         "from taskfold.broker.s3dir import LocalS3; from taskfold.cluster import _terminate_with; "
+         "from taskfold.broker.s3dir import LocalS3; from taskfold.cli.cluster import _terminate_with; "
          "s = LocalS3(Path(sys.argv[1]), Path(sys.argv[1]) / 'log', preexec=_terminate_with(os.getpid())).start(); "
          "print(s._proc.pid, flush=True); time.sleep(120)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)

@@ -12,13 +12,13 @@ import pytest
 from taskfold.audit import audit
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import cancel_request, submission
-from taskfold.cluster import LocalCluster, LogWatcher
-from taskfold.events import TaskAssigned, TaskCompleted, TaskStarted, TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.requests import cancel_request, submission
+from taskfold.cli.cluster import LocalCluster, LogWatcher
+from taskfold.core.events import TaskAssigned, TaskCompleted, TaskStarted, TaskSubmitted
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog
-from taskfold.state import TERMINAL, TaskState
-from taskfold.testing import Events
+from taskfold.core.state import TERMINAL, TaskState
+from taskfold.core.testing import Events
 
 pytestmark = pytest.mark.integration
 FAST = ("--fast-rebalance", "--tick-ms", "50")

@@ -16,7 +16,7 @@ from faults_scenarios import SCENARIOS, Sizes
 from faults_support import FaultRun, Outcome
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.cluster import LocalCluster, LogWatcher
+from taskfold.cli.cluster import LocalCluster, LogWatcher
 from taskfold.log.eventlog import EventLog
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ import pytest
 
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import submission
-from taskfold.cluster import LocalCluster
-from taskfold.events import Backoff
-from taskfold.state import TaskState
+from taskfold.core.requests import submission
+from taskfold.cli.cluster import LocalCluster
+from taskfold.core.events import Backoff
+from taskfold.core.state import TaskState
 from tests.integration.test_gateway_sse import Gateway, Reader, serve, until
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from projections.gateway.app import GatewayConfig, create_app, open_runtime
 from projections.gateway.auth import Auth, parse_env
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import payload_limit
+from taskfold.core.edge import payload_limit
 from taskfold.log.eventlog import EventLog
 
 pytestmark = pytest.mark.integration

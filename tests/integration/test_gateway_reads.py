@@ -17,16 +17,16 @@ from projections.gateway.deps import ANONYMOUS_ADMIN, Principal, Role, Runtime
 from projections.live import LiveProjection
 from projections.projector import EVENTS, HEARTBEATS, PROGRESS
 from projections.views import all_views
-from projections.views.shapes import fold_part, task_json
+from projections.views.viewrows import fold_part, task_json
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.fold import fold
+from taskfold.core.events import Event
+from taskfold.core.fold import fold
 from taskfold.log.eventlog import Cut, EventLog, Recorded
 from taskfold.log.records import RawRecord
-from taskfold.telemetry import ChunkKind, Heartbeat, ProgressChunk
-from taskfold.testing import Events
-from taskfold.wire import encode_record
+from taskfold.core.telemetry import ChunkKind, Heartbeat, ProgressChunk
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_record
 
 T0 = 1_700_000_000_000  # in the past: the fold rejects stamps beyond the skew bound ahead of the broker
 

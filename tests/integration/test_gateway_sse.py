@@ -21,14 +21,14 @@ from projections.gateway.auth import Auth, parse_env
 from projections.gateway.deps import Runtime
 from projections.live import LiveProjection
 from projections.views import all_views
-from taskfold.agent.reports import AttemptKey, Reporter
+from taskfold.core.reports import AttemptKey, Reporter
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.log.eventlog import EventLog, Recorded
 from taskfold.log.reader import LogReader
 from taskfold.log.records import Position, RawRecord
-from taskfold.testing import Events
-from taskfold.wire import decode_record, encode_record
+from taskfold.core.testing import Events
+from taskfold.log.wire import decode_record, encode_record
 
 pytestmark = pytest.mark.integration
 

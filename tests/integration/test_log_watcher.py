@@ -7,8 +7,8 @@ import pytest
 
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import submission
-from taskfold.cluster import LogWatcher
+from taskfold.core.requests import submission
+from taskfold.cli.cluster import LogWatcher
 from taskfold.log.eventlog import EventLog
 
 pytestmark = pytest.mark.integration

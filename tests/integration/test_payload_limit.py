@@ -19,10 +19,11 @@ import pytest
 
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import InvalidRequest, payload_limit, submission
-from taskfold.events import TaskAssigned
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.core.edge import payload_limit
+from taskfold.core.requests import InvalidRequest, submission
+from taskfold.core.events import TaskAssigned
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 from tests.integration.test_worker import Agents, agents, eventually, workers
 
 pytestmark = pytest.mark.integration

@@ -23,19 +23,19 @@ from projections.rebuild import BUILT_TO, CutError, TargetError, rebuild
 from projections.store import META, Store, row_key
 from projections.view import Change, Telemetry
 from projections.views import all_views
-from projections.views.shapes import fold_part, task_json, task_key
-from taskfold import staterows
+from projections.views.viewrows import fold_part, task_json, task_key
+from taskfold.core import foldrows
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.fold import fold
+from taskfold.core.events import Event
+from taskfold.core.fold import fold
 from taskfold.log.eventlog import Cut, EventLog, Recorded
 from taskfold.log.reader import LogReader
 from taskfold.log.records import RawRecord
 from taskfold.log.writer import LogWriter
-from taskfold.telemetry import ChunkKind, Heartbeat, ProgressChunk
-from taskfold.testing import Events
-from taskfold.wire import encode_record
+from taskfold.core.telemetry import ChunkKind, Heartbeat, ProgressChunk
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_record
 
 QUEUES = ("alpha", "beta")
 START_MS = 1_700_000_000_000  # in the past: the fold rejects stamps beyond the skew bound ahead of the broker
@@ -223,7 +223,7 @@ def tables(rows: dict[bytes, bytes]) -> dict[str, int]:
 
 def fold_tasks(store: Store) -> dict[str, tuple]:
     """(state, attempt, agent, result) of every task in the store's own fold rows."""
-    stored = staterows.read(store.raw_scan("_fold"))
+    stored = foldrows.read(store.raw_scan("_fold"))
     return {t.task_id: (t.state.value, t.attempt, t.agent_id, t.result)
             for q in stored.queues.values() for t in q.state().tasks.values()}
 

@@ -8,13 +8,13 @@ import random
 
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event
-from taskfold.fold import fold
+from taskfold.core.events import Event
+from taskfold.core.fold import fold
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.log.records import RawRecord
-from taskfold.replay import replay
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.log.foldlog import fold_log
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 QUEUES = ["emails", "reports", "ml#0", "ml#1", "video"]
 
@@ -53,7 +53,7 @@ async def test_replay_of_the_log_equals_the_fold_in_memory(broker: Broker, topic
         (poison_at,) = await log.writer.append(topics.events, [poison])
         await log.append(events[half:])
 
-        replayed = await replay(log)
+        replayed = await fold_log(log)
 
     expected, verdicts = fold(events)
     assert replayed.records == len(events) + 1
@@ -73,8 +73,8 @@ async def test_replay_as_of_a_time_folds_each_partition_up_to_that_moment(broker
     late = [e.complete("t1", "a1", at=50_000), e.submit("t3", at=50_001)]
     async with EventLog(broker.bootstrap, topics, tansu=broker.is_tansu) as log:
         positions = await log.append(early + late)
-        as_of = await replay(log, Cut(until_ms=20_000))
-        by_offsets = await replay(log, Cut(offsets={positions[0].partition: positions[3].offset + 1}))
+        as_of = await fold_log(log, Cut(until_ms=20_000))
+        by_offsets = await fold_log(log, Cut(offsets={positions[0].partition: positions[3].offset + 1}))
 
     expected, _ = fold(early)
     assert as_of.ledger.queues == expected.queues

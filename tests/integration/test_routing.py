@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,24 +25,21 @@ from projections.views import all_views
 from taskfold.audit.logaudit import audit_log
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import cancel_request, submission
-from taskfold.cluster import LocalCluster, LogWatcher
-from taskfold.events import TaskAssigned
-from taskfold.fold.placement import home_partition
+from taskfold.core.edge import now_ms
+from taskfold.core.requests import cancel_request, submission
+from taskfold.cli.cluster import LocalCluster, LogWatcher
+from taskfold.core.events import TaskAssigned
+from taskfold.core.fold.placement import home_partition
 from taskfold.log.eventlog import Cut, EventLog
 from taskfold.log.records import RawRecord
-from taskfold.replay import replay
-from taskfold.state import TaskState
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.log.foldlog import fold_log
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4  # tests/conftest.py TEST_PARTITIONS
 DAY_MS = 24 * 3600 * 1000
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture
@@ -62,7 +58,7 @@ async def test_a_misrouted_cancel_is_rejected_by_the_worker_replay_audit_and_pro
             cluster.worker("worker-1", "--fast-rebalance", "--tick-ms", "50")
             cluster.agent("agent-1", "--queue", "beta=1")
             # Scheduled a little ahead, so the worker reads the cancel before it could assign.
-            task = submission("beta", "echo", task_id="t-1", not_before=wall_ms() + 3000)
+            task = submission("beta", "echo", task_id="t-1", not_before=now_ms() + 3000)
             await log.append([task])
             cancel = cancel_request("beta", "t-1", reason="keyed by the wrong queue")
             (at,) = await log.writer.append(topics.events, [RawRecord("demo", *encode_event(cancel))])
@@ -77,7 +73,7 @@ async def test_a_misrouted_cancel_is_rejected_by_the_worker_replay_audit_and_pro
     assert sum(v.accepted for e, v in watcher.entries if isinstance(e, TaskAssigned)) == 1
     assert [v.reason for e, v in watcher.entries if e.event_id == cancel.event_id] == [reason]
 
-    replayed = await replay(log)
+    replayed = await fold_log(log)
     assert replayed.ledger.state("beta").task("t-1").state == TaskState.completed
     audited = await audit_log(log)
     assert [(v.rule, v.position, v.detail) for v in audited.violations] == [("misrouted", str(at), reason)]
@@ -127,13 +123,13 @@ def _replay_until(broker: Broker, topics: TopicNames, until: int) -> dict[str, s
 
 async def test_a_future_stamp_and_out_of_order_stamps_keep_history_as_of_now(
         broker: Broker, topics: TopicNames, log: EventLog, tmp_path: Path) -> None:
-    now = wall_ms()
+    now = now_ms()
     events, _ = _stamped_log(now)
     positions = await log.append(events)
-    until = wall_ms()
+    until = now_ms()
     assert len({p.partition for p in positions}) == 1
 
-    as_of = await replay(log, Cut(until_ms=until))
+    as_of = await fold_log(log, Cut(until_ms=until))
     assert as_of.ledger.state("beta").task("t-1").state == TaskState.completed
     assert as_of.ledger.state("beta").task("from-the-future") is None  # rejected for clock skew
     assert _replay_until(broker, topics, until) == {"t-1": "completed"}

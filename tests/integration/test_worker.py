@@ -26,17 +26,17 @@ from pathlib import Path
 import pytest
 
 from streams.run import spawn
-from streams.scheduler import partition_of
+from taskfold.broker.topics import queue_partition
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event, TaskAssigned
-from taskfold.fold import Ledger
+from taskfold.core.events import Event, TaskAssigned
+from taskfold.core.fold import Ledger
 from taskfold.log import LogReader, LogWriter, RawRecord
 from taskfold.log.eventlog import EventLog, Recorded
-from taskfold.state import TaskState
-from taskfold.telemetry import Heartbeat
-from taskfold.testing import Events
-from taskfold.wire import encode_record
+from taskfold.core.state import TaskState
+from taskfold.core.telemetry import Heartbeat
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_record
 
 pytestmark = pytest.mark.integration
 
@@ -281,7 +281,7 @@ def queues_covering(partitions: int) -> list[str]:
     found: dict[int, str] = {}
     n = 0
     while len(found) < partitions:
-        found.setdefault(partition_of(f"q{n}", partitions), f"q{n}")
+        found.setdefault(queue_partition(f"q{n}", partitions), f"q{n}")
         n += 1
     return [found[p] for p in range(partitions)]
 

@@ -30,11 +30,11 @@ from taskfold.agent import Agent, NonRetryable, TaskContext
 from taskfold.audit.logaudit import audit_log
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event, TaskCompleted, TaskStarted
-from taskfold.fold import Ledger
+from taskfold.core.events import Event, TaskCompleted, TaskStarted
+from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Recorded
-from taskfold.policies import workflow_task_id
-from taskfold.state import TaskState
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.state import TaskState
 from taskfold.workflows import WorkflowSpec, parse_spec, submit_workflow
 from tests.integration.test_dependency_relay import three_queues
 from tests.integration.test_worker import Agents, eventually, workers

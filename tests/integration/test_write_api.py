@@ -12,11 +12,11 @@ import pytest
 
 from projections.gateway import writes
 from projections.gateway.app import open_runtime
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.client import now_ms
-from taskfold.events import TaskAssigned
+from taskfold.core.edge import now_ms
+from taskfold.core.events import TaskAssigned
 from taskfold.log.eventlog import EventLog
 from tests.integration.test_gateway_writes import ADMIN, config_for, records, serving
 
@@ -134,7 +134,7 @@ def dead_letter_events(queue: str, task_id: str) -> list:
     reporter = Reporter("agent-x", actor="test")
     assign = TaskAssigned(event_id=f"assign-{task_id}", queue=queue, occurred_at=now_ms(), actor="test",
                           task_id=task_id, attempt=1, agent_id="agent-x", lease_ms=60_000, strategy="test")
-    failed = reporter.outcome(AttemptKey(queue, task_id, 1), Outcome("failed", error="boom", retryable=False))
+    failed = reporter.outcome(AttemptKey(queue, task_id, 1), AttemptEnd("failed", error="boom", retryable=False))
     return [reporter.joined(queue, 1, [], {}), assign, failed]
 
 

@@ -12,10 +12,10 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskfold.events import Backoff, Event, TaskAssigned, TaskCompleted, TaskRedriven
-from taskfold.fold import Ledger, evolve, fold
-from taskfold.state import TERMINAL, TaskState
-from taskfold.testing import Events
+from taskfold.core.events import Backoff, Event, TaskAssigned, TaskCompleted, TaskRedriven
+from taskfold.core.fold import Ledger, evolve, fold
+from taskfold.core.state import TERMINAL, TaskState
+from taskfold.core.testing import Events
 
 TASKS = ["t0", "t1", "t2", "t3"]
 AGENTS = ["a0", "a1", "a2"]
@@ -214,7 +214,7 @@ def test_slots_and_concurrency_limits_hold(events: list[Event]) -> None:
 @common
 @given(st.one_of(sequences, lossy_sequences))
 def test_charged_attempts_stay_within_max_attempts_and_lost_holders_within_their_limit(events: list[Event]) -> None:
-    from taskfold.state import LOST_HOLDERS_LIMIT
+    from taskfold.core.state import LOST_HOLDERS_LIMIT
 
     ledger = Ledger()
     for event in events:
@@ -229,7 +229,7 @@ def test_charged_attempts_stay_within_max_attempts_and_lost_holders_within_their
 
 _PROBE = """
 import json, sys
-from taskfold.fold import fold
+from taskfold.core.fold import fold
 from tests.property.test_fold_properties import build
 steps = json.loads(sys.stdin.read())
 ledger, verdicts = fold(build([tuple(s) for s in steps]))
@@ -262,7 +262,7 @@ def _repo_root() -> str:
 @common
 @given(sequences)
 def test_rows_touched_by_each_event_rebuild_the_same_state(events: list[Event]) -> None:
-    from taskfold.fold.rows import rebuild, touched
+    from taskfold.core.foldrows import rebuild, touched
 
     ledger = Ledger()
     tasks, seats = {}, {}

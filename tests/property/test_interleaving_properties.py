@@ -13,10 +13,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskfold.events import Event
-from taskfold.fold import Ledger, Where
-from taskfold.fold.placement import SKEW_BOUND_MS, home_partition
-from taskfold.testing import Events
+from taskfold.core.events import Event
+from taskfold.core.fold import Ledger, Where
+from taskfold.core.fold.placement import SKEW_BOUND_MS, home_partition
+from taskfold.core.testing import Events
 
 PARTITIONS = 4
 QUEUES = ["beta", "gamma", "q"]  # home partitions 0, 2, 3; partition 1 holds only strays

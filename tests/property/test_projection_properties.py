@@ -22,13 +22,13 @@ from projections.projector import EVENTS, HEARTBEATS, PROGRESS, Projector
 from projections.store import META, Store, row_key
 from projections.view import Telemetry
 from projections.views import all_views
-from projections.views.shapes import fold_part, task_json
-from taskfold.events import Event
-from taskfold.fold import fold
+from projections.views.viewrows import fold_part, task_json
+from taskfold.core.events import Event
+from taskfold.core.fold import fold
 from taskfold.log.eventlog import Cut, CutRule, Recorded
 from taskfold.log.records import ConsumedRecord
-from taskfold.telemetry import ChunkKind, Heartbeat, ProgressChunk
-from taskfold.testing import Events
+from taskfold.core.telemetry import ChunkKind, Heartbeat, ProgressChunk
+from taskfold.core.testing import Events
 
 QUEUES = ("q0", "q1")
 TASKS = ("t0", "t1", "t2", "t3")

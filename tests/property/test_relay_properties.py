@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.relay import Note, RelayBook
-from streams.scheduler import Scheduler, partition_of
-from taskfold.events import DependencyResolved, Event
-from taskfold.fold import Ledger
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from streams.scheduler import Scheduler
+from taskfold.broker.topics import queue_partition
+from taskfold.core.events import DependencyResolved, Event
+from taskfold.core.fold import Ledger
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 QUEUES = ["qa", "qb", "qc"]
 FATES = ["completed", "dead_lettered", "cancelled"]
@@ -68,7 +69,7 @@ class World:
 
     def append(self, events: list[Event]) -> None:
         for event in events:
-            self.logs.setdefault(partition_of(event.queue, 4), []).append(event)
+            self.logs.setdefault(queue_partition(event.queue, 4), []).append(event)
 
     def fold_next(self, partition: int) -> None:
         offset = self.read[partition]

@@ -18,13 +18,13 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskfold.events import AgentLeft, Event, Priority, TaskAssigned, TaskLeaseExpired, TaskTimedOut
-from taskfold.scheduling.decide import decide
-from taskfold.scheduling.fleet import replay
-from taskfold.scheduling.model import STRATEGIES, Fleet, QueuePolicy
-from taskfold.scheduling.timers import expirations
-from taskfold.state import QueueState
-from taskfold.testing import Events
+from taskfold.core.events import AgentLeft, Event, Priority, TaskAssigned, TaskLeaseExpired, TaskTimedOut
+from taskfold.core.scheduling.decide import decide
+from taskfold.core.scheduling.fleet import replay
+from taskfold.core.scheduling.model import STRATEGIES, Fleet, QueuePolicy
+from taskfold.core.scheduling.timers import expirations
+from taskfold.core.state import QueueState
+from taskfold.core.testing import Events
 
 AGENTS = ["a0", "a1", "a2", "a3"]
 TASKS = [f"t{n}" for n in range(8)]
@@ -169,7 +169,7 @@ def test_decisions_and_expirations_are_always_accepted_and_within_limits(policy,
 
 _PROBE = """
 import json, sys
-from taskfold.scheduling.model import QueuePolicy
+from taskfold.core.scheduling.model import QueuePolicy
 from tests.property.test_scheduling_properties import simulate
 strategy, steps = json.loads(sys.stdin.read())
 sim = simulate(QueuePolicy(strategy=strategy, breaker_failures=1, breaker_cooldown_ms=2_000, lease_ms=4_000,
@@ -203,8 +203,8 @@ def test_scheduling_is_the_same_under_different_hash_seeds() -> None:
 def test_decide_takes_waiting_tasks_in_the_same_order_as_sorting_the_whole_line(lines, now, taken):
     # The round looks at the line in heapq slices that grow as it goes; it must see exactly
     # the due, untaken tasks in (priority, arrival) order, as a full sort would.
-    from taskfold.policies import is_due
-    from taskfold.scheduling.decide import _Round
+    from taskfold.core.policies import is_due
+    from taskfold.core.scheduling.decide import _Round
 
     e = Events(queue="q", seed="line")
     events = []

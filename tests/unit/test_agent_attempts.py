@@ -1,4 +1,4 @@
-"""Running one attempt without a broker: every way a handler ends becomes an Outcome."""
+"""Running one attempt without a broker: every way a handler ends becomes an AttemptEnd."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 from taskfold.agent import Agent, NonRetryable, TaskContext
 from taskfold.agent.attempts import DRAINING_ERROR, run_attempt
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter
-from taskfold.fold import Ledger
-from taskfold.telemetry import ProgressChunk
-from taskfold.testing import Events
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter
+from taskfold.core.fold import Ledger
+from taskfold.core.telemetry import ProgressChunk
+from taskfold.core.testing import Events
 
 
 def context(timeout_ms: int = 5_000, payload: str = '{"n": 3}') -> tuple[TaskContext, list[ProgressChunk]]:
@@ -35,7 +35,7 @@ async def test_a_return_value_is_the_result_as_json() -> None:
         return {"doubled": task.payload["n"] * 2}
 
     ctx, _ = context()
-    assert await run_attempt(handler, ctx) == Outcome("completed", result='{"doubled": 6}')
+    assert await run_attempt(handler, ctx) == AttemptEnd("completed", result='{"doubled": 6}')
 
 
 @pytest.mark.parametrize(("exc", "error", "retryable"), [
@@ -48,7 +48,7 @@ async def test_exceptions_are_failed_attempts(exc: Exception, error: str, retrya
         raise exc
 
     ctx, _ = context()
-    assert await run_attempt(handler, ctx) == Outcome("failed", error=error, retryable=retryable)
+    assert await run_attempt(handler, ctx) == AttemptEnd("failed", error=error, retryable=retryable)
 
 
 async def test_a_result_that_is_not_json_fails_without_retry() -> None:
@@ -71,16 +71,16 @@ async def test_the_timeout_cancels_the_handler() -> None:
             raise
 
     ctx, _ = context(timeout_ms=20)
-    assert await run_attempt(handler, ctx) == Outcome("failed", error="timed out after 20 ms", retryable=True)
+    assert await run_attempt(handler, ctx) == AttemptEnd("failed", error="timed out after 20 ms", retryable=True)
     assert cancelled.is_set() and ctx.cancelled
 
 
 @pytest.mark.parametrize(("reason", "expected"), [
-    ("cancel", Outcome("cancelled")),
-    ("revoked", Outcome("revoked")),
-    ("drain", Outcome("failed", error=DRAINING_ERROR, retryable=True)),
+    ("cancel", AttemptEnd("cancelled")),
+    ("revoked", AttemptEnd("revoked")),
+    ("drain", AttemptEnd("failed", error=DRAINING_ERROR, retryable=True)),
 ])
-async def test_a_stop_cancels_the_handler_and_names_the_outcome(reason: str, expected: Outcome) -> None:
+async def test_a_stop_cancels_the_handler_and_names_the_outcome(reason: str, expected: AttemptEnd) -> None:
     started = asyncio.Event()
 
     async def handler(task: TaskContext) -> str:
@@ -106,7 +106,7 @@ async def test_stopped_before_it_began_never_runs() -> None:
 
     ctx, _ = context()
     ctx.stop("cancel")
-    assert await run_attempt(handler, ctx) == Outcome("cancelled") and ran == []
+    assert await run_attempt(handler, ctx) == AttemptEnd("cancelled") and ran == []
 
 
 async def test_progress_numbers_chunks_and_sends_non_text_as_json() -> None:

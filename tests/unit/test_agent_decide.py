@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from taskfold.agent.decide import AcknowledgeCancel, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter
-from taskfold.events import Event
-from taskfold.fold import Ledger
-from taskfold.testing import Events
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter
+from taskfold.core.events import Event
+from taskfold.core.fold import Ledger
+from taskfold.core.testing import Events
 
 ME = "agent-1"
 K1 = AttemptKey("q", "t1", 1)
@@ -77,7 +77,7 @@ def test_my_completion_rejected_by_an_earlier_cancel_is_followed_by_task_cancell
     when(ledger, e.assign("t1", ME))
     when(ledger, e.start("t1", ME))
     when(ledger, e.cancel("t1"))  # lands before our completion
-    completion = Reporter(ME).outcome(K1, Outcome("completed"))
+    completion = Reporter(ME).outcome(K1, AttemptEnd("completed"))
     (action,) = when(ledger, completion)
     assert isinstance(action, AcknowledgeCancel) and action.key == K1
     # Another agent's rejected completion, or a rejected one without a cancel, calls for nothing.

@@ -7,14 +7,14 @@ import math
 import pytest
 
 from schemas.codec import PoisonMessage, header_value
-from taskfold.agent.reports import (
-    CANCELLED, OUTCOME, STARTED, AttemptKey, Outcome, Reporter, chunk_id, error_text, report_id, result_text,
+from taskfold.core.reports import (
+    CANCELLED, OUTCOME, STARTED, AttemptEnd, AttemptKey, Reporter, chunk_id, error_text, report_id, result_text,
 )
-from taskfold.events import TaskCancelled, TaskCompleted, TaskFailed
-from taskfold.fold import fold
-from taskfold.telemetry import ChunkKind, Heartbeat, ProgressChunk
-from taskfold.testing import Events
-from taskfold.wire import decode_event, decode_record, encode_record
+from taskfold.core.events import TaskCancelled, TaskCompleted, TaskFailed
+from taskfold.core.fold import fold
+from taskfold.core.telemetry import ChunkKind, Heartbeat, ProgressChunk
+from taskfold.core.testing import Events
+from taskfold.log.wire import decode_event, decode_record, encode_record
 
 KEY = AttemptKey("emails", "t1", 2)
 
@@ -30,19 +30,19 @@ def test_report_ids_are_derived_from_attempt_and_step() -> None:
     ids = {report_id(KEY, step) for step in (STARTED, OUTCOME, CANCELLED)}
     ids |= {report_id(AttemptKey("emails", "t1", 3), STARTED), report_id(AttemptKey("other", "t1", 2), STARTED)}
     assert len(ids) == 5
-    assert r1.outcome(KEY, Outcome("completed")).event_id == r1.outcome(KEY, Outcome("failed", error="x")).event_id
+    assert r1.outcome(KEY, AttemptEnd("completed")).event_id == r1.outcome(KEY, AttemptEnd("failed", error="x")).event_id
 
 
 def test_outcomes_become_the_matching_report() -> None:
     r = reporter()
-    done = r.outcome(KEY, Outcome("completed", result='{"ok": true}'), correlation_id="wf-1")
+    done = r.outcome(KEY, AttemptEnd("completed", result='{"ok": true}'), correlation_id="wf-1")
     assert isinstance(done, TaskCompleted) and done.result == '{"ok": true}' and done.correlation_id == "wf-1"
     assert (done.task_id, done.attempt, done.agent_id, done.queue, done.actor) == ("t1", 2, "agent-1", "emails", "agent:agent-1")
-    failed = r.outcome(KEY, Outcome("failed", error="boom", retryable=False))
+    failed = r.outcome(KEY, AttemptEnd("failed", error="boom", retryable=False))
     assert isinstance(failed, TaskFailed) and failed.error == "boom" and not failed.retryable
-    cancelled = r.outcome(KEY, Outcome("cancelled"))
+    cancelled = r.outcome(KEY, AttemptEnd("cancelled"))
     assert isinstance(cancelled, TaskCancelled) and cancelled.event_id == report_id(KEY, CANCELLED)
-    assert r.outcome(KEY, Outcome("revoked")) is None
+    assert r.outcome(KEY, AttemptEnd("revoked")) is None
 
 
 def test_a_resent_report_folds_as_a_duplicate() -> None:
@@ -51,8 +51,8 @@ def test_a_resent_report_folds_as_a_duplicate() -> None:
     events = [e.join("agent-1", slots=1), e.submit("t1"), e.assign("t1", "agent-1", attempt=1),
               e.fail("t1", "agent-1", attempt=1), e.assign("t1", "agent-1", attempt=2, at=10**9)]
     key = AttemptKey("emails", "t1", 2)
-    reports = [r1.started(key), r2.started(key), r1.outcome(key, Outcome("completed")),
-               r2.outcome(key, Outcome("completed"))]
+    reports = [r1.started(key), r2.started(key), r1.outcome(key, AttemptEnd("completed")),
+               r2.outcome(key, AttemptEnd("completed"))]
     _, verdicts = fold(events + reports)
     assert [v.outcome for v in verdicts[-4:]] == ["accepted", "duplicate", "accepted", "duplicate"]
 
@@ -103,7 +103,7 @@ def test_telemetry_round_trips_and_is_poison_to_event_readers(record) -> None:
 
 
 def test_report_ids_never_collide_with_the_schedulers_ids_for_the_same_attempt() -> None:
-    from taskfold.policies import derived_event_id
+    from taskfold.core.policies import derived_event_id
 
     scheduler_ids = {derived_event_id(str(KEY), index) for index in range(4)}
     report_ids = {report_id(KEY, step) for step in (STARTED, OUTCOME, CANCELLED)}

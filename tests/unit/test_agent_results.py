@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from taskfold.agent.results import DependencyResults, DependencyUnknown
-from taskfold.events import DependencyResolved
-from taskfold.fold import Ledger
-from taskfold.state import ACCEPTED, rejected
-from taskfold.testing import Events
+from taskfold.core.events import DependencyResolved
+from taskfold.core.fold import Ledger
+from taskfold.core.state import ACCEPTED, rejected
+from taskfold.core.testing import Events
 from taskfold.workflows import parse_spec, workflow_events
 
 

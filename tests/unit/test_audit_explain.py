@@ -6,9 +6,9 @@ from __future__ import annotations
 from taskfold.audit import audit_events
 from taskfold.audit.explain import QUARANTINED, Explainer, Timeline
 from taskfold.cli.audit import _verdict_of_audit
-from taskfold.events import Event
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.testing import Events
+from taskfold.core.events import Event
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.testing import Events
 
 MINUTE = 60_000
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from taskfold.audit import audit, audit_events
-from taskfold.state import ACCEPTED
-from taskfold.testing import Events
+from taskfold.core.state import ACCEPTED
+from taskfold.core.testing import Events
 
 
 def clean_log(e: Events) -> list:

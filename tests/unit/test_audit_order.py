@@ -4,8 +4,8 @@ time at the end of the log, whatever order the partitions were read in."""
 from __future__ import annotations
 
 from taskfold.audit.invariants import audit, audit_events
-from taskfold.state import ACCEPTED
-from taskfold.testing import Events
+from taskfold.core.state import ACCEPTED
+from taskfold.core.testing import Events
 
 
 def honest(a: Events, b: Events) -> tuple[list, list]:

@@ -12,16 +12,17 @@ from hypothesis import strategies as st
 
 from projections.store import Store
 from taskfold.audit import audit, audit_events
-from taskfold.audit.books import backoff_window
+from taskfold.audit.shadow import backoff_window
 from taskfold.audit.explain import Explainer
 from taskfold.audit.logaudit import LogAuditor
-from taskfold.audit.verdicts import StoreVerdicts, recorded_verdicts
-from taskfold.events import Backoff, Event, WorkflowNode, WorkflowSubmitted
-from taskfold.fold import Ledger, fold
+from projections.verdicts import read_recorded, recorded_verdicts
+from taskfold.audit.verdicts import StoreVerdicts
+from taskfold.core.events import Backoff, Event, WorkflowNode, WorkflowSubmitted
+from taskfold.core.fold import Ledger, fold
 from taskfold.log.eventlog import Poison, Recorded
-from taskfold.policies import retry_delay_ms, workflow_task_id
-from taskfold.state import ACCEPTED, Verdict
-from taskfold.testing import Events
+from taskfold.core.policies import retry_delay_ms, workflow_task_id
+from taskfold.core.state import ACCEPTED, Verdict
+from taskfold.core.testing import Events
 
 MINUTE = 60_000
 
@@ -282,7 +283,8 @@ def test_a_store_that_accepted_an_over_booking_fails_twice_over(tmp_path) -> Non
     batch.commit()
     store.close()
 
-    auditor = LogAuditor(StoreVerdicts.open(path))
+    recorded = read_recorded(path)
+    auditor = LogAuditor(StoreVerdicts(recorded.verdicts, recorded.covered, source=str(path)))
     for entry in entries:
         auditor.observe(entry)
     result = auditor.finish(deadline_ms=None)

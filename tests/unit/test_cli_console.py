@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 from taskfold.cli.render import cli_console, task_table
-from taskfold.events import TaskSubmitted
-from taskfold.fold import Ledger
+from taskfold.core.events import TaskSubmitted
+from taskfold.core.fold import Ledger
 
 
 def test_a_long_line_to_a_file_stays_one_line(monkeypatch) -> None:

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from schemas.catalog import Catalog, SchemaFileError, default_directory, fingerprint64
 from schemas.codec import MAGIC, Codec, PoisonMessage, decode, default_codec, encode, header_value, headers
-from taskfold.events import (
+from taskfold.core.events import (
     EVENT_CLASSES, Backoff, Candidate, Priority, TaskAssigned, TaskSubmitted,
 )
-from taskfold.wire import decode_event, encode_event
+from taskfold.log.wire import decode_event, encode_event
 
 _spec = importlib.util.spec_from_file_location(
     "make_fixtures", Path(__file__).resolve().parents[1] / "fixtures" / "make_fixtures.py")
@@ -288,7 +288,7 @@ def test_malformed_schema_file_is_schema_file_error_naming_it(schema_dir: Path, 
 
 
 def test_schemas_package_does_not_import_taskfold() -> None:
-    # The codec is a pure bytes layer; only taskfold.wire knows the pydantic classes.
+    # The codec is a pure bytes layer; only taskfold.log.wire knows the pydantic classes.
     code = "import sys, schemas.codec; print(sorted(m for m in sys.modules if m.startswith('taskfold')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -15,8 +15,8 @@ import pytest
 from pydantic import BaseModel, TypeAdapter
 
 from schemas.catalog import NAMESPACE, Catalog
-from taskfold.events import EVENT_CLASSES
-from taskfold.telemetry import RECORD_CLASSES
+from taskfold.core.events import EVENT_CLASSES
+from taskfold.core.telemetry import RECORD_CLASSES
 
 CATALOG = Catalog.load()
 # Every schema in the catalog is either an event (folded, with the envelope) or a telemetry record.
@@ -126,7 +126,7 @@ def test_every_event_class_has_a_schema_and_every_schema_a_class() -> None:
     classes, schemas = set(ALL_CLASSES), set(CATALOG.event_types())
     assert classes - schemas == set(), f"classes without a schema in schemas/avro: {sorted(classes - schemas)}"
     assert schemas - classes == set(), (
-        f"schemas without a class in taskfold/events.py or taskfold/telemetry.py: {sorted(schemas - classes)}")
+        f"schemas without a class in taskfold/core/events.py or taskfold/core/telemetry.py: {sorted(schemas - classes)}")
 
 
 def test_telemetry_records_are_not_events() -> None:
@@ -167,7 +167,7 @@ def test_times_are_long_and_every_named_type_has_a_doc(entry) -> None:
 
 def test_the_contract_check_names_type_and_field() -> None:
     # Guard the guard: a wrong schema must produce a message naming the field path.
-    from taskfold.events import TaskFailed
+    from taskfold.core.events import TaskFailed
 
     current = CATALOG.current("TaskFailed")
     broken = {**current.schema, "fields": [

@@ -17,7 +17,7 @@ from projections.gateway.auth import Auth, parse_env
 from projections.gateway.deps import Role, Runtime
 from projections.gateway.session import COOKIE, SESSION_TTL_S, SessionKeys
 from projections.store import Store
-from taskfold.testing import Events
+from taskfold.core.testing import Events
 from tests.unit.test_views_fleet import MINUTE, T0, Log
 
 TOKENS = "read-tok:submitter,aud-tok:auditor,adm-tok:admin,agent-tok:agent:a1"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from schemas.catalog import Catalog
-from taskfold.wire import decode_record, record_class
+from taskfold.log.wire import decode_record, record_class
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE_NAME = re.compile(r"^(?P<type>[A-Za-z0-9]+)\.v(?P<version>[0-9]+)\.bin$")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from taskfold.fold import fold
-from taskfold.rowjson import decode, encode
-from taskfold.state import Task, TaskState
-from taskfold.testing import Events
+from taskfold.core.fold import fold
+from taskfold.core.foldrows import decode, encode
+from taskfold.core.state import Task, TaskState
+from taskfold.core.testing import Events
 
 CANCEL, RUN = {}, {"on_dependency_failure": "run"}
 FOLLOW = {"dependencies_may_follow": True}

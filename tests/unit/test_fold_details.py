@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from taskfold.events import Backoff, WorkflowNode, WorkflowSubmitted
-from taskfold.fold import fold
-from taskfold.policies import retry_delay_ms, workflow_task_id
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.core.events import Backoff, WorkflowNode, WorkflowSubmitted
+from taskfold.core.fold import fold
+from taskfold.core.policies import retry_delay_ms, workflow_task_id
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 
 def test_completion_frees_the_slot_and_the_concurrency_key() -> None:

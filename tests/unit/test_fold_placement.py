@@ -11,21 +11,21 @@ from hypothesis import strategies as st
 
 from projections import queries
 from streams.app import _ms
-from streams.processor import InRecord, Processor
+from streams.processor import Processor
 from streams.scheduler import Scheduler
 from projections.projector import Projector
 from projections.store import Store
 from projections.views import all_views
-from taskfold import staterows
+from taskfold.core import foldrows
 from taskfold.audit.invariants import Auditor
-from taskfold.fold import Ledger, evolve
-from taskfold.fold.placement import SKEW_BOUND_MS, Where, home_partition, murmur2, stamp
+from taskfold.core.fold import Ledger, evolve
+from taskfold.core.fold.placement import SKEW_BOUND_MS, Where, home_partition, murmur2, stamp
 from taskfold.log.eventlog import Cut, CutRule, Recorded
 from taskfold.log.records import ConsumedRecord
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.state import EMPTY
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.state import EMPTY
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event
 
 BETA = home_partition("beta", 6)  # 2
 DEMO = home_partition("demo", 6)  # 1
@@ -77,7 +77,7 @@ def test_an_event_stamped_beyond_the_skew_bound_is_rejected_naming_both_times() 
 
 def test_a_rejected_stray_writes_no_rows() -> None:
     beta = Events(queue="beta")
-    done = staterows.step(staterows.Queue(), beta.submit("t"), QueuePolicy(), Where(DEMO, 6))
+    done = foldrows.step(foldrows.Queue(), beta.submit("t"), QueuePolicy(), Where(DEMO, 6))
     assert done.verdict.outcome == "rejected" and done.writes == [] and done.after.state is EMPTY
 
 
@@ -141,7 +141,7 @@ class _Outbox:
     async def append(self, events: list) -> None:
         pass
 
-    async def quarantine(self, record: InRecord, reason: str) -> None:
+    async def quarantine(self, record: ConsumedRecord, reason: str) -> None:
         raise AssertionError(reason)
 
 
@@ -151,8 +151,8 @@ async def test_the_scheduler_worker_judges_where_a_record_sits_as_every_reader_d
 
     async def read(event, partition: int, offset: int, timestamp: int | None):  # noqa: ANN001, ANN202
         value, headers = encode_event(event)
-        return (await processor.on_record(InRecord(partition, offset, event.queue.encode(), value, headers,
-                                                   timestamp))).verdict
+        return (await processor.on_record(ConsumedRecord("events", partition, offset, timestamp,
+                                                         event.queue, value, tuple(headers)))).verdict
 
     assert (await read(beta.submit("t", at=now), BETA, 0, now)).accepted
     misrouted = await read(beta.cancel("t", at=now), DEMO, 0, now)

@@ -7,10 +7,10 @@ from typing import Callable
 
 import pytest
 
-from taskfold.events import Backoff, Event
-from taskfold.fold import evolve, fold
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.core.events import Backoff, Event
+from taskfold.core.fold import evolve, fold
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 Script = Callable[[Events], list[Event]]
 

@@ -19,21 +19,24 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from streams import sendguard
-from streams.processor import InRecord, Processor
-from streams.scheduler import Scheduler, partition_of
-from taskfold import staterows as rows
+from streams.processor import Processor
+from streams.scheduler import Scheduler
+from taskfold.broker.topics import queue_partition
+from taskfold.core import foldrows
 from taskfold.agent import TaskContext
 from taskfold.agent.attempts import run_attempt
-from taskfold.agent.reports import AttemptKey, Outcome, Reporter
+from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter
 from taskfold.cli.app import app
-from taskfold.client import InvalidRequest, cancel_request, payload_limit, submission
+from taskfold.core.edge import payload_limit
+from taskfold.core.requests import InvalidRequest, cancel_request, submission
 from taskfold.config import DEFAULT_MAX_PAYLOAD_BYTES, Limits, Settings
-from taskfold.events import Event, WorkflowNode, WorkflowSubmitted
-from taskfold.fold import Ledger
-from taskfold.fold.limits import FIELDS_HARD_MAX_BYTES, PAYLOAD_HARD_MAX_BYTES
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.core.events import Event, WorkflowNode, WorkflowSubmitted
+from taskfold.core.fold import Ledger
+from taskfold.core.fold.limits import FIELDS_HARD_MAX_BYTES, PAYLOAD_HARD_MAX_BYTES
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.testing import Events
+from taskfold.log.records import ConsumedRecord
+from taskfold.log.wire import encode_event
 
 
 def text(size: int) -> str:
@@ -120,7 +123,7 @@ async def test_a_result_over_the_limit_fails_the_attempt_for_good_naming_the_lim
     async def handler(task: TaskContext) -> str:
         return "x" * (DEFAULT_MAX_PAYLOAD_BYTES - 1)
 
-    assert await run_attempt(handler, context()) == Outcome(
+    assert await run_attempt(handler, context()) == AttemptEnd(
         "failed", retryable=False,
         error="result is 524,289 bytes, over the limit of 524,288 (TASKFOLD_MAX_PAYLOAD_BYTES)")
 
@@ -171,28 +174,28 @@ def test_the_schedulers_rows_carry_no_payload_or_result_and_short_texts() -> Non
     store: dict[bytes, bytes] = {}
     scheduler = Scheduler(store, partitions=4, policy=lambda q: QueuePolicy())
     for offset, event in enumerate(events):
-        scheduler.apply(event, partition_of("q", 4), offset)
+        scheduler.apply(event, queue_partition("q", 4), offset)
     assert max(len(v) for v in store.values()) < 3_000
-    stored = rows.read(store.items()).queues["q"].state()
+    stored = foldrows.read(store.items()).queues["q"].state()
     t1, t2 = stored.task("t1"), stored.task("t2")
-    assert (t1.state.value, t1.payload, t1.result) == ("completed", rows.NOT_KEPT, None)
-    assert t2.state.value == "dead_lettered" and len(t2.error) == len(t2.reason) == rows.TEXT_KEPT_CHARS
+    assert (t1.state.value, t1.payload, t1.result) == ("completed", foldrows.NOT_KEPT, None)
+    assert t2.state.value == "dead_lettered" and len(t2.error) == len(t2.reason) == foldrows.TEXT_KEPT_CHARS
     full = Ledger()
     for event in events:
         full.apply(event)
     # What the scheduler holds, its rows, and a fresh fold made slim all agree.
-    assert scheduler.queue("q").state == stored == rows.slim_state(full.state("q"))
+    assert scheduler.queue("q").state == stored == foldrows.slim_state(full.state("q"))
 
 
 def test_the_projections_rows_still_hold_payloads_and_results() -> None:
     _, events = big_run()
-    queue = rows.Queue()
+    queue = foldrows.Queue()
     written: dict[bytes, bytes] = {}
     for event in events:
-        done = rows.step(queue, event, QueuePolicy())
+        done = foldrows.step(queue, event, QueuePolicy())
         queue = done.after
         written.update((k, v) for k, v in done.writes if v is not None)
-    t1 = rows.read(written.items()).queues["q"].state().task("t1")
+    t1 = foldrows.read(written.items()).queues["q"].state().task("t1")
     assert t1.payload == quotes(DEFAULT_MAX_PAYLOAD_BYTES) and t1.result == text(DEFAULT_MAX_PAYLOAD_BYTES)
 
 
@@ -208,7 +211,7 @@ class Refusing:
         self.tried += len(events)
         raise ProducerSendError("Error while sending: MessageSizeTooLargeError()")
 
-    async def quarantine(self, record: InRecord, reason: str) -> None:
+    async def quarantine(self, record: ConsumedRecord, reason: str) -> None:
         raise ProducerSendError("Error while sending: MessageSizeTooLargeError()")
 
 
@@ -217,8 +220,8 @@ async def test_a_decision_or_poison_copy_the_producer_refuses_is_counted_and_the
     processor = Processor(Scheduler({}, partitions=4), outbox, clock_ms=lambda: e.now)
     for offset, event in enumerate([e.join("a"), e.submit("t1")]):
         value, headers = encode_event(event)
-        await processor.on_record(InRecord(partition_of("q", 4), offset, b"q", value, headers))
-    poison = await processor.on_record(InRecord(partition_of("q", 4), 2, b"q", b"not avro"))
+        await processor.on_record(ConsumedRecord("events", queue_partition("q", 4), offset, None, "q", value, tuple(headers)))
+    poison = await processor.on_record(ConsumedRecord("events", queue_partition("q", 4), 2, None, "q", b"not avro", ()))
     assert outbox.tried >= 1 and poison.poison is not None
     assert processor.counts["append_errors"] >= 2 and processor.counts["decisions"] == 0
     assert await processor.on_tick() == []  # and the timer goes on too

@@ -9,9 +9,9 @@ import pytest
 from projections.projector import EVENTS, Projector, StoreFormatError
 from projections.store import Store, StoreError
 from projections.view import Change, Telemetry
-from taskfold.fold import fold
+from taskfold.core.fold import fold
 from taskfold.log.eventlog import Poison, Recorded
-from taskfold.testing import Events
+from taskfold.core.testing import Events
 
 
 class Counting:

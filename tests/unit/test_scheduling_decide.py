@@ -7,14 +7,14 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from taskfold.events import Event, Priority, TaskAssigned
-from taskfold.policies import derived_event_id
-from taskfold.scheduling.decide import decide
-from taskfold.scheduling.fleet import replay
-from taskfold.scheduling.model import STRATEGIES, Fleet, QueuePolicy
-from taskfold.scheduling.strategies import SCORERS, Context, Option
-from taskfold.state import QueueState
-from taskfold.testing import Events
+from taskfold.core.events import Event, Priority, TaskAssigned
+from taskfold.core.policies import derived_event_id
+from taskfold.core.scheduling.decide import decide
+from taskfold.core.scheduling.fleet import replay
+from taskfold.core.scheduling.model import STRATEGIES, Fleet, QueuePolicy
+from taskfold.core.scheduling.strategies import SCORERS, Context, Option
+from taskfold.core.state import QueueState
+from taskfold.core.testing import Events
 
 POLICY = QueuePolicy()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from taskfold.scheduling.fleet import observe, record, replay, trip_reason
-from taskfold.scheduling.model import Fleet, QueuePolicy, Session
-from taskfold.state import EMPTY
-from taskfold.testing import Events
+from taskfold.core.scheduling.fleet import observe, record, replay, trip_reason
+from taskfold.core.scheduling.model import Fleet, QueuePolicy, Session
+from taskfold.core.state import EMPTY
+from taskfold.core.testing import Events
 
 POLICY = QueuePolicy(ewma_alpha=0.5, breaker_failures=2, breaker_cooldown_ms=1_000)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from taskfold.events import AgentLeft, Event, LeaveReason, TaskLeaseExpired, TaskTimedOut
-from taskfold.policies import derived_event_id
-from taskfold.scheduling.fleet import replay
-from taskfold.scheduling.model import QueuePolicy
-from taskfold.scheduling.timers import expirations
-from taskfold.state import QueueState, TaskState
-from taskfold.testing import Events
+from taskfold.core.events import AgentLeft, Event, LeaveReason, TaskLeaseExpired, TaskTimedOut
+from taskfold.core.policies import derived_event_id
+from taskfold.core.scheduling.fleet import replay
+from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.scheduling.timers import expirations
+from taskfold.core.state import QueueState, TaskState
+from taskfold.core.testing import Events
 
 POLICY = QueuePolicy(lease_ms=10_000, agent_lost_ms=60_000)
 

@@ -17,9 +17,9 @@ from projections.projector import EVENTS, PROGRESS, Projector
 from projections.store import Store
 from projections.view import Telemetry
 from taskfold.log.eventlog import Poison, Recorded
-from taskfold.state import TaskState
-from taskfold.telemetry import ChunkKind, Heartbeat, ProgressChunk
-from taskfold.testing import Events
+from taskfold.core.state import TaskState
+from taskfold.core.telemetry import ChunkKind, Heartbeat, ProgressChunk
+from taskfold.core.testing import Events
 
 P = 2  # the partition every frame of these tests is in
 

@@ -1,7 +1,7 @@
 """The scheduler agent without a broker: faust's `test_context()` and a memory store.
 
 The topology comes from the same `streams.app.build` that `taskfold worker` uses; only the
-outbox (a recorder), the progress (every partition read to its end) and the clock differ.
+outbox (a recorder), the catch-up (every partition read to its end) and the clock differ.
 Given events read from the log, when the agent processes them, then these are appended.
 """
 
@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 import pytest
 
 from streams.app import Topology, WorkerOptions, build
-from streams.processor import Always, InRecord, Outcome
-from streams.scheduler import Scheduler, partition_of
+from streams.processor import Always, Processed
+from streams.scheduler import Scheduler
+from taskfold.broker.topics import queue_partition
 from taskfold.broker.topics import TopicNames
-from taskfold.events import Event, TaskAssigned, TaskLeaseExpired
-from taskfold.testing import Events
-from taskfold.wire import encode_event
+from taskfold.core.events import Event, TaskAssigned, TaskLeaseExpired
+from taskfold.core.testing import Events
+from taskfold.log.records import ConsumedRecord
+from taskfold.log.wire import encode_event
 
 QUEUE = "q"
-PARTITION = partition_of(QUEUE, 4)  # where the producer puts the queue's events
+PARTITION = queue_partition(QUEUE, 4)  # where the producer puts the queue's events
 
 
 @dataclass
@@ -29,12 +31,12 @@ class Recorder:
     """An outbox that keeps what the processor appends or quarantines."""
 
     appended: list[Event] = field(default_factory=list)
-    poison: list[tuple[InRecord, str]] = field(default_factory=list)
+    poison: list[tuple[ConsumedRecord, str]] = field(default_factory=list)
 
     async def append(self, events: list[Event]) -> None:
         self.appended.extend(events)
 
-    async def quarantine(self, record: InRecord, reason: str) -> None:
+    async def quarantine(self, record: ConsumedRecord, reason: str) -> None:
         self.poison.append((record, reason))
 
 
@@ -56,13 +58,13 @@ class World:
     clock: Clock
     events: Events
 
-    async def read(self, event: Event | bytes | None) -> Outcome:
+    async def read(self, event: Event | bytes | None) -> Processed:
         """Deliver one record of `events` (an event, raw bytes, or no value) to the agent."""
         value, headers = encode_event(event) if isinstance(event, Event) else (event, [])
         await self.agent.put(value, key=QUEUE.encode(), partition=PARTITION, headers=headers)
         return self.agent.results[self.agent.processed_offset - 1]
 
-    async def read_back(self, events: list[Event]) -> list[Outcome]:
+    async def read_back(self, events: list[Event]) -> list[Processed]:
         """The log gives our own appends back, in order."""
         return [await self.read(e) for e in events]
 
@@ -76,7 +78,7 @@ async def world() -> AsyncIterator[World]:
     outbox, clock = Recorder(), Clock()
     options = WorkerOptions(store="memory://", read_heartbeats=False)
     topology = build("127.0.0.1:1", TopicNames("unit."), tansu=False, partitions=4, options=options,
-                     outbox=outbox, progress=Always(), clock_ms=clock)
+                     outbox=outbox, catch_up=Always(), clock_ms=clock)
     async with topology.agent.test_context() as agent:
         yield World(topology, agent, outbox, clock, Events(queue=QUEUE, now=clock.now - 100))
 
@@ -189,7 +191,7 @@ async def test_the_timer_expires_a_lease_once_and_waits_for_the_log(world: World
 
 async def test_revoking_a_partition_forgets_its_queues_and_offsets(world: World) -> None:
     await world.read(world.events.join("a1"))
-    mine = partition_of(QUEUE, 4)
+    mine = queue_partition(QUEUE, 4)
     world.scheduler.drop([(mine + 1) % 4])
     assert QUEUE in world.scheduler.queues
     world.scheduler.drop([mine])

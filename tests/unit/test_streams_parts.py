@@ -1,4 +1,4 @@
-"""The small parts of the write side: pending appends, liveness, progress, faust settings."""
+"""The small parts of the write side: pending appends, liveness, catch-up, faust settings."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.heartbeats import HeartbeatBoard, sign_of_life
 from streams.pending import Pending
-from streams.processor import InRecord, Processor, Progress
-from streams.scheduler import Scheduler, partition_of
+from streams.processor import CatchUp, Processor
+from streams.scheduler import Scheduler
+from taskfold.broker.topics import queue_partition
 from taskfold.broker import compat
 from taskfold.log import ConsumedRecord
-from taskfold.telemetry import Heartbeat
-from taskfold.testing import Events
-from taskfold.wire import encode_event, encode_record
+from taskfold.core.telemetry import Heartbeat
+from taskfold.core.testing import Events
+from taskfold.log.wire import encode_event, encode_record
 
 
 @dataclass
@@ -73,22 +74,22 @@ def test_the_board_never_moves_an_agent_back_in_time() -> None:
     assert dict(board) == {"a1": 200}
 
 
-def test_progress_is_settled_once_caught_up_and_stays_so_until_revoked() -> None:
+def test_catch_up_is_settled_once_caught_up_and_stays_so_until_revoked() -> None:
     ends = {0: 10, 1: None}
-    progress = Progress(highwater=lambda p: ends[p], position=lambda p: 4)
-    assert not progress.settled(0)  # nothing processed yet, the consumer is at 4 of 10
-    progress.note(0, 8)
-    assert not progress.settled(0)
-    progress.note(0, 9)
-    assert progress.settled(0)
+    catch_up = CatchUp(highwater=lambda p: ends[p], position=lambda p: 4)
+    assert not catch_up.settled(0)  # nothing processed yet, the consumer is at 4 of 10
+    catch_up.note(0, 8)
+    assert not catch_up.settled(0)
+    catch_up.note(0, 9)
+    assert catch_up.settled(0)
     ends[0] = 50  # a busy log: the fetcher is ahead again
-    assert progress.settled(0)
-    assert not progress.settled(1)  # no Fetch answered yet
-    progress.forget([0])
-    assert not progress.settled(0)
+    assert catch_up.settled(0)
+    assert not catch_up.settled(1)  # no Fetch answered yet
+    catch_up.forget([0])
+    assert not catch_up.settled(0)
 
 
-class Behind(Progress):
+class Behind(CatchUp):
     """Caught up once, and now always a fetch behind (a busy log)."""
 
     def settled(self, partition: int) -> bool:
@@ -105,7 +106,7 @@ class Kept:
     async def append(self, events: list) -> None:
         self.appended.extend(events)
 
-    async def quarantine(self, record: InRecord, reason: str) -> None:
+    async def quarantine(self, record: ConsumedRecord, reason: str) -> None:
         raise AssertionError(reason)
 
 
@@ -117,7 +118,8 @@ async def test_under_load_a_queue_is_decided_in_batches_and_only_where_room_may_
 
     async def read(event) -> tuple:
         value, headers = encode_event(event)
-        outcome = await processor.on_record(InRecord(partition_of("q", 4), next(offsets), b"q", value, headers))
+        outcome = await processor.on_record(ConsumedRecord("events", queue_partition("q", 4), next(offsets), None, "q", value,
+                                                                  tuple(headers)))
         return outcome.appended
 
     await read(e.join("a1", slots=3))  # room opened: decided (nothing to assign yet)
@@ -137,7 +139,7 @@ def test_queues_map_to_partitions_as_the_producer_puts_them() -> None:
     partitioner = DefaultPartitioner()
     for queue in ["emails", "reports", "q", "gpu#3"]:
         expected = partitioner(queue.encode(), list(range(6)), list(range(6)))
-        assert partition_of(queue, 6) == expected
+        assert queue_partition(queue, 6) == expected
 
 
 def test_faust_settings_carry_group_timeouts_for_each_broker() -> None:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 
 from streams.app import WorkerOptions, build
-from streams.processor import InRecord
+from taskfold.log.records import ConsumedRecord
 from streams.relay import Entry, Note, NoteFormatError, Relay, RelayBook, resolution_id
-from streams.scheduler import Scheduler, partition_of
+from streams.scheduler import Scheduler
+from taskfold.broker.topics import queue_partition
 from taskfold.broker.topics import TopicNames
-from taskfold.events import DependencyResolved
-from taskfold.fold import Ledger
-from taskfold.state import TaskState
-from taskfold.testing import Events
+from taskfold.core.events import DependencyResolved
+from taskfold.core.fold import Ledger
+from taskfold.core.state import TaskState
+from taskfold.core.testing import Events
 
 from tests.unit.test_streams_agent import Recorder
 
@@ -69,7 +70,7 @@ def test_notes_round_trip_and_bad_bytes_name_the_problem() -> None:
 
 
 def test_the_scheduler_notes_foreign_waiters_and_every_end() -> None:
-    scheduler, p = Scheduler({}, partitions=4), partition_of("reports", 4)
+    scheduler, p = Scheduler({}, partitions=4), queue_partition("reports", 4)
     e = Events(queue="reports")
     submitted = scheduler.apply(e.submit("d", depends_on=["x", "local"], dependencies_may_follow=True), p, 0)
     assert submitted.notes == (Note("local", "reports", waiter="d"), Note("x", "reports", waiter="d"))
@@ -81,7 +82,7 @@ def test_the_scheduler_notes_foreign_waiters_and_every_end() -> None:
 
 
 def test_a_record_the_rows_already_reflect_gives_the_notes_of_the_current_rows() -> None:
-    scheduler, p = Scheduler({}, partitions=4), partition_of("reports", 4)
+    scheduler, p = Scheduler({}, partitions=4), queue_partition("reports", 4)
     e = Events(queue="reports")
     submit = e.submit("d", depends_on=["x"], dependencies_may_follow=True)
     scheduler.apply(submit, p, 0)
@@ -105,7 +106,7 @@ def test_two_queues_and_the_relay_end_as_one_fold_would() -> None:
     while log:
         event = log.pop(0)
         ledger.apply(event)
-        applied = scheduler.apply(event, partition_of(event.queue, 4), offsets[event.queue])
+        applied = scheduler.apply(event, queue_partition(event.queue, 4), offsets[event.queue])
         offsets[event.queue] += 1
         for note in applied.notes:
             log += book.take(note)
@@ -130,7 +131,7 @@ async def test_the_relay_agent_appends_the_resolution_through_the_outbox() -> No
 
 
 def test_a_task_still_blocked_after_one_of_its_dependencies_resolved_sends_no_new_note() -> None:
-    scheduler, p = Scheduler({}, partitions=4), partition_of("reports", 4)
+    scheduler, p = Scheduler({}, partitions=4), queue_partition("reports", 4)
     e = Events(queue="reports")
     scheduler.apply(e.submit("d", depends_on=["x", "y"], dependencies_may_follow=True), p, 0)
     resolved = scheduler.apply(e.resolved("d", "x", "satisfied", dependency_state="completed"), p, 1)
@@ -138,7 +139,7 @@ def test_a_task_still_blocked_after_one_of_its_dependencies_resolved_sends_no_ne
 
 
 def test_a_replay_notes_only_what_the_replayed_event_did() -> None:
-    scheduler, p = Scheduler({}, partitions=4), partition_of("emails", 4)
+    scheduler, p = Scheduler({}, partitions=4), queue_partition("emails", 4)
     e = Events(queue="emails")
     log = [e.join("a1"), e.submit("x"), e.assign("x", "a1"), e.complete("x", "a1")]
     for offset, event in enumerate(log):
@@ -151,10 +152,10 @@ async def test_notes_a_fetch_skipped_are_taken_from_the_log_before_the_next_one(
     # Tansu may answer a Fetch with later records and leave a batch out (BROKER.md): the
     # waiter note at offset 1 must not be lost, or d stays blocked for good.
     log = [Note("x", "p", ended="completed"), Note("x", "q", waiter="d"), Note("y", "q", waiter="e")]
-    records = [InRecord(0, n, b"x", note.encode()) for n, note in enumerate(log)]
+    records = [ConsumedRecord("notes", 0, n, None, "x", note.encode(), ()) for n, note in enumerate(log)]
     asked: list[tuple[int, int, int]] = []
 
-    async def backfill(partition: int, start: int, end: int) -> list[InRecord]:
+    async def backfill(partition: int, start: int, end: int) -> list[ConsumedRecord]:
         asked.append((partition, start, end))
         return records[start:end]
 
@@ -172,5 +173,5 @@ async def test_notes_a_fetch_skipped_are_taken_from_the_log_before_the_next_one(
     assert book.next_offset(0) == 3
     # A restart that resumes past what the table reflects is repaired the same way.
     again = Relay(RelayBook(store, actor="relay:test", clock_ms=lambda: 6_000), append, backfill)
-    await again.on_record(InRecord(0, 5, b"z", Note("z", "p", ended="cancelled").encode()))
+    await again.on_record(ConsumedRecord("notes", 0, 5, None, "z", Note("z", "p", ended="cancelled").encode(), ()))
     assert asked[-1] == (0, 3, 5)

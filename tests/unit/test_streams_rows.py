@@ -2,7 +2,7 @@
 
 Random event sequences over a small pool of tasks and agents (so that races, stale
 reports, sessions, concurrency keys and dependencies are common) are folded with
-`taskfold.scheduling.fleet.replay`, the reference; the rows must give the same state back.
+`taskfold.core.scheduling.fleet.replay`, the reference; the rows must give the same state back.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskfold import staterows as rows
-from streams.scheduler import Scheduler, partition_of
-from taskfold.events import Backoff, Event
-from taskfold.fold import Ledger
-from taskfold.scheduling.fleet import replay
-from taskfold.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
-from taskfold.state import QueueState
-from taskfold.testing import Events
+from taskfold.core import foldrows
+from streams.scheduler import Scheduler
+from taskfold.broker.topics import queue_partition
+from taskfold.core.events import Backoff, Event
+from taskfold.core.fold import Ledger
+from taskfold.core.scheduling.fleet import replay
+from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
+from taskfold.core.state import QueueState
+from taskfold.core.testing import Events
 
 TASKS = ["t0", "t1", "t2", "t3"]
 AGENTS = ["a0", "a1", "a2"]
@@ -59,7 +60,7 @@ def events_from(drawn: list[tuple]) -> list[Event]:
         elif kind == "redrive":
             event = e.redrive(task)
         elif kind == "fail":
-            # Long errors too: the scheduler's rows clip them (rows.slim).
+            # Long errors too: the scheduler's rows clip them (foldrows.slim).
             event = e.fail(task, holder, attempt=max(1, attempt), retryable=flag, error="boom " * (1 + dt % 400))
         elif kind == "complete":
             event = e.complete(task, holder, attempt=max(1, attempt), result='{"dt": %d}' % dt)
@@ -80,16 +81,16 @@ def test_a_task_row_round_trips_through_json() -> None:
     state, _ = reference([e.join("a", 2, capabilities=["gpu"]),
                           e.submit("t", labels={"x": "y"}, required_capabilities=["gpu"], depends_on=["u"])])
     task = state.task("t")
-    assert rows.decode(type(task), rows.encode(task)) == task
-    assert rows.encode(task) == rows.encode(rows.decode(type(task), rows.encode(task)))
+    assert foldrows.decode(type(task), foldrows.encode(task)) == task
+    assert foldrows.encode(task) == foldrows.encode(foldrows.decode(type(task), foldrows.encode(task)))
 
 
 def test_fleet_rows_round_trip() -> None:
     agent = AgentRecord("a", success_ewma=0.25, latency_ewma_ms=12.5, consecutive_failures=2,
                         quarantined_until=99, probe_task="t", tripped_failures=3, tripped_task="t0",
                         tripped_at=50, tripped_by="lease expired")
-    assert rows.decode(AgentRecord, rows.encode(agent)) == agent
-    assert rows.decode(Session, rows.encode(Session("a", 7))) == Session("a", 7)
+    assert foldrows.decode(AgentRecord, foldrows.encode(agent)) == agent
+    assert foldrows.decode(Session, foldrows.encode(Session("a", 7))) == Session("a", 7)
 
 
 def test_rows_written_before_lost_attempts_and_trips_were_kept_still_decode() -> None:
@@ -99,32 +100,32 @@ def test_rows_written_before_lost_attempts_and_trips_were_kept_still_decode() ->
     state, _ = reference([e.join("a"), e.submit("t"), e.assign("t", "a"), e.expire("t", "a")])
     task = state.task("t")
     assert (task.lost_attempts, task.lost_holders) == (1, ("a",))
-    assert rows.decode(type(task), rows.encode(task)) == task
-    old = {k: v for k, v in json.loads(rows.encode(task)).items() if k not in ("lost_attempts", "lost_holders")}
-    assert rows.decode(type(task), json.dumps(old).encode()).lost_holders == ()
-    agent = json.loads(rows.encode(AgentRecord("a", quarantined_until=9)))
+    assert foldrows.decode(type(task), foldrows.encode(task)) == task
+    old = {k: v for k, v in json.loads(foldrows.encode(task)).items() if k not in ("lost_attempts", "lost_holders")}
+    assert foldrows.decode(type(task), json.dumps(old).encode()).lost_holders == ()
+    agent = json.loads(foldrows.encode(AgentRecord("a", quarantined_until=9)))
     old_agent = {k: v for k, v in agent.items() if not k.startswith("tripped_")}
-    assert rows.decode(AgentRecord, json.dumps(old_agent).encode()) == AgentRecord("a", quarantined_until=9)
+    assert foldrows.decode(AgentRecord, json.dumps(old_agent).encode()) == AgentRecord("a", quarantined_until=9)
 
 
 def test_a_row_from_another_format_is_refused() -> None:
     import pytest
 
-    with pytest.raises(rows.RowFormatError):
-        rows.decode(Session, b'{"_v": 99, "agent_id": "a", "last_used": 1}')
+    with pytest.raises(foldrows.RowFormatError):
+        foldrows.decode(Session, b'{"_v": 99, "agent_id": "a", "last_used": 1}')
 
 
 def test_keys_keep_the_queue_first_and_ids_whole() -> None:
-    raw = rows.key("emails#2", rows.TASK, "id\x00with:odd/chars")
+    raw = foldrows.key("emails#2", foldrows.TASK, "id\x00with:odd/chars")
     assert raw.startswith(b"emails#2\x00")
-    assert rows.parse_key(raw) == ("emails#2", rows.TASK, "id\x00with:odd/chars")
+    assert foldrows.parse_key(raw) == ("emails#2", foldrows.TASK, "id\x00with:odd/chars")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
 def test_all_rows_rebuild_the_state_and_fleet(drawn: list[tuple]) -> None:
     state, fleet = reference(events_from(drawn))
-    stored = rows.read(rows.all_rows("q", state, fleet)).queues
+    stored = foldrows.read(foldrows.all_rows("q", state, fleet)).queues
     if not state.tasks and not state.members:
         return
     assert stored["q"].state() == state
@@ -140,7 +141,7 @@ def test_rows_written_event_by_event_rebuild_what_the_scheduler_holds(drawn: lis
     for event in events:
         scheduler.apply(event)
     state, fleet = reference(events)
-    state = rows.slim_state(state)  # the scheduler keeps no payloads or results
+    state = foldrows.slim_state(state)  # the scheduler keeps no payloads or results
     assert scheduler.queue("q").state == state
     assert scheduler.queue("q").fleet == fleet
     rebuilt = Scheduler({}, partitions=4, policy=lambda q: POLICY)
@@ -149,7 +150,7 @@ def test_rows_written_event_by_event_rebuild_what_the_scheduler_holds(drawn: lis
     assert rebuilt.queue("q").fleet == fleet
 
 
-HOME = partition_of("q", 4)  # the fold rejects an event read outside its queue's partition
+HOME = queue_partition("q", 4)  # the fold rejects an event read outside its queue's partition
 
 
 class CrashingStore(dict):
@@ -186,6 +187,6 @@ def test_an_event_written_in_part_is_applied_again_after_a_crash(drawn: list[tup
     for offset in range(max(0, first_lost - back), len(events)):
         restarted.apply(events[offset], HOME, offset)
     state, fleet = reference(events)
-    assert restarted.queue("q").state == rows.slim_state(state)
+    assert restarted.queue("q").state == foldrows.slim_state(state)
     if first_lost == len(events):
         assert restarted.queue("q").fleet == fleet  # the fleet is exact when nothing was lost

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from taskfold.events import Backoff, TaskSubmitted
-from taskfold.fold import Ledger
-from taskfold.submits import conflict_reason, request_differences, unknown_dependencies
+from taskfold.core.events import Backoff, TaskSubmitted
+from taskfold.core.fold import Ledger
+from taskfold.core.submits import conflict_reason, request_differences, unknown_dependencies
 
 
 def submitted(**fields) -> TaskSubmitted:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from taskfold.broker.topics import TopicNames
-from taskfold.cluster import LocalCluster
+from taskfold.cli.cluster import LocalCluster
 from taskfold.config import Settings
-from taskfold.connection import DevLock, DevRunning
-from taskfold.supervision import RestartPolicy, Supervisor, exit_text, last_lines
+from taskfold.broker.connection import DevLock, DevRunning
+from taskfold.cli.supervision import RestartPolicy, Supervisor, exit_text, last_lines
 
 
 class Clock:
@@ -91,7 +91,7 @@ def test_a_second_lock_is_refused_naming_the_holder(tmp_path: Path) -> None:
     settings = settings_in(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from taskfold.config import Settings; "
-        "from taskfold.connection import DevLock; "
+        "from taskfold.broker.connection import DevLock; "
         f"lock = DevLock.take(Settings(state_dir=Path({str(settings.state_dir)!r}))); "
         "lock.record(broker='127.0.0.1:4567', gateway='http://127.0.0.1:8080'); print('locked', flush=True); "
         "time.sleep(120)")], stdout=subprocess.PIPE, text=True)

@@ -13,13 +13,13 @@ from projections import queries
 from projections.projector import Projector
 from projections.store import Store
 from projections.views import all_views
-from projections.views.shapes import event_json, fold_part, task_json
+from projections.views.viewrows import event_json, fold_part, task_json
 from projections.views.tasks import event_bytes
-from taskfold.events import Event
-from taskfold.fold import fold
+from taskfold.core.events import Event
+from taskfold.core.fold import fold
 from taskfold.log.eventlog import Cut, CutRule, Recorded
 from taskfold.log.records import ConsumedRecord
-from taskfold.testing import Events
+from taskfold.core.testing import Events
 
 
 class Log:

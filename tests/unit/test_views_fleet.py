@@ -12,10 +12,10 @@ from projections.store import Store
 from projections.view import Telemetry
 from projections.views import all_views
 from projections.views.analytics import bucket, bucket_value
-from taskfold.events import Event
+from taskfold.core.events import Event
 from taskfold.log.eventlog import Recorded
-from taskfold.telemetry import ChunkKind, Heartbeat, ProgressChunk
-from taskfold.testing import Events
+from taskfold.core.telemetry import ChunkKind, Heartbeat, ProgressChunk
+from taskfold.core.testing import Events
 
 MINUTE = 60_000
 T0 = 1_800_000_000_000 // MINUTE * MINUTE  # a minute boundary

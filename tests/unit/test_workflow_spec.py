@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from taskfold.client import InvalidRequest
-from taskfold.fold import Ledger
-from taskfold.policies import workflow_task_id
-from taskfold.state import TaskState
+from taskfold.core.requests import InvalidRequest
+from taskfold.core.fold import Ledger
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.state import TaskState
 from taskfold.workflows import node_of, parse_spec, workflow_events
 
 

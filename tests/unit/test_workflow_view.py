@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from projections.views.workflows import critical_path, read_changes, read_workflow
-from taskfold.events import WorkflowNode, WorkflowSubmitted
-from taskfold.policies import workflow_task_id
-from taskfold.testing import Events
+from taskfold.core.events import WorkflowNode, WorkflowSubmitted
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.testing import Events
 from taskfold.workflows import parse_spec, workflow_events
 from tests.unit.test_views import Log
 

@@ -1,0 +1,410 @@
+"""The fold's rows: a queue's fold state and fleet as the rows both processors persist.
+
+Shared by the scheduler's tables (`streams/`) and the projections' store (`projections/`).
+
+One row per task, per seat, per agent record and per session of a queue, plus the fleet's
+round-robin cursor. Every key starts with the queue name, so a queue's rows stay in the
+partition of the queue's events (the changelog partition is the event's partition).
+Only tasks and seats of `QueueState` are stored: its other maps (idempotency keys,
+concurrency holders, dependents, the arrival counter) are derived from them by `rebuild`.
+
+Rows are JSON, never pickle, so a row can be read by any version that knows its format,
+and by a person with `ldb`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from typing import Any, Union
+
+from immutables import Map
+from pydantic import BaseModel
+
+from taskfold.core.events import AgentJoined, AgentLeft, Event, WorkflowSubmitted
+from taskfold.core.fold import Where, evolve
+from taskfold.core.policies import workflow_task_id
+from taskfold.core.scheduling.fleet import observe
+from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
+from taskfold.core.state import EMPTY, SCHEDULABLE, Member, QueueState, Task, TaskState, Verdict, order_of
+
+ROW_FORMAT = 1  # bump when a row's JSON changes incompatibly
+
+
+class RowFormatError(ValueError):
+    """A stored row this version cannot read."""
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def encode(row: Any) -> bytes:
+    """A dataclass row as JSON bytes (sets sorted, so equal rows give equal bytes)."""
+    body: dict[str, Any] = {"_v": ROW_FORMAT}
+    for name in _fields(type(row)):
+        value = getattr(row, name)
+        body[name] = value if type(value) in _SCALARS else _plain(value)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(cls: type, raw: bytes) -> Any:
+    """The dataclass row of type `cls` in JSON bytes; fields unknown to `cls` are ignored."""
+    body = json.loads(raw)
+    if body.pop("_v", None) != ROW_FORMAT:
+        raise RowFormatError(f"{cls.__name__} row is not in format {ROW_FORMAT}: {raw[:80]!r}")
+    hints, names = _hints(cls), _fields(cls)
+    return cls(**{name: _typed(hints[name], value) for name, value in body.items() if name in names})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (frozenset, set)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (Map, dict)):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    """`value` from JSON, turned back into the annotated type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(inner, value)
+    if origin is frozenset:
+        return frozenset(_typed(args[0], v) for v in value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_typed(args[0], v) for v in value)
+        return tuple(_typed(a, v) for a, v in zip(args, value, strict=True))
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return hint.model_validate(value)
+    if hint is float:
+        return float(value)
+    if hint in (int, str, bool, Any):
+        return value
+    raise RowFormatError(f"no JSON rule for the annotation {hint!r}")
+
+
+# Keys and rows of a queue
+
+SEP = "\x00"  # queue names cannot contain it (QueueName pattern)
+
+# Row kinds, the one-letter second part of a key.
+TASK, SEAT, AGENT, SESSION, CURSOR = "t", "m", "a", "s", "c"
+# The offset row of a partition (queue part empty): the next offset its rows reflect.
+OFFSET = "o"
+
+
+def key(queue: str, kind: str, ident: str = "") -> bytes:
+    """The table key of one row: queue, kind and id, NUL-separated."""
+    return f"{queue}{SEP}{kind}{SEP}{ident}".encode()
+
+
+def parse_key(raw: bytes) -> tuple[str, str, str]:
+    """(queue, kind, id) of a table key."""
+    queue, kind, ident = raw.decode().split(SEP, 2)
+    return queue, kind, ident
+
+
+@dataclass
+class QueueRows:
+    """The rows of one queue as read back from the table."""
+
+    tasks: list[Task] = field(default_factory=list)
+    seats: list[Member] = field(default_factory=list)
+    agents: dict[str, AgentRecord] = field(default_factory=dict)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    cursor: int = 0
+
+    def add(self, kind: str, ident: str, raw: bytes) -> None:
+        """Take in one stored row."""
+        if kind == CURSOR:
+            self.cursor = int(json.loads(raw)["cursor"])
+        elif kind == TASK:
+            self.tasks.append(decode(Task, raw))
+        elif kind == SEAT:
+            self.seats.append(decode(Member, raw))
+        elif kind == AGENT:
+            self.agents[ident] = decode(AgentRecord, raw)
+        elif kind == SESSION:
+            self.sessions[ident] = decode(Session, raw)
+        else:
+            raise RowFormatError(f"unknown row kind {kind!r}")
+
+    def state(self) -> QueueState:
+        """The queue's fold state; a seat holds exactly the in-flight tasks that name it."""
+        held: dict[str, set[str]] = {}
+        for task in self.tasks:
+            if task.state.in_flight and task.agent_id is not None:
+                held.setdefault(task.agent_id, set()).add(task.task_id)
+        seats = [replace(m, holding=frozenset(held.get(m.agent_id, ()))) for m in self.seats]
+        return rebuild(self.tasks, seats)
+
+    def fleet(self) -> Fleet:
+        """The queue's fleet."""
+        return Fleet(agents=Map(self.agents), sessions=Map(self.sessions), cursor=self.cursor)
+
+
+@dataclass
+class Stored:
+    """Everything read back from the table: rows by queue, and the offsets they reflect."""
+
+    queues: dict[str, QueueRows] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to apply
+
+
+def read(items: Iterable[tuple[bytes, bytes]]) -> Stored:
+    """Stored rows grouped by queue, and the offset row of each partition."""
+    stored = Stored()
+    for raw_key, raw in items:
+        queue, kind, ident = parse_key(raw_key)
+        if kind == OFFSET and not queue:
+            stored.offsets[int(ident)] = int(json.loads(raw)["next"])
+        else:
+            stored.queues.setdefault(queue, QueueRows()).add(kind, ident, raw)
+    return stored
+
+
+def offset_write(partition: int, offset: int) -> Write:
+    """The offset row of a partition once the record at `offset` is applied."""
+    return key("", OFFSET, str(partition)), json.dumps({"_v": ROW_FORMAT, "next": offset + 1}).encode()
+
+
+Write = tuple[bytes, bytes | None]  # None deletes the row
+
+
+def event_writes(
+    queue: str, tasks: list[Task], seats: list[Member], fleet: list[Write], marker: tuple[str, str] | None,
+) -> list[Write]:
+    """The writes of the rows one event touched, with the row that records its id last.
+
+    Changelog writes land in order and a crash loses a suffix at most. With the marking
+    row last (the event's task, or the seat for AgentJoined/AgentLeft), a partly written
+    event is never taken for a duplicate: it is applied again and rewrites the same rows.
+    `QueueRows.state` derives seat holdings from the task rows, so a seat row written
+    ahead of its task row cannot make a slot look taken.
+    """
+    writes = [(key(queue, TASK, t.task_id), encode(t)) for t in tasks]
+    writes += [(key(queue, SEAT, m.agent_id), encode(m)) for m in seats]
+    marked = key(queue, *marker) if marker is not None else None
+    rest = [w for w in writes if w[0] != marked]
+    return rest + fleet + [w for w in writes if w[0] == marked]
+
+
+def fleet_writes(queue: str, before: Fleet, after: Fleet) -> list[Write]:
+    """The writes of the fleet rows that changed (compared by identity, so unchanged maps are free)."""
+    if before is after:
+        return []
+    writes = [(key(queue, AGENT, a), _maybe(r)) for a, r in _changed(before.agents, after.agents)]
+    writes += [(key(queue, SESSION, s), _maybe(r)) for s, r in _changed(before.sessions, after.sessions)]
+    if before.cursor != after.cursor:
+        writes.append((key(queue, CURSOR), json.dumps({"_v": ROW_FORMAT, "cursor": after.cursor}).encode()))
+    return writes
+
+
+def _changed(before: Map, after: Map) -> Iterator[tuple[str, Any]]:
+    if before is after:
+        return
+    for ident, row in after.items():
+        if before.get(ident) is not row:
+            yield ident, row
+    for ident in before:
+        if ident not in after:
+            yield ident, None
+
+
+def _maybe(row: Any) -> bytes | None:
+    return None if row is None else encode(row)
+
+
+def all_rows(queue: str, state: QueueState, fleet: Fleet) -> list[Write]:
+    """Every row of a queue (used by tests and for a full checkpoint)."""
+    fleet_rows = fleet_writes(queue, Fleet(cursor=-1), fleet)
+    return event_writes(queue, list(state.tasks.values()), list(state.members.values()), fleet_rows, None)
+
+
+# What the scheduler keeps of a task (see `slim`): no payload, no result, short texts.
+NOT_KEPT = ""  # the payload of a slim task: not JSON, so it cannot pass for a payload
+TEXT_KEPT_CHARS = 1000
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= TEXT_KEPT_CHARS:
+        return text
+    return text[: TEXT_KEPT_CHARS - 3] + "..."
+
+
+def slim(task: Task) -> Task:
+    """The task as the scheduler keeps it: no payload or result, error and reason clipped.
+
+    The scheduler decides on neither, and each task row is one changelog record, which a
+    payload (JSON-escaped in the row, up to twice its size or more) could push past the
+    producer's record limit. The projections keep whole tasks in their local stores.
+    """
+    if task.payload == NOT_KEPT and task.result is None and _clip(task.error) is task.error \
+            and _clip(task.reason) is task.reason:
+        return task
+    return replace(task, payload=NOT_KEPT, result=None, error=_clip(task.error), reason=_clip(task.reason))
+
+
+def slim_state(state: QueueState) -> QueueState:
+    """A queue's state with every task slim (what a scheduler rebuilt from its rows holds)."""
+    return replace(state, tasks=Map({tid: slim(t) for tid, t in state.tasks.items()}))
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """One queue: the fold's state and the fleet."""
+
+    state: QueueState = EMPTY
+    fleet: Fleet = Fleet()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One event applied to a queue: the verdict, the queue after, and the rows it changed."""
+
+    verdict: Verdict
+    before: Queue
+    after: Queue
+    tasks: list[Task]  # task rows the event changed, as they are after it
+    writes: list[Write]  # the rows to persist, the marking row last
+    marker: tuple[str, str] | None
+
+
+def _seat_changed(old: Member | None, new: Member) -> bool:
+    return old is None or replace(old, holding=new.holding) != new
+
+
+def marker_of(event: Event) -> tuple[str, str] | None:
+    """(row kind, id) of the row whose event ids tell the fold it has applied `event`."""
+    if isinstance(event, (AgentJoined, AgentLeft)):
+        return SEAT, event.agent_id
+    return (TASK, event.task) if event.task is not None else None
+
+
+def slimmed(done: Step) -> Step:
+    """The step as the scheduler keeps it: its tasks slim in the queue after it and in the writes."""
+    # Most events change a task that is slim already (assign, start...): nothing to redo.
+    kept = [slim(task) for task in done.tasks]
+    changed = [task for task, old in zip(kept, done.tasks) if task is not old]
+    if not changed:
+        return done
+    rows = {key(task.queue, TASK, task.task_id): encode(task) for task in changed}
+    writes = [(k, rows.get(k, v)) for k, v in done.writes]
+    tasks = done.after.state.tasks.mutate()
+    for task in changed:
+        tasks[task.task_id] = task
+    after = Queue(replace(done.after.state, tasks=tasks.finish()), done.after.fleet)
+    return replace(done, after=after, tasks=kept, writes=writes)
+
+
+def step(before: Queue, event: Event, policy: QueuePolicy, where: Where | None = None) -> Step:
+    """Fold one event (read at `where`, if known) into a queue and its fleet, and list the rows to write."""
+    state, verdict = evolve(before.state, event, where)
+    fleet = observe(before.fleet, before.state, state, event, verdict, policy)
+    tasks, seats = touched(before.state, state, event)
+    # A seat's holdings are derived from the task rows (QueueRows.state), so a seat row is
+    # written only when the seat itself changed (join, leave).
+    seats = [m for m in seats if _seat_changed(before.state.member(m.agent_id), m)]
+    marker = marker_of(event)
+    writes = event_writes(event.queue, tasks, seats, fleet_writes(event.queue, before.fleet, fleet), marker)
+    return Step(verdict, before, Queue(state, fleet), tasks, writes, marker)
+
+
+# The fold's state from its rows, and the rows an event touched
+
+def rebuild(tasks: Iterable[Task], members: Iterable[Member]) -> QueueState:
+    """The QueueState whose rows are these tasks and seats."""
+    task_map: dict[str, Task] = {}
+    idempotency: dict[str, str] = {}
+    holders: dict[str, set[str]] = {}
+    dependents: dict[str, set[str]] = {}
+    arrivals = 0
+    for task in tasks:
+        task_map[task.task_id] = task
+        arrivals = max(arrivals, task.arrival + 1)
+        if task.idempotency_key is not None:
+            idempotency[task.idempotency_key] = task.task_id
+        if task.state.in_flight and task.concurrency_key is not None:
+            holders.setdefault(task.concurrency_key, set()).add(task.task_id)
+        for dependency in task.depends_on:
+            dependents.setdefault(dependency, set()).add(task.task_id)
+    seats = {}
+    for seat in members:
+        holding = frozenset(t for t in seat.holding if t in task_map)
+        seats[seat.agent_id] = replace(seat, holding=holding)
+    return QueueState(
+        tasks=Map(task_map), members=Map(seats), idempotency=Map(idempotency),
+        holders=Map({k: frozenset(v) for k, v in holders.items()}),
+        dependents=Map({k: frozenset(v) for k, v in dependents.items()}), arrivals=arrivals,
+        waiting=Map({t.task_id: order_of(t) for t in task_map.values() if t.state in SCHEDULABLE}),
+    )
+
+
+def touched(before: QueueState, after: QueueState, event: Event) -> tuple[list[Task], list[Member]]:
+    """The task and seat rows that `event` changed (compared by identity, so it is cheap)."""
+    if before is after:
+        return [], []
+    candidates = _candidate_tasks(before, event)
+    tasks = [t for tid in sorted(candidates) if (t := after.tasks.get(tid)) is not before.tasks.get(tid) and t]
+    seats: set[str] = {event.agent} if event.agent else set()
+    for task in tasks:
+        old = before.tasks.get(task.task_id)
+        seats.update(a for a in (task.agent_id, old.agent_id if old else None) if a)
+    members = [m for aid in sorted(seats) if (m := after.members.get(aid)) is not before.members.get(aid) and m]
+    return tasks, members
+
+
+def affected_tasks(state: QueueState, event: Event) -> set[str]:
+    """The ids of the tasks `event` may change: its own, a workflow's, a leaving agent's, and their dependents."""
+    return _candidate_tasks(state, event)
+
+
+def _candidate_tasks(before: QueueState, event: Event) -> set[str]:
+    ids: set[str] = set()
+    if event.task:
+        ids.add(event.task)
+    if isinstance(event, WorkflowSubmitted):
+        ids.update(workflow_task_id(event.workflow_id, node.node) for node in event.nodes)
+    if isinstance(event, AgentLeft):
+        seat = before.members.get(event.agent_id)
+        ids.update(seat.holding if seat else ())
+    # Settling a task reaches its dependents, transitively.
+    frontier = list(ids)
+    while frontier:
+        for dependent in before.dependents.get(frontier.pop(), frozenset()):
+            if dependent not in ids:
+                ids.add(dependent)
+                frontier.append(dependent)
+    return ids
+
+
+def is_waiting(task: Task) -> bool:
+    """True for tasks a scheduler may still place (queued, scheduled, retry_wait)."""
+    return task.state in (TaskState.queued, TaskState.scheduled, TaskState.retry_wait)
