@@ -71,7 +71,15 @@ def encode_record(record: Record, codec: Codec | None = None) -> tuple[bytes, He
         # A value set without validation (model_copy(update=...), model_construct) has the
         # wrong type: the codec's full check names the field, as it always did.
         value = codec.encode(name, record.model_dump(mode="json", warnings=False))
-    return value, headers(name, record.task, record.agent)
+    return value, _headers(name, record)
+
+
+def _headers(name: str, record: Record) -> Headers:
+    """`headers(name, record.task, record.agent)`, read from the fields directly."""
+    # Those properties are getattr(self, "task_id", None): on a model without the field,
+    # pydantic's __getattr__ builds and raises an AttributeError, a third of an encode.
+    fields = vars(record)
+    return headers(name, fields.get("task_id"), fields.get("agent_id"))
 
 
 def decode_record(value: bytes, codec: Codec | None = None) -> Record:
