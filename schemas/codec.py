@@ -18,12 +18,12 @@ from __future__ import annotations
 import io
 import re
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from schemas.catalog import Catalog
+from schemas.catalog import Catalog, SchemaVersion
 
 MAGIC = b"\xc3\x01"
 FINGERPRINT_SIZE = 8
@@ -47,53 +47,105 @@ class Codec:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        # A catalog never changes once loaded, so a fingerprint always reads the same way.
+        self._readings: dict[bytes, _Reading] = {}
 
     def encode(self, event_type: str, record: dict[str, Any]) -> bytes:
         """Single-object encoding of a record with the current schema of its type."""
-        if event_type not in self.catalog:
-            known = ", ".join(self.catalog.event_types())
-            raise ValueError(f"cannot encode unknown event type {event_type!r}; known types: {known}")
-        current = self.catalog.current(event_type)
+        current = self._current(event_type)
         problem = _record_mismatch(record, current.schema)
         if problem:
             raise ValueError(f"{event_type} record does not match {current.path.name}: {problem}")
-        buf = io.BytesIO()
-        buf.write(MAGIC)
-        buf.write(current.fingerprint)
+        return self._write(event_type, current, record)
+
+    def encode_valid(self, event_type: str, record: dict[str, Any]) -> bytes:
+        """Like `encode`, for a record dumped from a validated model: the schema check runs only if writing fails."""
+        # Validated models already fit their schema (the contract test keeps the classes
+        # and the schemas equal), so the schema check would cost more than writing. When
+        # the writer refuses, explain the failure exactly as `encode` would have.
+        current = self._current(event_type)
         try:
-            schemaless_writer(buf, current.schema, record)
-        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a lone surrogate in a string
+            return self._write(event_type, current, record)
+        except ValueError:
+            problem = _record_mismatch(record, current.schema)
+            if problem:
+                raise ValueError(f"{event_type} record does not match {current.path.name}: {problem}") from None
+            raise
+
+    def _current(self, event_type: str) -> SchemaVersion:
+        """The writer schema of a type; ValueError listing the known types if there is none."""
+        if event_type not in self.catalog:
+            known = ", ".join(self.catalog.event_types())
+            raise ValueError(f"cannot encode unknown event type {event_type!r}; known types: {known}")
+        return self.catalog.current(event_type)
+
+    def _write(self, event_type: str, current: SchemaVersion, record: dict[str, Any]) -> bytes:
+        """Header and Avro body; ValueError naming the type if the writer refuses the record."""
+        sink = _Sink()
+        try:
+            schemaless_writer(sink, current.schema, record)
+        except (ValueError, TypeError, OverflowError, AttributeError, KeyError) as exc:  # e.g. a lone surrogate
             raise ValueError(f"cannot encode {event_type}: {exc}") from None
-        return buf.getvalue()
+        return MAGIC + current.fingerprint + sink.body
 
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """The event type and record in single-object encoded bytes, or PoisonMessage."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise PoisonMessage(f"value is {type(data).__name__}, not bytes")
-        data = bytes(data)
+        if not isinstance(data, bytes):
+            if not isinstance(data, (bytearray, memoryview)):
+                raise PoisonMessage(f"value is {type(data).__name__}, not bytes")
+            data = bytes(data)
         if len(data) < HEADER_SIZE:
             raise PoisonMessage(f"{len(data)} bytes is shorter than the {HEADER_SIZE}-byte single-object header")
         if data[:2] != MAGIC:
             raise PoisonMessage(f"marker bytes are {data[:2].hex()}, not c301 (Avro single-object encoding)")
         fingerprint = data[2:HEADER_SIZE]
+        reading = self._readings.get(fingerprint) or self._reading(fingerprint)
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(buf, reading.writer_schema, reading.reader_schema)
+        except Exception as exc:  # fastavro signals bad bytes with many unrelated types
+            detail = _FILE_REPR.sub("the body", f"{type(exc).__name__}: {exc}".rstrip(": "))
+            raise PoisonMessage(f"{reading.where}: cannot read body: {detail}", reading.event_type) from None
+        trailing = len(data) - buf.tell()
+        if trailing:
+            raise PoisonMessage(f"{reading.where}: {trailing} bytes left after the record", reading.event_type)
+        if not isinstance(record, dict):
+            raise PoisonMessage(f"{reading.where}: body is not a record", reading.event_type)
+        return reading.event_type, record
+
+    def _reading(self, fingerprint: bytes) -> _Reading:
+        """How to read bytes of one writer fingerprint, looked up once and kept."""
         writer = self.catalog.writer(fingerprint)
         if writer is None:
             raise PoisonMessage(f"unknown writer schema fingerprint {fingerprint.hex()}")
         reader = self.catalog.current(writer.event_type)
-        where = f"{writer.event_type} written with {writer.path.name}, read with {reader.path.name}"
-        buf = io.BytesIO(data)
-        buf.seek(HEADER_SIZE)
-        try:
-            record = schemaless_reader(buf, writer.schema, None if reader is writer else reader.schema)
-        except Exception as exc:  # fastavro signals bad bytes with many unrelated types
-            detail = _FILE_REPR.sub("the body", f"{type(exc).__name__}: {exc}".rstrip(": "))
-            raise PoisonMessage(f"{where}: cannot read body: {detail}", writer.event_type) from None
-        trailing = len(data) - buf.tell()
-        if trailing:
-            raise PoisonMessage(f"{where}: {trailing} bytes left after the record", writer.event_type)
-        if not isinstance(record, dict):
-            raise PoisonMessage(f"{where}: body is not a record", writer.event_type)
-        return writer.event_type, record
+        reading = _Reading(
+            writer.event_type, writer.schema, None if reader is writer else reader.schema,
+            f"{writer.event_type} written with {writer.path.name}, read with {reader.path.name}")
+        self._readings[fingerprint] = reading
+        return reading
+
+
+class _Reading(NamedTuple):
+    """The schemas that read one writer fingerprint, and the words that name them in a PoisonMessage."""
+
+    event_type: str
+    writer_schema: dict[str, Any]
+    reader_schema: dict[str, Any] | None
+    where: str
+
+
+class _Sink:
+    """Receives the one write of `schemaless_writer`, which hands over the whole body at once."""
+
+    __slots__ = ("body",)
+
+    def __init__(self) -> None:
+        self.body = b""
+
+    def write(self, body: bytes | bytearray) -> None:
+        self.body += body
 
 
 def _record_mismatch(record: Any, schema: dict[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ refuses is as poisonous as bytes Avro refuses, so both raise `PoisonMessage`.
 from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from schemas.codec import Codec, Headers, PoisonMessage, default_codec, header_value, headers
 from taskfold.core.events import EVENT_CLASSES, Event, UnknownEventType, event_class
@@ -60,9 +61,25 @@ def encode_record(record: Record, codec: Codec | None = None) -> tuple[bytes, He
     """The Kafka value and headers (`type`, `task`, `agent`) of an event or a telemetry record."""
     # mode="json" turns enums into their symbol strings and nested models into dicts;
     # numbers stay numbers (inf and nan too: only JSON text would turn them into null).
-    name = record_type(record)
-    value = (codec or default_codec()).encode(name, record.model_dump(mode="json"))
-    return value, headers(name, record.task, record.agent)
+    name, codec = record_type(record), codec or default_codec()
+    try:
+        # pydantic's serializer checks every value against its field's type as it dumps;
+        # with that and the model's validation, the codec need not check the schema again.
+        value = codec.encode_valid(name, type(record).__pydantic_serializer__.to_python(
+            record, mode="json", warnings="error"))  # model_dump(mode="json") without its wrapper
+    except PydanticSerializationError:
+        # A value set without validation (model_copy(update=...), model_construct) has the
+        # wrong type: the codec's full check names the field, as it always did.
+        value = codec.encode(name, record.model_dump(mode="json", warnings=False))
+    return value, _headers(name, record)
+
+
+def _headers(name: str, record: Record) -> Headers:
+    """`headers(name, record.task, record.agent)`, read from the fields directly."""
+    # Those properties are getattr(self, "task_id", None): on a model without the field,
+    # pydantic's __getattr__ builds and raises an AttributeError, a third of an encode.
+    fields = vars(record)
+    return headers(name, fields.get("task_id"), fields.get("agent_id"))
 
 
 def decode_record(value: bytes, codec: Codec | None = None) -> Record:
@@ -77,7 +94,8 @@ def decode_record(value: bytes, codec: Codec | None = None) -> Record:
 
 def _validate(cls: type[BaseModel], type_name: str, record: dict) -> BaseModel:
     try:
-        return cls.model_validate(record)
+        # The class's own validator, without model_validate's keyword handling: the same checks.
+        return cls.__pydantic_validator__.validate_python(record)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(record)'}: {err['msg']}" for err in exc.errors())
