@@ -6,7 +6,7 @@ One realistic sample per event and telemetry type: the hand-built samples of
 `tests/fixtures/make_fixtures.py`, with TaskAssigned carrying `--candidates` candidates as
 the scheduler writes them for a fleet of that size. Each figure is the median over
 `--repeat` runs of the per-call CPU time of `--number` back-to-back calls of
-`taskfold.wire.decode_record` / `encode_record` (the paths every consumer and producer
+`taskfold.log.wire.decode_record` / `encode_record` (the paths every consumer and producer
 takes), and the best run beside it. The machine may be shared: run it a few times and
 quote medians.
 """
@@ -26,8 +26,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from taskfold.events import Candidate, TaskAssigned  # noqa: E402
-from taskfold.wire import Record, decode_record, encode_record  # noqa: E402
+from taskfold.core.events import Candidate, TaskAssigned  # noqa: E402
+from taskfold.log.wire import Record, decode_record, encode_record  # noqa: E402
 
 
 def samples(candidates: int) -> dict[str, Record]:

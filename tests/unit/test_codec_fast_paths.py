@@ -17,9 +17,9 @@ import pytest
 import schemas.codec as codec_module
 from schemas.catalog import Catalog
 from schemas.codec import MAGIC, Codec, PoisonMessage, default_codec, encode, headers
-from taskfold.events import EVENT_CLASSES, Candidate, TaskAssigned
-from taskfold.telemetry import RECORD_CLASSES
-from taskfold.wire import decode_record, encode_record
+from taskfold.core.events import EVENT_CLASSES, Candidate, TaskAssigned
+from taskfold.core.telemetry import RECORD_CLASSES
+from taskfold.log.wire import decode_record, encode_record
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 _spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
