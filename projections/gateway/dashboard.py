@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from projections import queries
 from projections.gateway import dashdata, session
 from projections.gateway.asof import AsOfStores, parse
-from projections.gateway.deps import Principal, Role, require, runtime
+from projections.gateway.deps import AuditorDep, Principal, ReaderDep, Role, runtime
 from projections.gateway.errors import ApiError
 from projections.gateway.reads import parse_as_of
 from projections.store import Store
@@ -32,8 +32,6 @@ router.include_router(session.router)
 
 STATIC = Path(__file__).parent / "static"
 TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".html": "text/html"}
-READER = require(Role.submitter, Role.auditor)
-AUDITOR = require(Role.auditor)
 AsOfParam = Annotated[str | None, Query(max_length=64,
                                         description="epoch ms, ISO-8601, or offsets p:o,p:o (auditors)")]
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -92,19 +90,18 @@ async def asset(name: str) -> FileResponse:
 
 
 @router.get("/ui/api/overview")
-async def dashboard_overview(request: Request, as_of: AsOfParam = None,
-                   minutes: Annotated[int, Query(ge=5, le=7 * 24 * 60)] = 60,
-                   principal: Principal = READER) -> dict[str, Any]:
+async def dashboard_overview(request: Request, principal: ReaderDep, as_of: AsOfParam = None,
+                   minutes: Annotated[int, Query(ge=5, le=7 * 24 * 60)] = 60) -> dict[str, Any]:
     """Per queue depth, running, throughput, latencies and rates; agents online, busy and quarantined."""
     store, cut = await _store(request, as_of, principal)
     return {**dashdata.overview(store, _moment(cut), minutes), "as_of": cut}
 
 
 @router.get("/ui/api/tasks")
-async def dashboard_tasks(request: Request, as_of: AsOfParam = None, queue: Text = None,
+async def dashboard_tasks(request: Request, principal: ReaderDep, as_of: AsOfParam = None, queue: Text = None,
                           state: TaskState | None = None, priority: PriorityParam = None, agent: Text = None,
                           session_id: Text = None, q: Text = None, since: Text = None, until: Text = None,
-                          limit: Limit = 50, cursor: Text = None, principal: Principal = READER) -> dict[str, Any]:
+                          limit: Limit = 50, cursor: Text = None) -> dict[str, Any]:
     """A page of tasks by queue, state, priority, agent, session and submit time, or a search by id."""
     store, cut = await _store(request, as_of, principal)
     try:
@@ -128,8 +125,8 @@ def _time(field: str, text: str | None) -> int | None:
 
 
 @router.get("/ui/api/tasks/{task_id}")
-async def dashboard_task(task_id: str, request: Request, as_of: AsOfParam = None,
-               principal: Principal = READER) -> dict[str, Any]:
+async def dashboard_task(task_id: str, request: Request, principal: ReaderDep,
+                         as_of: AsOfParam = None) -> dict[str, Any]:
     """A task, its timeline (every event with its verdict) and its progress transcript."""
     store, cut = await _store(request, as_of, principal)
     detail = dashdata.task_detail(store, task_id)
@@ -140,17 +137,15 @@ async def dashboard_task(task_id: str, request: Request, as_of: AsOfParam = None
 
 
 @router.get("/ui/api/agents")
-async def dashboard_agents(request: Request, as_of: AsOfParam = None,
-                           principal: Principal = READER) -> dict[str, Any]:
+async def dashboard_agents(request: Request, principal: ReaderDep, as_of: AsOfParam = None) -> dict[str, Any]:
     """Every agent: slots, utilization, EWMA success and latency, breaker, heartbeat, tasks held."""
     store, cut = await _store(request, as_of, principal)
     return {"agents": dashdata.agents(store, _moment(cut)), "as_of": cut}
 
 
 @router.get("/ui/api/dead-letters")
-async def dashboard_dead_letters(request: Request, as_of: AsOfParam = None, queue: Text = None,
-                                 limit: Limit = 50, cursor: Text = None,
-                                 principal: Principal = READER) -> dict[str, Any]:
+async def dashboard_dead_letters(request: Request, principal: ReaderDep, as_of: AsOfParam = None, queue: Text = None,
+                                 limit: Limit = 50, cursor: Text = None) -> dict[str, Any]:
     """Dead-lettered tasks, a page at a time."""
     store, cut = await _store(request, as_of, principal)
     try:
@@ -161,8 +156,8 @@ async def dashboard_dead_letters(request: Request, as_of: AsOfParam = None, queu
 
 
 @router.get("/ui/api/rejections")
-async def dashboard_rejections(request: Request, as_of: AsOfParam = None, limit: Limit = 50,
-                               cursor: Text = None, principal: Principal = AUDITOR) -> dict[str, Any]:
+async def dashboard_rejections(request: Request, principal: AuditorDep, as_of: AsOfParam = None, limit: Limit = 50,
+                               cursor: Text = None) -> dict[str, Any]:
     """Every event the fold rejected, with its reason (auditors)."""
     store, cut = await _store(request, as_of, principal)
     try:
