@@ -76,7 +76,7 @@ async def test_a_task_submitted_from_the_schema_files_alone_runs_to_completion(
         try:
             await watched.wait_for(completed, 90, "the foreign task completed")
         except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\n{cluster.tails()}") from None
+            raise TimeoutError(f"{exc}; poison: {[p.reason for p in watched.poison]}\n{cluster.tails()}") from None
     finally:
         cluster.stop_all(timeout=20)
     submitted = next(e for e, v in watched.entries if e.event_id == record["event_id"])
