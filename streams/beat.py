@@ -1,0 +1,108 @@
+"""The beat (issue 15): fires the due slots of recurring schedules, inside the worker's app.
+
+The protocol, in order:
+1. Tail `events` from the beginning, every partition, without a consumer group, and fold
+   the records about schedules (their `type` header names a Schedule* event, or a
+   TaskSubmitted a schedule fired) into a `ScheduleBook`. Undecodable records are the
+   scheduler's business (it quarantines them); the beat skips them.
+2. Fire only once every partition has been read to its Fetch high watermark: before that
+   the book is behind, and the cursors it holds are stale.
+3. At most every `tick_ms`, ask the book which slots are due at the wall clock, keep those
+   of queues on partitions this worker owns (a rebalance may make two owners for a
+   moment; that costs a duplicate, never a second task), append them and wait for the
+   acks, then fold them at once: they are in the log, so the cursor moves on.
+4. After a crash nothing is remembered but the log: step 1 folds again what was fired, and
+   a slot fired twice anyway carries the same ids, so the fold takes it as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import aclosing
+
+from schemas.codec import PoisonMessage
+from taskfold.broker.topics import TopicNames
+from taskfold.events import Event, ScheduleEvent, TaskSubmitted
+from taskfold.log import LogReader
+from taskfold.log.eventlog import EventLog
+from taskfold.log.records import ConsumedRecord
+from taskfold.scheduling.recurring import ScheduleBook, key_of
+from taskfold.wire import decode_event
+
+log = logging.getLogger(__name__)
+
+WATCHED = frozenset({cls.event_type for cls in ScheduleEvent} | {TaskSubmitted.event_type})
+
+
+class Beat:
+    """Folds the schedules of the log and fires their due slots (steps 1-4 above)."""
+
+    def __init__(self, bootstrap: str, topics: TopicNames, *, tansu: bool, actor: str,
+                 clock_ms: Callable[[], int], owned: Callable[[], set[int] | None], tick_ms: int = 200) -> None:
+        self.bootstrap, self.topics, self.tansu = bootstrap, topics, tansu
+        self.actor, self.clock_ms, self.owned, self.tick_ms = actor, clock_ms, owned, tick_ms
+        self.book = ScheduleBook()
+        self.partition_of: dict[tuple[str, str], int] = {}
+        self.read: dict[int, int] = {}  # partition -> next offset to fold
+        self.fired = 0
+        self._checked_at = 0
+
+    async def run(self) -> None:
+        """Run until cancelled; a broker hiccup starts the fold again from the log."""
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the beat failed; folding the schedules again from the log in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _follow(self) -> None:
+        self.book, self.partition_of, self.read = ScheduleBook(), {}, {}
+        topic = self.topics.events
+        async with LogReader(self.bootstrap, tansu=self.tansu) as reader, \
+                EventLog(self.bootstrap, self.topics, tansu=self.tansu) as out:
+            every = await reader.partitions(topic)
+            batches = reader.batches(topic, live=True, idle_ms=max(50, self.tick_ms))
+            async with aclosing(batches) as stream:
+                async for batch in stream:
+                    for record in batch:
+                        self.fold(record)
+                    if all((reader.highwater(topic, p) or 0) <= self.read.get(p, 0) for p in every) and \
+                            all(reader.highwater(topic, p) is not None for p in every):
+                        await self.tick(out.append)
+
+    def fold(self, record: ConsumedRecord) -> None:
+        """Step 1: fold one record if it may be about a schedule."""
+        self.read[record.partition] = record.offset + 1
+        kind = dict(record.headers).get("type")
+        if record.value is None or kind is None or kind.decode(errors="replace") not in WATCHED:
+            return
+        try:
+            event = decode_event(record.value)
+        except PoisonMessage:
+            return
+        key = key_of(event)
+        if key is not None:
+            self.partition_of.setdefault(key, record.partition)
+            self.book.apply(event)
+
+    async def tick(self, append: Callable[[Sequence[Event]], object]) -> list[Event]:
+        """Step 3: append the due slots of the owned schedules and fold them."""
+        now = self.clock_ms()
+        if now - self._checked_at < self.tick_ms:
+            return []
+        self._checked_at = now
+        owned = self.owned()
+        if not owned:
+            return []
+        due = [e for e in self.book.due(now, self.actor) if self.partition_of.get(key_of(e)) in owned]  # type: ignore[arg-type]
+        if due:
+            await append(due)  # type: ignore[misc]
+            for event in due:
+                self.book.apply(event)
+            self.fired += len(due)
+        return due
