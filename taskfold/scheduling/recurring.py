@@ -22,6 +22,7 @@ Slots and misfires, in order:
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -241,3 +242,38 @@ class ScheduleBook:
     def due(self, now_ms: int, actor: str) -> list[TaskSubmitted]:
         """The submits every live schedule owes at `now_ms`."""
         return [fire(s, slot, now_ms, actor) for s in self.schedules.values() for slot in due_slots(s, now_ms)]
+
+
+def next_slot(schedule: Schedule, now_ms: int) -> int | None:
+    """When the schedule fires next as seen at `now_ms` (None: paused or deleted)."""
+    if schedule.paused or schedule.deleted:
+        return None
+    return next(slots_after(schedule, max(schedule.cursor, now_ms - 1)))
+
+
+def describe(schedule: Schedule, now_ms: int | None = None) -> dict[str, object]:
+    """The schedule as the CLI and the HTTP API show it (JSON values)."""
+    d = schedule.definition
+    template = d.model_dump(mode="json", include={"task_type", "priority", "timeout_ms", "max_attempts",
+                                                  "concurrency_key", "concurrency_limit", "labels",
+                                                  "required_capabilities"})
+    return {"schedule_id": d.schedule_id, "queue": d.queue, "cron": d.cron, "timezone": d.timezone,
+            "interval_ms": d.interval_ms, "start_at": d.start_at, "misfire": d.misfire.value,
+            "misfire_grace_ms": d.misfire_grace_ms, "task": template | {"payload": json.loads(d.payload)},
+            "state": "deleted" if schedule.deleted else "paused" if schedule.paused else "active",
+            "created_at": d.occurred_at, "fired": schedule.fired, "last_slot": schedule.last_slot,
+            "next_slot": None if now_ms is None else next_slot(schedule, now_ms)}
+
+
+def to_row(schedule: Schedule) -> dict[str, object]:
+    """The whole folded schedule as JSON values (a projection row); `from_row` reads it back."""
+    return {"definition": schedule.definition.model_dump(mode="json"), "cursor": schedule.cursor,
+            "paused": schedule.paused, "deleted": schedule.deleted, "fired": schedule.fired,
+            "last_slot": schedule.last_slot, "event_ids": sorted(schedule.event_ids)}
+
+
+def from_row(row: dict) -> Schedule:
+    """The schedule `to_row` wrote."""
+    return Schedule(ScheduleCreated.model_validate(row["definition"]), cursor=row["cursor"], paused=row["paused"],
+                    deleted=row["deleted"], fired=row["fired"], last_slot=row["last_slot"],
+                    event_ids=frozenset(row["event_ids"]))
