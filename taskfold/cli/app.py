@@ -7,6 +7,7 @@ from taskfold.cli.audit import audit_app
 from taskfold.cli.dev import dev
 from taskfold.cli.gateway import gateway
 from taskfold.cli.replay import replay
+from taskfold.cli.schedule import schedule_app
 from taskfold.cli.submit import submit
 from taskfold.cli.tail import tail
 from taskfold.cli.worker import worker
@@ -21,6 +22,7 @@ app.command()(worker)
 app.command()(agent)
 app.command()(gateway)
 app.add_typer(audit_app, name="audit")
+app.add_typer(schedule_app, name="schedule")
 
 
 def main() -> None:
