@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.beat import Beat
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.events import ScheduleCreated, TaskSubmitted
@@ -25,6 +26,7 @@ from taskfold.fold import Ledger
 from taskfold.log.eventlog import EventLog, Recorded
 from taskfold.scheduling.recurring import fired_slot
 
+from tests.conftest import TEST_PARTITIONS
 from tests.integration.test_worker import eventually, workers
 
 pytestmark = pytest.mark.integration
@@ -115,3 +117,34 @@ async def test_a_killed_worker_fires_each_slot_once_and_misfires_follow_the_poli
     assert extra and all(s in missing for s in extra), f"run_once: the downtime fired no slot: {once}"
     print(f"catch-up fired {len(catch_up)} slots; skip dropped {len(missing)}; run_once fired {extra} of them; "
           f"duplicates folded: {sum(v == 'duplicate' for e in seen.values() for _, v, _ in e)}")
+
+
+async def test_two_beats_firing_the_same_slots_submit_each_slot_once(broker: Broker, topics: TopicNames) -> None:
+    """Two processors that both believe they own the queue (a rebalance's overlap) fire every
+    slot twice; the ids derived from the slot make each second submit a duplicate."""
+    now = int(time.time() * 1000)
+    start_at = now - now % STEP + 2 * STEP
+    every = set(range(TEST_PARTITIONS))
+    beats = [Beat(broker.bootstrap, topics, tansu=broker.is_tansu, actor=f"beat-{n}",
+                  clock_ms=lambda: int(time.time() * 1000), owned=lambda: every, tick_ms=50) for n in (1, 2)]
+    runs = [asyncio.create_task(beat.run()) for beat in beats]
+    try:
+        async with EventLog(broker.bootstrap, topics, tansu=broker.is_tansu) as log:
+            await log.append([ScheduleCreated(event_id=uuid.uuid4().hex, queue=QUEUE, occurred_at=now, actor="test",
+                                              schedule_id="pair", interval_ms=STEP, start_at=start_at,
+                                              task_type="tick")])
+
+        async def both_fired() -> bool:
+            seen = await fires(broker, topics)
+            return len(accepted_slots(seen, "pair")) >= 4 and all(beat.fired >= 4 for beat in beats)
+
+        await until(both_fired, 60, "both beats fired four slots")
+    finally:
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+    entries = (await fires(broker, topics))["pair"]
+    per_slot = Counter(slot for slot, verdict, _ in entries if verdict == "accepted")
+    assert set(per_slot.values()) == {1}, f"a slot accepted twice: {per_slot}"
+    assert sum(v == "duplicate" for _, v, _ in entries) > 0, "the beats never raced (the test proves nothing)"
+    assert sorted(per_slot) == list(range(start_at, max(per_slot) + 1, STEP))
