@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from taskfold.audit.invariants import audit_events
 from taskfold.events import ScheduleCreated, ScheduleDeleted, SchedulePaused, ScheduleResumed
 from taskfold.fold import Ledger
 from taskfold.scheduling.recurring import (Schedule, ScheduleBook, definition_problems, due_slots, evolve_schedule,
@@ -149,3 +150,16 @@ def test_fire_copies_the_template(policy: str) -> None:
     event = fire(s, T0 + 1000, T0 + 1200, "beat")
     assert (event.priority.value, event.payload, event.labels, event.max_attempts, event.occurred_at) == \
         ("high", '{"a": 1}', {"x": "y"}, 2, T0 + 1200)
+
+
+def test_the_audit_finds_nothing_wrong_with_schedules_and_their_fires() -> None:
+    book = ScheduleBook()
+    made = created()
+    book.apply(made)
+    fires = book.due(T0 + 3000, "beat")
+    env = dict(queue="q", actor="t", schedule_id="s1")
+    events = [made, *fires, fires[0], SchedulePaused(event_id="p", occurred_at=T0 + 3100, **env),
+              ScheduleResumed(event_id="r", occurred_at=T0 + 3200, **env),
+              ScheduleDeleted(event_id="d", occurred_at=T0 + 3300, **env)]
+    report = audit_events(events, require_terminal=False)
+    assert report.violations == [] and report.accepted == len(events) - 1
