@@ -3,7 +3,8 @@
 The protocol, in order:
 1. Tail `events` from the beginning, every partition, without a consumer group, and fold
    the records about schedules (their `type` header names a Schedule* event, or a
-   TaskSubmitted a schedule fired) into a `ScheduleBook`. Undecodable records are the
+   TaskSubmitted whose `task` header has a fired slot's `sched:` prefix) into a
+   `ScheduleBook`. Undecodable records are the
    scheduler's business (it quarantines them); the beat skips them.
 2. Fire only once every partition has been read to its Fetch high watermark: before that
    the book is behind, and the cursors it holds are stale.
@@ -28,7 +29,7 @@ from taskfold.events import Event, ScheduleEvent, TaskSubmitted
 from taskfold.log import LogReader
 from taskfold.log.eventlog import EventLog
 from taskfold.log.records import ConsumedRecord
-from taskfold.scheduling.recurring import ScheduleBook, key_of
+from taskfold.scheduling.recurring import TASK_PREFIX, ScheduleBook, key_of
 from taskfold.wire import decode_event
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,12 @@ class Beat:
     def fold(self, record: ConsumedRecord) -> None:
         """Step 1: fold one record if it may be about a schedule."""
         self.read[record.partition] = record.offset + 1
-        kind = dict(record.headers).get("type")
-        if record.value is None or kind is None or kind.decode(errors="replace") not in WATCHED:
+        headers = dict(record.headers)
+        kind = headers.get("type", b"").decode(errors="replace")
+        if record.value is None or kind not in WATCHED:
+            return
+        # Only submits a schedule fired are decoded: most of a busy log is other tasks' submits.
+        if kind == TaskSubmitted.event_type and not headers.get("task", b"").startswith(TASK_PREFIX.encode()):
             return
         try:
             event = decode_event(record.value)
