@@ -1,13 +1,13 @@
 """The beat (issue 15): fires the due slots of recurring schedules, inside the worker's app.
 
 The protocol, in order:
-1. Tail `events` from the beginning, every partition, without a consumer group, and fold
-   the records about schedules (their `type` header names a Schedule* event, or a
-   TaskSubmitted whose `task` header has a fired slot's `sched:` prefix) into a
-   `ScheduleBook`. Undecodable records are the
-   scheduler's business (it quarantines them); the beat skips them.
-2. Fire only once every partition has been read to its Fetch high watermark: before that
-   the book is behind, and the cursors it holds are stale.
+1. Tail the `events` partitions this worker holds (the scheduler's, so each partition has
+   one beat) from the beginning, without a consumer group; a rebalance starts over. Fold
+   the records about schedules into a `ScheduleBook`: their `type` header names a
+   Schedule* event, or a TaskSubmitted whose `task` header has a fired slot's `sched:`
+   prefix. Undecodable records are the scheduler's business (it quarantines them).
+2. Fire only once every held partition has been read to its Fetch high watermark: before
+   that the book is behind, and the cursors it holds are stale.
 3. At most every `tick_ms`, ask the book which slots are due at the wall clock, keep those
    of queues on partitions this worker owns (a rebalance may make two owners for a
    moment; that costs a duplicate, never a second task), append them and wait for the
@@ -51,29 +51,37 @@ class Beat:
         self._checked_at = 0
 
     async def run(self) -> None:
-        """Run until cancelled; a broker hiccup starts the fold again from the log."""
+        """Run until cancelled; a rebalance or a broker hiccup starts the fold again from the log."""
         while True:
             try:
-                await self._follow()
+                await self._follow(await self._assigned())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("the beat failed; folding the schedules again from the log in 1 s")
                 await asyncio.sleep(1.0)
 
-    async def _follow(self) -> None:
+    async def _assigned(self) -> set[int]:
+        """The partitions this worker holds, once it holds any."""
+        while not (owned := self.owned()):
+            await asyncio.sleep(self.tick_ms / 1000)
+        return owned
+
+    async def _follow(self, owned: set[int]) -> None:
+        """Steps 1-3 over the partitions held now; returns when the worker holds others."""
         self.book, self.partition_of, self.read = ScheduleBook(), {}, {}
         topic = self.topics.events
         async with LogReader(self.bootstrap, tansu=self.tansu) as reader, \
                 EventLog(self.bootstrap, self.topics, tansu=self.tansu) as out:
-            every = await reader.partitions(topic)
-            batches = reader.batches(topic, live=True, idle_ms=max(50, self.tick_ms))
+            batches = reader.batches(topic, sorted(owned), live=True, idle_ms=max(50, self.tick_ms))
             async with aclosing(batches) as stream:
                 async for batch in stream:
                     for record in batch:
                         self.fold(record)
-                    if all((reader.highwater(topic, p) or 0) <= self.read.get(p, 0) for p in every) and \
-                            all(reader.highwater(topic, p) is not None for p in every):
+                    if self.owned() != owned:
+                        return
+                    ends = [reader.highwater(topic, p) for p in owned]
+                    if all(end is not None and end <= self.read.get(p, 0) for p, end in zip(owned, ends)):
                         await self.tick(out.append)
 
     def fold(self, record: ConsumedRecord) -> None:
