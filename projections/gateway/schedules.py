@@ -58,10 +58,43 @@ class ScheduleRequest(BaseModel):
     required_capabilities: list[Text] = Field(default_factory=list)
 
 
+class ScheduleTemplate(BaseModel):
+    """What each slot of a schedule submits."""
+
+    task_type: str
+    priority: Priority
+    payload: JsonValue
+    timeout_ms: int
+    max_attempts: int
+    concurrency_key: str | None
+    concurrency_limit: int
+    labels: dict[str, str]
+    required_capabilities: list[str]
+
+
+class ScheduleOut(BaseModel):
+    """A schedule as folded from the log: its definition, state, fires so far and next slot."""
+
+    schedule_id: str
+    queue: str
+    cron: str | None
+    timezone: str
+    interval_ms: int | None
+    start_at: int | None
+    misfire: MisfirePolicy
+    misfire_grace_ms: int
+    task: ScheduleTemplate
+    state: str = Field(description="active, paused or deleted")
+    created_at: int
+    fired: int
+    last_slot: int | None = Field(description="epoch ms of the latest slot fired")
+    next_slot: int | None = Field(description="epoch ms of the next slot (null when paused or deleted)")
+
+
 class ScheduleResult(BaseModel):
     """A schedule write's outcome: the schedule after it, where the event is, and the verdict."""
 
-    schedule: dict[str, Any] | None
+    schedule: ScheduleOut | None
     position: str
     event_id: str
     verdict: str
@@ -103,7 +136,7 @@ async def _write(rt: Runtime, event: Event, status: int = 200) -> JSONResponse:
                        [(field, rest)] if named else [], extra={"position": change.position})
     result = ScheduleResult(schedule=_shown(row), position=change.position, event_id=event.event_id,
                             verdict=verdict["outcome"], reason=verdict["reason"])
-    return JSONResponse(result.model_dump(), status_code=status if verdict["outcome"] == "accepted" else 200)
+    return JSONResponse(result.model_dump(mode="json"), status_code=status if verdict["outcome"] == "accepted" else 200)
 
 
 def creation(body: ScheduleRequest, by: str) -> ScheduleCreated:
@@ -138,14 +171,14 @@ async def create_schedule(body: ScheduleRequest, principal: AdminDep, rt: Runtim
     return await _write(rt, event, status=201)
 
 
-@router.get("/v1/schedules", response_model=list[dict[str, Any]])
+@router.get("/v1/schedules", response_model=list[ScheduleOut])
 async def list_schedules(principal: ReaderDep, rt: RuntimeDep, queue: QueueQuery = None,
                          deleted: bool = False) -> list[dict[str, Any]]:
     """Every schedule (of one queue), with its state, fires so far and next slot."""
     return [describe(from_row(r), _now_ms()) for r in _rows(rt, queue) if deleted or not r["deleted"]]
 
 
-@router.get("/v1/schedules/{schedule_id}", response_model=dict[str, Any], responses={404: {"description": "unknown"}})
+@router.get("/v1/schedules/{schedule_id}", response_model=ScheduleOut, responses={404: {"description": "unknown"}})
 async def get_schedule(schedule_id: ScheduleIdPath, principal: ReaderDep, rt: RuntimeDep,
                        queue: QueueQuery = None) -> dict[str, Any]:
     """One schedule."""
