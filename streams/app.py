@@ -20,6 +20,7 @@ import faust
 from aiokafka import TopicPartition
 
 from streams import patches, sendguard
+from streams.beat import Beat
 from streams.heartbeats import HeartbeatBoard
 from streams.pending import Pending
 from streams.processor import CatchUp, Outbox, Processor
@@ -58,6 +59,7 @@ class WorkerOptions:
     pending_timeout_s: float = 10.0
     fast_rebalance: bool = False  # 2 s group sessions on Tansu (tests)
     read_heartbeats: bool = True
+    fire_schedules: bool = True  # the beat of recurring schedules (streams/beat.py)
     report: Callable[[str], None] = log.info  # one line per lifecycle step (ready, revoked)
 
     def policy_for(self, queue: str) -> QueuePolicy:
@@ -176,6 +178,9 @@ def build(
     _hooks(app, table, processor, topics, options)
     if options.read_heartbeats:
         app.task(_heartbeats_reader(board, bootstrap, tansu, topics.heartbeats))
+    if options.fire_schedules:
+        app.task(Beat(bootstrap, topics, tansu=tansu, actor=f"beat:{options.worker_id}", clock_ms=clock_ms,
+                      owned=lambda: _owned(app, topics.events), tick_ms=options.tick_ms).run)
     return Topology(app, agent, table, processor, board, relay_agent, relay_table, relay_work)
 
 
@@ -192,6 +197,14 @@ def _relay(app: faust.App, notes: faust.TopicT, out: Outbox, partitions: int, op
             yield await relay.on_record(_consumed(record))
 
     return app.agent(notes, name="relay")(carry), table, relay
+
+
+def _owned(app: faust.App, topic: str) -> set[int] | None:
+    """The partitions of `topic` this worker's consumer holds now; None before it has any."""
+    try:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+    except (AttributeError, AssertionError, RuntimeError):
+        return None
 
 
 def _ms(seconds: float | None) -> int | None:

@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka.errors import UnknownTopicOrPartitionError
 from fastapi import APIRouter, FastAPI
 
-from projections.gateway import agents_http, dashboard, docs, errors, openapi, ops, reads, sse, workflows, writes
+from projections.gateway import agents_http, dashboard, docs, errors, openapi, ops, reads, schedules, sse, workflows, writes
 from projections.gateway.auth import Auth
 from projections.gateway.deps import Runtime
 from projections.gateway.writes import read_only_error
@@ -43,7 +43,8 @@ log = logging.getLogger("taskfold.gateway")
 
 # In mount order; a router with start-up work declares it as its own lifespan (the SSE feed).
 ROUTERS: tuple[APIRouter, ...] = (reads.router, writes.router, sse.router, agents_http.router, ops.router,
-                                  dashboard.router, workflows.router)
+                                  dashboard.router, workflows.router,
+                                  schedules.router)
 
 DESCRIPTION = """\
 The HTTP face of taskfold: submit, cancel and redrive tasks, read the projections, follow

@@ -13,6 +13,7 @@ from projections.views.analytics import AnalyticsView
 from projections.views.deadletters import DeadLettersView
 from projections.views.queues import QueuesView
 from projections.views.rejections import RejectionsView
+from projections.views.schedules import SchedulesView
 from projections.views.sessions import SessionsView
 from projections.views.tasks import TasksView
 from projections.views.timeindex import TimeIndexView
@@ -24,9 +25,9 @@ def all_views() -> list[View]:
     """Every view, in a fixed order."""
     return [TasksView(), QueuesView(), AgentsView(), AnalyticsView(), SessionsView(),
             DeadLettersView(), RejectionsView(), TimeIndexView(), TranscriptsView(),
-            WorkflowsView()]
+            WorkflowsView(), SchedulesView()]
 
 
 __all__ = ["all_views", "AgentsView", "AnalyticsView", "DeadLettersView", "QueuesView", "RejectionsView",
            "SessionsView", "TasksView", "TimeIndexView", "TranscriptsView",
-           "WorkflowsView"]
+           "WorkflowsView", "SchedulesView"]

@@ -17,6 +17,7 @@ from taskfold.core.events import (
     AgentLeft,
     DependencyResolved,
     Event,
+    ScheduleEvent,
     TaskAssigned,
     TaskCancelled,
     TaskCancelRequested,
@@ -115,6 +116,8 @@ def transition(books: Books, event: Event) -> Violation | None:
                           f"{where} queue {event.queue}")
     if isinstance(event, WorkflowSubmitted):
         return _workflow(books, event)
+    if isinstance(event, ScheduleEvent):
+        return None  # a schedule moves no task: its own fold judges it (scheduling/recurring.py)
     book = books.task(event.queue, event.task) if event.task else None
     before = book.state if book is not None else None
     if allowed(before, event.event_type) is None:

@@ -8,6 +8,7 @@ from taskfold.cli.dev import dev
 from taskfold.cli.fleet import agents, queues
 from taskfold.cli.gateway import gateway
 from taskfold.cli.replay import replay
+from taskfold.cli.schedule import schedule_app
 from taskfold.cli.submit import submit
 from taskfold.cli.tail import tail
 from taskfold.cli.tasks import cancel, redrive, result, status
@@ -30,6 +31,7 @@ app.command()(gateway)
 app.add_typer(audit_app, name="audit")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(topics_app, name="topics")
+app.add_typer(schedule_app, name="schedule")
 
 
 def main() -> None:

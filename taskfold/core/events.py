@@ -261,6 +261,58 @@ class WorkflowSubmitted(Event):
     nodes: Annotated[list[WorkflowNode], Field(min_length=1)]
 
 
+class MisfirePolicy(str, Enum):
+    """What a schedule does with slots missed by more than its grace (downtime)."""
+
+    skip = "skip"
+    run_once = "run_once"
+
+
+class ScheduleCreated(Event):
+    """A recurring schedule: a cron expression (in a timezone) or an interval, and the task it submits."""
+
+    event_type: ClassVar[str] = "ScheduleCreated"
+    schedule_id: Annotated[str, Field(min_length=1)]
+    cron: str | None = None
+    timezone: str = "UTC"
+    interval_ms: Annotated[int, Field(ge=1000, le=LONG_MAX)] | None = None
+    start_at: Millis | None = None
+    misfire: MisfirePolicy = MisfirePolicy.skip
+    misfire_grace_ms: Millis = 60_000
+    task_type: Annotated[str, Field(min_length=1)]
+    priority: Priority = Priority.medium
+    payload: str = "null"
+    timeout_ms: Annotated[int, Field(gt=0, le=LONG_MAX)] = 300_000
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 3
+    concurrency_key: str | None = None
+    concurrency_limit: Annotated[int, Field(ge=1, le=INT_MAX)] = 1
+    labels: dict[str, str] = Field(default_factory=dict)
+    required_capabilities: list[str] = Field(default_factory=list)
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_is_json(cls, value: str) -> str:
+        return _require_json(value, "payload")
+
+
+class SchedulePaused(Event):
+    event_type: ClassVar[str] = "SchedulePaused"
+    schedule_id: Annotated[str, Field(min_length=1)]
+
+
+class ScheduleResumed(Event):
+    event_type: ClassVar[str] = "ScheduleResumed"
+    schedule_id: Annotated[str, Field(min_length=1)]
+
+
+class ScheduleDeleted(Event):
+    event_type: ClassVar[str] = "ScheduleDeleted"
+    schedule_id: Annotated[str, Field(min_length=1)]
+
+
+ScheduleEvent = (ScheduleCreated, SchedulePaused, ScheduleResumed, ScheduleDeleted)
+
+
 AnyEvent = Union[
     TaskSubmitted,
     DependencyResolved,
@@ -276,6 +328,10 @@ AnyEvent = Union[
     AgentJoined,
     AgentLeft,
     WorkflowSubmitted,
+    ScheduleCreated,
+    SchedulePaused,
+    ScheduleResumed,
+    ScheduleDeleted,
 ]
 
 EVENT_CLASSES: dict[str, type[Event]] = {

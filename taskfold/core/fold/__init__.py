@@ -15,6 +15,10 @@ from taskfold.core.events import (
     AgentLeft,
     DependencyResolved,
     Event,
+    ScheduleCreated,
+    ScheduleDeleted,
+    SchedulePaused,
+    ScheduleResumed,
     TaskAssigned,
     TaskCancelled,
     TaskCancelRequested,
@@ -29,7 +33,7 @@ from taskfold.core.events import (
 )
 from taskfold.core.fold import attempts, intake, membership
 from taskfold.core.fold.placement import Where, misplaced
-from taskfold.core.state import EMPTY, QueueState, Verdict, duplicate, rejected
+from taskfold.core.state import ACCEPTED, EMPTY, QueueState, Verdict, duplicate, rejected
 
 
 def evolve(state: QueueState, event: Event, where: Where | None = None) -> tuple[QueueState, Verdict]:
@@ -68,6 +72,9 @@ def evolve(state: QueueState, event: Event, where: Where | None = None) -> tuple
             return membership.join(state, event)
         case AgentLeft():
             return membership.leave(state, event)
+        case ScheduleCreated() | SchedulePaused() | ScheduleResumed() | ScheduleDeleted():
+            # A schedule changes no task: its own fold (scheduling/recurring.py) judges it.
+            return state, ACCEPTED
     return state, rejected(f"event type {type(event).__name__} has no rule in the fold")
 
 
