@@ -21,7 +21,6 @@ import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from enum import Enum
 from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
@@ -38,6 +37,7 @@ from taskfold.core.requests import InvalidRequest, build, submission
 from taskfold.core.events import (INT_MAX, LONG_MAX, Backoff, DependencyFailurePolicy, Event, Millis, Priority, QueueName,
                              TaskCancelRequested, TaskRedriven, TaskSubmitted)
 from taskfold.core.state import Task
+from taskfold.core.foldrows import plain
 
 router = APIRouter(tags=["writes"])
 
@@ -333,17 +333,6 @@ def judge(change: Change, task_id: str, show: Show | None = None, *,
     return status, WriteResult(task=show(state.task(task_id)), **common)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, frozenset):
-        return sorted(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
 
 def _json_text(text: str | None) -> Any:
     return None if text is None else json.loads(text)
@@ -369,7 +358,7 @@ def task_body(task: Task | None) -> dict[str, Any] | None:
     """A task from the fold: payload and result as JSON values, labels as an object."""
     if task is None:
         return None
-    body = {f.name: _plain(getattr(task, f.name)) for f in fields(task) if f.name not in HIDDEN}
+    body = {f.name: plain(getattr(task, f.name)) for f in fields(task) if f.name not in HIDDEN}
     body["labels"] = dict(task.labels)
     body["payload"] = _json_text(task.payload)
     body["result"] = _json_text(task.result)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskfold.core.state import Member, Task, TaskState, Verdict
+from taskfold.core.foldrows import plain
 
 
 class _Answer(BaseModel):
@@ -50,10 +50,10 @@ class TaskView(_Answer):
     @classmethod
     def of_task(cls, task: Task) -> TaskView:
         """The view of a folded task."""
-        plain = {f.name: _plain(getattr(task, f.name)) for f in fields(task)}
-        plain["payload"] = _json(task.payload)
-        plain["result"] = _json(task.result)
-        return cls.model_validate(plain)
+        body = {f.name: plain(getattr(task, f.name)) for f in fields(task)}
+        body["payload"] = _json(task.payload)
+        body["result"] = _json(task.result)
+        return cls.model_validate(body)
 
 
 class VerdictView(_Answer):
@@ -153,17 +153,6 @@ def seat_of(queue: str, member: Member) -> SeatView:
     """The view of an agent's folded seat."""
     return SeatView(queue=queue, slots=member.slots, active=member.active, load=len(member.holding))
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, frozenset):
-        return sorted(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _json(text: str | None) -> Any:

@@ -58,7 +58,7 @@ def encode(row: Any) -> bytes:
     body: dict[str, Any] = {"_v": ROW_FORMAT}
     for name in _fields(type(row)):
         value = getattr(row, name)
-        body[name] = value if type(value) in _SCALARS else _plain(value)
+        body[name] = value if type(value) in _SCALARS else plain(value)
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -71,17 +71,18 @@ def decode(cls: type, raw: bytes) -> Any:
     return cls(**{name: _typed(hints[name], value) for name, value in body.items() if name in names})
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A field value as JSON data: enums by value, sets sorted, maps and tuples as dicts and lists."""
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, (frozenset, set)):
-        return sorted(_plain(v) for v in value)
+        return sorted(plain(v) for v in value)
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (Map, dict)):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
