@@ -50,12 +50,15 @@ def run_worker(
     import faust
 
     from streams.app import build
-    from streams.localstate import changelog_ends, discard_stale
+    from streams.localstate import changelog_ends, discard_stale, discard_unclean, mark_clean_stop
 
     topology = build(bootstrap, topics, tansu=tansu, partitions=partitions, options=options)
-    for table in (topology.table, topology.relay_table):
+    tabledir = Path(topology.app.conf.tabledir)
+    tables = (topology.table, topology.relay_table)
+    for table in tables:
         ends = asyncio.run(changelog_ends(bootstrap, tansu, table.changelog_topic_name))
         discard_stale(table.data.partition_path, ends, partitions, options.report)
+    discard_unclean(tabledir, [t.data.partition_path(p) for t in tables for p in range(partitions)], options.report)
     worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # its cursor escapes would garble our lines in logs and in `taskfold dev`
     try:
@@ -63,6 +66,7 @@ def run_worker(
     except SystemExit as exit_:
         if exit_.code not in (None, 0):
             raise
+    mark_clean_stop(tabledir)  # faust has stopped and flushed: the local stores match the changelog
     counts = sorted(topology.processor.counts.items())
     options.report("processed: " + (", ".join(f"{k} {v}" for k, v in counts) or "nothing"))
     relayed = sorted(topology.relay.counts.items())

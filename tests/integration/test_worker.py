@@ -251,7 +251,11 @@ async def test_submitted_tasks_are_assigned_one_after_another(broker: Broker, to
 async def test_a_worker_killed_mid_run_is_replaced_without_double_or_stuck_tasks(
     broker: Broker, topics: TopicNames, tmp_path: Path,
 ) -> None:
-    """Kill, restart on the same state directory (local store), kill, restart on a new one (changelog)."""
+    """Kill, restart on the same state directory, kill, restart on a new one (changelog).
+
+    After a kill the same directory's store is discarded too: it may hold rows the changelog
+    never got, and the second restart, from the changelog alone, would see them missing.
+    """
     with workers(broker, topics, tmp_path) as start:
         worker = start()
         await eventually(worker.ready_after, 60, "first worker ready")
@@ -267,13 +271,33 @@ async def test_a_worker_killed_mid_run_is_replaced_without_double_or_stuck_tasks
                 worker = start(state_dir)
                 await eventually(worker.ready_after, 60, "restarted worker ready")
                 readies.append(time.monotonic() - killed)
+                if phase == 1:
+                    assert any("did not stop cleanly" in line for line in worker.lines), worker.lines
             done = lambda: all(crew.state("builds", t.task_id) == TaskState.completed for t in batch)  # noqa: E731
             await eventually(done, 30, "all 30 tasks completed", lambda: crew.describe("builds", worker))
             worker.stop()
-        print(f"SIGKILL -> restarted worker ready: {readies[0]:.2f} s (local store), {readies[1]:.2f} s (from the changelog); "
+        print(f"SIGKILL -> restarted worker ready: {readies[0]:.2f} s (same directory), {readies[1]:.2f} s (new directory); "
               f"duplicate decisions folded away: {crew.duplicates}")
         assert sorted(crew.accepted_assignments.values()) == [1] * 30, "a task was assigned twice"
         assert crew.rejected == [], f"the fold rejected: {crew.rejected[:3]}"
+
+
+async def test_a_worker_stopped_cleanly_keeps_its_local_store(broker: Broker, topics: TopicNames, tmp_path: Path) -> None:
+    """SIGTERM leaves the clean-stop mark; the next start on that directory trusts its store."""
+    with workers(broker, topics, tmp_path) as start:
+        worker = start()
+        await eventually(worker.ready_after, 60, "worker ready")
+        async with agents(broker, topics, "a1") as crew:
+            e, batch = submits("emails", 2)
+            await crew.append([e.join("a1", slots=1)] + batch)
+            await eventually(lambda: all(crew.state("emails", t.task_id) == TaskState.completed for t in batch), 30,
+                             "both tasks completed")
+        assert worker.stop() == 0
+        assert list(tmp_path.rglob("clean-stop")), "a clean stop leaves its mark"
+        again = start()
+        await eventually(again.ready_after, 60, "restarted worker ready")
+        assert not any("did not stop cleanly" in line for line in again.lines), again.lines
+        assert not list(tmp_path.rglob("clean-stop")), "the mark is spent by the run that read it"
 
 
 def queues_covering(partitions: int) -> list[str]:
