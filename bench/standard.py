@@ -14,6 +14,13 @@ its accepted TaskSubmitted (the wall clock at append), TaskStarted and TaskCompl
 back from the log. `--compare-celery` then runs the same workload on Celery's threads pool
 with Redis (bench/celery_side.py), with the taskfold processes stopped, and prints the
 ratios taskfold/celery. One JSON line per run goes to --json-out (and stdout).
+
+Throughput is reported twice: `tasks_per_s` from the clock readings in the events (the
+agents stamp start and completion), and `tasks_per_s_readback` from the first submit to
+the moment the driver read the last completion back, so that a batching window cannot
+hide delay. `cpu_ms_per_task` is the CPU of every process of the run (broker, worker,
+gateway, agents, driver) per task; `machine_cpu_ms_per_task` counts the whole machine,
+so it is only meaningful on a quiet one.
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ BURST_BATCH = 1000
 READBACK_EVERY_S = 0.25
 STEADY_STEP_S = 0.002
 HANDLERS = {"echo": ("echo", "null", 0), "sleep5": ("sleep", '{"ms": 5}', 5)}  # task type, payload, Celery ms
-MEASURES = ("completed", "tasks_per_s", "start_p50_ms", "start_p95_ms", "start_p99_ms", "start_max_ms",
+MEASURES = ("completed", "tasks_per_s", "tasks_per_s_readback", "cpu_ms_per_task", "machine_cpu_ms_per_task",
+            "start_p50_ms", "start_p95_ms", "start_p99_ms", "start_max_ms",
             "complete_p50_ms", "complete_p95_ms", "complete_p99_ms", "complete_max_ms", "priority_inversions")
 
 
@@ -66,6 +74,8 @@ class Sampler:
         self.peak: dict[str, int] = {name: 0 for name in processes}
         self.cpu0 = {name: self._cpu(p) for name, p in processes.items()}
         self.cpu: dict[str, float] = {}
+        self.machine0 = self._busy()
+        self.machine_cpu_s = 0.0  # every process on the machine, ours or not
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -76,6 +86,11 @@ class Sampler:
             return t.user + t.system
         except psutil.Error:
             return 0.0
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
     def _sample(self) -> None:
         for name, process in self.processes.items():
@@ -98,6 +113,12 @@ class Sampler:
         self._thread.join()
         self._sample()
         self.cpu = {name: self._cpu(p) - self.cpu0[name] for name, p in self.processes.items()}
+        self.machine_cpu_s = self._busy() - self.machine0
+
+    def per_task(self, n: int) -> dict[str, float]:
+        """CPU ms per task: all sampled processes together (the broker included), and machine-wide."""
+        return {"cpu_ms_per_task": 1000 * sum(self.cpu.values()) / max(n, 1),
+                "machine_cpu_ms_per_task": 1000 * self.machine_cpu_s / max(n, 1)}
 
     def report(self) -> dict[str, dict[str, float]]:
         """{process: {"peak_rss_mb", "cpu_s"}} for the run."""
@@ -115,6 +136,7 @@ class Readback:
     started: dict[str, int] = field(default_factory=dict)
     finished: dict[str, int] = field(default_factory=dict)
     completed_in: dict[str, int] = field(default_factory=dict)  # queue -> tasks completed
+    read_at: dict[str, int] = field(default_factory=dict)  # task -> wall ms when the driver read its completion
     assigned: dict[str, tuple[int, str]] = field(default_factory=dict)  # task -> (ms, agent) of the last assignment
     freed: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (queue, agent) -> ms of each completion
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -154,6 +176,7 @@ class Readback:
             self.started.setdefault(event.task_id, event.occurred_at)
         elif isinstance(event, TaskCompleted):
             self.finished[event.task_id] = event.occurred_at
+            self.read_at[event.task_id] = time.time_ns() // 1_000_000
             self.freed.setdefault((event.queue, event.agent_id), []).append(event.occurred_at)
             self.completed_in[event.queue] = self.completed_in.get(event.queue, 0) + 1
 
@@ -313,11 +336,21 @@ async def taskfold_run(args: argparse.Namespace, mode: str, queue: str, log: Eve
     result = {"system": "taskfold", "mode": mode, **common(args, len(specs)), "submit_s": round(submit_s, 2),
               "completed": completed, **rounded(measures(back.timings(tagged))), "processes": sampler.report()}
     result.update(back.hops(queue))
+    result.update(rounded({**sampler.per_task(len(specs)), **readback_rate(back, tagged)}))
     result["completed_without_accepted_start"] = sum(1 for t in back.finished if t.startswith(f"{queue}-")
                                                      and t not in back.started)
     if completed < len(specs):
         result["not_completed"] = sorted(s.task_id for s in tagged if s.task_id not in back.finished)[:20]
     return result
+
+
+def readback_rate(back: Readback, tagged: list[Spec]) -> dict[str, float]:
+    """Tasks/s from the first submit to the driver reading the last completion back (batching cannot hide delay here)."""
+    ids = [s.task_id for s in tagged if s.task_id in back.read_at and s.task_id in back.submitted]
+    if not ids:
+        return {}
+    span_ms = max(back.read_at[t] for t in ids) - min(back.submitted[t] for t in ids)
+    return {"tasks_per_s_readback": len(ids) / max(span_ms / 1000, 1e-3)}
 
 
 async def wait_completed(back: Readback, queue: str, n: int, args: argparse.Namespace) -> int:
@@ -350,7 +383,7 @@ def celery_mode(args: argparse.Namespace, mode: str, emit: Callable[[dict], None
             with Sampler(processes) as sampler:
                 timings = rig.run(specs, HANDLERS[args.handler][2], args.rate if mode == "steady" else None)
             result = {"system": "celery", "mode": mode, **common(args, len(specs)), "completed": len(timings),
-                      **rounded(measures(timings)),
+                      **rounded(measures(timings)), **rounded(sampler.per_task(len(specs))),
                       "processes": sampler.report(), "run": i + 1}
             emit(result)
             results.append(result)
@@ -381,7 +414,7 @@ def fmt(values: tuple[float, float, float]) -> str:
 
 def summary_rows(results: list[dict]) -> list[tuple[str, str]]:
     """(figure, "min / median / max") rows for one system and mode."""
-    rows = [(name, fmt(spread(results, lambda r, n=name: r[n]))) for name in MEASURES]
+    rows = [(name, fmt(spread(results, lambda r, n=name: r[n]))) for name in MEASURES if name in results[0]]
     rows.append(("critical_before_low", f"{sum(r['critical_before_low'] for r in results)}/{len(results)} runs"))
     for name in results[0]["processes"]:
         rows.append((f"{name} peak RSS MB", fmt(spread(results, lambda r, n=name: r["processes"][n]["peak_rss_mb"]))))
