@@ -21,6 +21,11 @@ the moment the driver read the last completion back, so that a batching window c
 hide delay. `cpu_ms_per_task` is the CPU of every process of the run (broker, worker,
 gateway, agents, driver) per task; `machine_cpu_ms_per_task` counts the whole machine,
 so it is only meaningful on a quiet one.
+
+`--history 20000,50000` measures a mode's runs on ONE queue instead of one queue per run:
+first fresh, then after that queue has completed 20,000 and then 50,000 tasks in all
+(filler bursts through the whole system, not measured). Each JSON line says the history
+it ran on; this is the throughput curve as batches pile up in the partition.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ BURST_BATCH = 1000
 READBACK_EVERY_S = 0.25
 STEADY_STEP_S = 0.002
 HANDLERS = {"echo": ("echo", "null", 0), "sleep5": ("sleep", '{"ms": 5}', 5)}  # task type, payload, Celery ms
-MEASURES = ("completed", "tasks_per_s", "tasks_per_s_readback", "cpu_ms_per_task", "machine_cpu_ms_per_task",
+MEASURES = ("completed", "tasks_per_s", "tasks_per_s_readback", "cpu_ms_per_task", "machine_cpu_ms_per_task", "broker_cpu_share",
             "start_p50_ms", "start_p95_ms", "start_p99_ms", "start_max_ms",
             "complete_p50_ms", "complete_p95_ms", "complete_p99_ms", "complete_max_ms", "priority_inversions")
 
@@ -138,7 +143,7 @@ class Readback:
     completed_in: dict[str, int] = field(default_factory=dict)  # queue -> tasks completed
     read_at: dict[str, int] = field(default_factory=dict)  # task -> wall ms when the driver read its completion
     assigned: dict[str, tuple[int, str]] = field(default_factory=dict)  # task -> (ms, agent) of the last assignment
-    freed: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (queue, agent) -> ms of each completion
+    freed: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # agent -> (ms, task) of each completion
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task | None = None
 
@@ -177,7 +182,7 @@ class Readback:
         elif isinstance(event, TaskCompleted):
             self.finished[event.task_id] = event.occurred_at
             self.read_at[event.task_id] = time.time_ns() // 1_000_000
-            self.freed.setdefault((event.queue, event.agent_id), []).append(event.occurred_at)
+            self.freed.setdefault(event.agent_id, []).append((event.occurred_at, event.task_id))
             self.completed_in[event.queue] = self.completed_in.get(event.queue, 0) + 1
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -195,10 +200,10 @@ class Readback:
             except TimeoutError:
                 pass
 
-    def hops(self, queue: str) -> dict[str, float]:
-        """Median ms of the two hops of a busy cycle in one run's queue: a completion to the next
-        assignment of that agent (the worker's hop) and an assignment to its start (the agent's hop)."""
-        prefix = f"{queue}-"
+    def hops(self, tag: str) -> dict[str, float]:
+        """Median ms of the two hops of a busy cycle in one run (task ids starting with `tag`): a completion
+        to the next assignment of that agent (the worker's hop) and an assignment to its start (the agent's hop)."""
+        prefix = f"{tag}-"
         to_start = [self.started[t] - at for t, (at, _) in self.assigned.items()
                     if t.startswith(prefix) and t in self.started]
         next_assign = []
@@ -208,7 +213,7 @@ class Readback:
                 by_agent.setdefault(agent, []).append(at)
         for agent, assigns in by_agent.items():
             assigns.sort()
-            for freed_at in self.freed.get((queue, agent), []):
+            for freed_at in (at for at, task in self.freed.get(agent, []) if task.startswith(prefix)):
                 later = [a - freed_at for a in assigns if a >= freed_at]
                 if later:
                     next_assign.append(min(later))
@@ -271,13 +276,15 @@ async def taskfold_mode(args: argparse.Namespace, mode: str, emit: Callable[[dic
     broker = start_broker()
     topics = TopicNames(f"bench.{uuid.uuid4().hex[:8]}.")
     state = Path(tempfile.mkdtemp(prefix="taskfold-standard-"))
-    queues = run_queues(mode, args.runs, args.partitions)
+    queues = run_queues(mode, 1 if args.history else args.runs, args.partitions)
     try:
         await ensure_topics(broker.bootstrap, topics, partitions=args.partitions)
         cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, state / "state", log_dir=state)
         try:
             async with EventLog(broker.bootstrap, topics, tansu=broker.is_tansu) as log, Readback(log) as back:
                 await start_cluster(cluster, args, queues, back, state)
+                if args.history:
+                    return await history_runs(args, mode, queues[0], log, back, processes_of(cluster), emit)
                 results = []
                 for i, queue in enumerate(queues):
                     result = await taskfold_run(args, mode, queue, log, back, processes_of(cluster))
@@ -325,19 +332,44 @@ async def start_cluster(cluster: LocalCluster, args: argparse.Namespace, queues:
                         "every agent seated in every queue")
 
 
+async def history_runs(args: argparse.Namespace, mode: str, queue: str, log: EventLog, back: Readback,
+                       processes: dict[str, psutil.Process], emit: Callable[[dict], None]) -> list[dict]:
+    """--history: measured runs on ONE queue, fresh and then after that queue has completed each level of tasks.
+
+    Tansu's Fetch cost grows with the batches already in the partition, so this is the
+    throughput curve as history piles up; the filler tasks go through the whole system.
+    """
+    results = []
+    for i, level in enumerate([0, *args.history]):
+        filler = level - back.completed_in.get(queue, 0)
+        if filler > 0:
+            print(f"history: completing {filler:,} tasks in {queue} (unmeasured) ...", file=sys.stderr, flush=True)
+            specs = tasks(filler)
+            await submit(log, queue, specs, args, "burst", f"{queue}-fill{i}")
+            await wait_completed(back, queue, len(specs), args)
+        result = await taskfold_run(args, mode, queue, log, back, processes, tag=f"{queue}-run{i + 1}")
+        result.update(run=i + 1, history=back.completed_in.get(queue, 0) - result["completed"])
+        emit(result)
+        results.append(result)
+    return results
+
+
 async def taskfold_run(args: argparse.Namespace, mode: str, queue: str, log: EventLog, back: Readback,
-                       processes: dict[str, psutil.Process]) -> dict:
-    """One run: submit the workload to `queue`, wait until all of it completed, measure."""
+                       processes: dict[str, psutil.Process], tag: str | None = None) -> dict:
+    """One run: submit the workload to `queue` (task ids start with `tag`), wait until all of it completed, measure."""
     specs = run_specs(args, mode)
+    tag = tag or queue
     with Sampler(processes) as sampler:
-        submit_s = await submit(log, queue, specs, args, mode, queue)
+        submit_s = await submit(log, queue, specs, args, mode, tag)
         completed = await wait_completed(back, queue, len(specs), args)
-    tagged = [Spec(f"{queue}-{s.task_id}", s.priority) for s in specs]
+    tagged = [Spec(f"{tag}-{s.task_id}", s.priority) for s in specs]
     result = {"system": "taskfold", "mode": mode, **common(args, len(specs)), "submit_s": round(submit_s, 2),
               "completed": completed, **rounded(measures(back.timings(tagged))), "processes": sampler.report()}
-    result.update(back.hops(queue))
+    result.update(back.hops(tag))
     result.update(rounded({**sampler.per_task(len(specs)), **readback_rate(back, tagged)}))
-    result["completed_without_accepted_start"] = sum(1 for t in back.finished if t.startswith(f"{queue}-")
+    cpu = {name: p["cpu_s"] for name, p in result["processes"].items()}
+    result["broker_cpu_share"] = round(cpu.get("broker", 0.0) / max(sum(cpu.values()), 1e-9), 3)
+    result["completed_without_accepted_start"] = sum(1 for t in back.finished if t.startswith(f"{tag}-")
                                                      and t not in back.started)
     if completed < len(specs):
         result["not_completed"] = sorted(s.task_id for s in tagged if s.task_id not in back.finished)[:20]
@@ -354,8 +386,9 @@ def readback_rate(back: Readback, tagged: list[Spec]) -> dict[str, float]:
 
 
 async def wait_completed(back: Readback, queue: str, n: int, args: argparse.Namespace) -> int:
-    """Wait until n tasks of `queue` completed, or --stall-s pass without one more, or --timeout; how many did."""
-    count = lambda: back.completed_in.get(queue, 0)  # noqa: E731
+    """Wait until n more tasks of `queue` completed, or --stall-s pass without one more, or --timeout; how many did."""
+    before = back.completed_in.get(queue, 0)
+    count = lambda: back.completed_in.get(queue, 0) - before  # noqa: E731
     deadline = time.monotonic() + args.timeout
     while count() < n:
         seen, left = count(), deadline - time.monotonic()
@@ -473,6 +506,8 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--timeout", type=float, default=600, help="seconds a run may take to complete")
+    parser.add_argument("--history", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                        help="e.g. 20000,50000: measure on one queue fresh, then after it completed that many tasks")
     parser.add_argument("--stall-s", type=float, default=30,
                         help="stop waiting for a run after this many seconds without a completion")
     args = parser.parse_args()
