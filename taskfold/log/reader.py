@@ -2,7 +2,7 @@
 
 No consumer group: partitions are assigned directly, so readers never rebalance and any
 number of them can read the same partitions. "The end" is always the Fetch high
-watermark (compat.end_offsets), never ListOffsets, which is wrong on Tansu (BROKER.md).
+watermark (taskfold.broker.highwater), never ListOffsets, which is wrong on Tansu (BROKER.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
 
-from taskfold.broker import clients, compat
+from taskfold.broker import clients, highwater
+from taskfold.broker.settings import consumer_settings
 from taskfold.log.contiguity import Contiguity
 from taskfold.log.records import ConsumedRecord
 
@@ -36,7 +37,7 @@ class LogReader:
         # Readers never commit, and an explicit start offset that no longer exists should
         # fail loudly (auto_offset_reset "none"), not silently restart from the beginning.
         self._settings = {
-            **compat.consumer_settings(tansu),
+            **consumer_settings(tansu),
             "auto_offset_reset": "none",
             "client_id": f"taskfold-reader-{uuid.uuid4().hex[:8]}",
             **consumer_kwargs,
@@ -89,7 +90,7 @@ class LogReader:
         """{partition: next offset to be written}, from the Fetch high watermark."""
         meta = self._require_started()
         ids = list(partitions) if partitions is not None else await self.partitions(topic)
-        ends = await compat.end_offsets(meta, [TopicPartition(topic, p) for p in ids])
+        ends = await highwater.end_offsets(meta, [TopicPartition(topic, p) for p in ids])
         return {tp.partition: offset for tp, offset in ends.items()}
 
     async def read(
@@ -136,7 +137,7 @@ class LogReader:
         every = await self.partitions(topic)
         ids = list(partitions) if partitions is not None else every
         tps = [TopicPartition(topic, p) for p in ids]
-        ends = None if live else await compat.end_offsets(self._require_started(), tps)
+        ends = None if live else await highwater.end_offsets(self._require_started(), tps)
 
         consumer = self._consumer()
         await consumer.start()
