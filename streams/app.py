@@ -19,14 +19,14 @@ from pathlib import Path
 import faust
 from aiokafka import TopicPartition
 
-from streams import patches, sendguard
+from streams import faustcompat, patches, sendguard
 from streams.beat import Beat
 from streams.heartbeats import HeartbeatBoard
 from streams.pending import Pending
 from streams.processor import CatchUp, Outbox, Processor
 from streams.relay import Note, Relay, RelayBook
 from streams.scheduler import Scheduler
-from taskfold.broker import clients, compat
+from taskfold.broker import clients
 from taskfold.broker.topics import TopicNames
 from taskfold.core.edge import now_ms
 from taskfold.core.events import Event
@@ -139,7 +139,7 @@ def build(
 
     Tests that bring their own outbox bring the relay's note sender too, or go without one.
     """
-    compat.apply_faust_fixes(tansu)
+    faustcompat.apply_fixes(tansu)
     patches.install()  # a faust bug, on every broker
     sendguard.install()  # a record too large for the producer must not crash the worker
     app_id = f"{topics.prefix}scheduler"  # the consumer group, and the changelog topics' prefix
@@ -150,7 +150,7 @@ def build(
         app_id, broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
         store=options.store, datadir=str(datadir),
         topic_partitions=partitions, autodiscover=False,
-        **compat.faust_settings(tansu, fast=options.fast_rebalance),
+        **faustcompat.faust_settings(tansu, fast=options.fast_rebalance),
         **clients.faust_cluster_settings(tansu=tansu, worker_id=options.worker_id, prefix=topics.prefix),
     )
     table = app.Table(TABLE, key_type=bytes, value_type=bytes, partitions=partitions,

@@ -1,4 +1,4 @@
-"""A fix for faust-streaming 0.15.3 itself, needed on every broker (Tansu's fixes are in compat).
+"""A fix for faust-streaming 0.15.3 itself, needed on every broker (Tansu's are in faustcompat).
 
 faust pauses the stream partitions while it recovers tables, but the aiokafka fetcher may
 already have fetched them: those records are consumed (the position moves past them) and

@@ -1,1 +1,1 @@
-"""Brokers: the embedded Tansu, the test harness, topic layout, and broker compatibility."""
+"""Brokers: the embedded Tansu, the test harness, topic layout, client settings per broker and Tansu's fixes."""

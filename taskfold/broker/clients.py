@@ -68,7 +68,7 @@ def client(bootstrap: str, settings: ClusterSettings | None = None, **kwargs: An
     return AIOKafkaClient(bootstrap_servers=bootstrap, **client_kwargs(settings), **kwargs)
 
 
-# --- group timeouts on Kafka (Tansu's are in compat) -----------------------------------
+# --- group timeouts on Kafka (Tansu's are in settings) -----------------------------------
 
 KAFKA_HEARTBEAT_MS, KAFKA_REBALANCE_MS = 3000, 30_000
 

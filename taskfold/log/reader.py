@@ -2,7 +2,7 @@
 
 No consumer group: partitions are assigned directly, so readers never rebalance and any
 number of them can read the same partitions. "The end" is always the Fetch high
-watermark (compat.end_offsets), never ListOffsets, which is wrong on Tansu (BROKER.md).
+watermark (taskfold.broker.highwater.end_offsets), never ListOffsets, which is wrong on Tansu (BROKER.md).
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
+from itertools import takewhile
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
+from aiokafka.structs import ConsumerRecord
 
-from taskfold.broker import clients, compat
+from taskfold.broker import clients
+from taskfold.broker.highwater import end_offsets as highwater_end_offsets
+from taskfold.broker.settings import consumer_settings
 from taskfold.log.contiguity import Contiguity
 from taskfold.log.records import ConsumedRecord
 
@@ -36,7 +40,7 @@ class LogReader:
         # Readers never commit, and an explicit start offset that no longer exists should
         # fail loudly (auto_offset_reset "none"), not silently restart from the beginning.
         self._settings = {
-            **compat.consumer_settings(tansu),
+            **consumer_settings(tansu),
             "auto_offset_reset": "none",
             "client_id": f"taskfold-reader-{uuid.uuid4().hex[:8]}",
             **consumer_kwargs,
@@ -89,7 +93,7 @@ class LogReader:
         """{partition: next offset to be written}, from the Fetch high watermark."""
         meta = self._require_started()
         ids = list(partitions) if partitions is not None else await self.partitions(topic)
-        ends = await compat.end_offsets(meta, [TopicPartition(topic, p) for p in ids])
+        ends = await highwater_end_offsets(meta, [TopicPartition(topic, p) for p in ids])
         return {tp.partition: offset for tp, offset in ends.items()}
 
     async def read(
@@ -114,16 +118,9 @@ class LogReader:
                 for record in batch:
                     yield record
 
-    async def batches(
-        self,
-        topic: str,
-        partitions: Iterable[int] | None = None,
-        start: Start = None,
-        to_end: bool = True,
-        live: bool = False,
-        idle_ms: int = 500,
-        contiguous: bool = True,
-    ) -> AsyncIterator[list[ConsumedRecord]]:
+    async def batches(self, topic: str, partitions: Iterable[int] | None = None, start: Start = None,
+                      to_end: bool = True, live: bool = False, idle_ms: int = 500,
+                      contiguous: bool = True) -> AsyncIterator[list[ConsumedRecord]]:
         """Like `read`, but yields the records of each fetch together (for batched appliers).
 
         While live, an empty list is yielded after `idle_ms` without records, so a caller
@@ -134,78 +131,37 @@ class LogReader:
         if not (to_end or live):
             raise ValueError("read() needs to_end=True or live=True, or it would never know when to stop")
         every = await self.partitions(topic)
-        ids = list(partitions) if partitions is not None else every
-        tps = [TopicPartition(topic, p) for p in ids]
-        ends = None if live else await compat.end_offsets(self._require_started(), tps)
-
+        tps = [TopicPartition(topic, p) for p in (list(partitions) if partitions is not None else every)]
+        ends = _Ends(None if live else await highwater_end_offsets(self._require_started(), tps))
         consumer = self._consumer()
         await consumer.start()
         self._live = consumer
         try:
-            consumer.assign(tps)
-            from_beginning = []
-            for tp in tps:
-                offset = start.get(tp.partition) if isinstance(start, dict) else start
-                if offset is None:
-                    from_beginning.append(tp)
-                else:
-                    consumer.seek(tp, offset)
-            if from_beginning:
-                await consumer.seek_to_beginning(*from_beginning)
-
-            holes = Contiguity(topic, counts=self.holes) if contiguous else None
-            if holes is not None:
-                for tp in tps:
-                    holes.expect(tp.partition, await consumer.position(tp))
-            remaining = set(tps)
-            if ends is not None:
-                remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
-                consumer.pause(*(set(tps) - remaining))
-            while live or remaining:
+            await _seek(consumer, tps, start)
+            holes = await self._contiguity(consumer, topic, tps) if contiguous else None
+            await ends.begin(consumer, tps)
+            while live or ends.remaining:
                 fetched = await consumer.getmany(timeout_ms=idle_ms, max_records=self.batch)
-                out: list[ConsumedRecord] = []
-                for tp, messages in fetched.items():
-                    end = ends[tp] if ends is not None else None
-                    if holes is not None:
-                        messages, again = holes.admit(tp.partition, messages)
-                        if again is not None:
-                            consumer.seek(tp, again)
-                    for m in messages:
-                        if end is not None and m.offset >= end:
-                            break  # appended after the read began
-                        out.append(ConsumedRecord(
-                            topic=m.topic,
-                            partition=m.partition,
-                            offset=m.offset,
-                            timestamp=m.timestamp,
-                            key=m.key.decode("utf-8") if m.key is not None else None,
-                            value=m.value,
-                            headers=tuple(m.headers),
-                            partitions=len(every),
-                        ))
                 if holes is not None:
-                    for tp in fetched:  # a hole after the last record fetched: the position ran past it
-                        again = holes.behind(tp.partition, await consumer.position(tp))
-                        if again is not None:
-                            consumer.seek(tp, again)
+                    fetched = await _repair_holes(consumer, holes, fetched)
+                out = [_consumed(m, len(every))
+                       for tp, messages in fetched.items() for m in ends.before(tp, messages)]
                 if out or live:
                     yield out
-                if ends is not None:
-                    done = set()
-                    for tp in remaining:
-                        # Position, not the last offset seen: it also moves past offsets
-                        # that hold no record (compaction, transaction markers).
-                        if await consumer.position(tp) >= ends[tp]:
-                            done.add(tp)
-                    if done:
-                        consumer.pause(*done)
-                        remaining -= done
+                await ends.pause_reached(consumer)
         finally:
             self._live = None
             # aiokafka 0.14.0: stopping a no-group consumer before its coordinator task has
             # run once raises CancelledError from stop(); let the task start first.
             await asyncio.sleep(0)
             await consumer.stop()
+
+    async def _contiguity(self, consumer: AIOKafkaConsumer, topic: str, tps: list[TopicPartition]) -> Contiguity:
+        """Hole detection that expects each partition's next record at its position after the seek."""
+        holes = Contiguity(topic, counts=self.holes)
+        for tp in tps:
+            holes.expect(tp.partition, await consumer.position(tp))
+        return holes
 
     def highwater(self, topic: str, partition: int) -> int | None:
         """The partition's end as the last fetch of the running `batches` read reported it."""
@@ -232,3 +188,81 @@ class LogReader:
         if self._meta is None:
             raise RuntimeError("LogReader is not started")
         return self._meta
+
+
+async def _seek(consumer: AIOKafkaConsumer, tps: list[TopicPartition], start: Start) -> None:
+    """Assign the partitions and seek each to its start offset, or to its beginning without one."""
+    consumer.assign(tps)
+    from_beginning = []
+    for tp in tps:
+        offset = start.get(tp.partition) if isinstance(start, dict) else start
+        if offset is None:
+            from_beginning.append(tp)
+        else:
+            consumer.seek(tp, offset)
+    if from_beginning:
+        await consumer.seek_to_beginning(*from_beginning)
+
+
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
+
+
+async def _repair_holes(consumer: AIOKafkaConsumer, holes: Contiguity, fetched: Fetched) -> Fetched:
+    """The fetched records up to the first hole of each partition, which is sought back to be read again."""
+    admitted: Fetched = {}
+    for tp, messages in fetched.items():
+        admitted[tp], again = holes.admit(tp.partition, messages)
+        if again is not None:
+            consumer.seek(tp, again)
+    for tp in fetched:  # a hole after the last record fetched: the position ran past it
+        again = holes.behind(tp.partition, await consumer.position(tp))
+        if again is not None:
+            consumer.seek(tp, again)
+    return admitted
+
+
+class _Ends:
+    """The ends a read to the end captured when it began (None while live), and the partitions short of them."""
+
+    def __init__(self, ends: dict[TopicPartition, int] | None) -> None:
+        self.ends = ends
+        self.remaining: set[TopicPartition] = set()
+
+    async def begin(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Note the partitions short of their end; pause the others, which have nothing to read."""
+        self.remaining = set(tps)
+        if self.ends is not None:
+            self.remaining = {tp for tp in tps if await consumer.position(tp) < self.ends[tp]}
+            consumer.pause(*(set(tps) - self.remaining))
+
+    def before(self, tp: TopicPartition, messages: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """The messages before the partition's end: those appended after the read began are left out."""
+        if self.ends is None:
+            return messages
+        end = self.ends[tp]
+        return list(takewhile(lambda m: m.offset < end, messages))
+
+    async def pause_reached(self, consumer: AIOKafkaConsumer) -> None:
+        """Pause the partitions that reached their end, and stop counting them as remaining."""
+        if self.ends is None:
+            return
+        # Position, not the last offset seen: it also moves past offsets that hold no
+        # record (compaction, transaction markers).
+        done = {tp for tp in self.remaining if await consumer.position(tp) >= self.ends[tp]}
+        if done:
+            consumer.pause(*done)
+            self.remaining -= done
+
+
+def _consumed(message: ConsumerRecord, partitions: int) -> ConsumedRecord:
+    """An aiokafka message as a ConsumedRecord of a topic with `partitions` partitions."""
+    return ConsumedRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp=message.timestamp,
+        key=message.key.decode("utf-8") if message.key is not None else None,
+        value=message.value,
+        headers=tuple(message.headers),
+        partitions=partitions,
+    )

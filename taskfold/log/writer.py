@@ -17,7 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as Errors
 
-from taskfold.broker import clients, compat
+from taskfold.broker import clients
+from taskfold.broker.settings import producer_settings
 from taskfold.config import ClusterSettings
 from taskfold.log.records import Position, RawRecord
 
@@ -40,7 +41,7 @@ class LogWriter:
                  **producer_kwargs: Any) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s if timeout_s is not None else ClusterSettings().append_timeout_s
-        self._settings = {**compat.producer_settings(tansu), **producer_kwargs}
+        self._settings = {**producer_settings(tansu), **producer_kwargs}
         self._producer: AIOKafkaProducer | None = None
         self._started = False
         self.failure: str | None = None  # why the last append failed; None once one succeeds

@@ -1,4 +1,4 @@
-"""One test per Tansu deviation that taskfold.broker.compat works around (BROKER.md).
+"""One test per Tansu deviation that taskfold.broker's settings, leavegroup and highwater work around (BROKER.md).
 
 Each test shows that the deviation still exists, and where there is a fix, that the fix
 works. When a test starts failing because the broker was fixed, delete the fix with it.
@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.fetch import FetchRequest
 
-from taskfold.broker import compat
+from taskfold.broker import highwater, leavegroup, settings
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.log import LogReader, LogWriter, RawRecord
@@ -45,12 +45,12 @@ async def eventually(check: Callable[[], object], timeout: float, what: str) -> 
 
 @contextlib.contextmanager
 def leave_group_fix(enabled: bool) -> Iterator[None]:
-    was = compat.leave_group_fix_installed()
-    (compat.install_leave_group_fix if enabled else compat.uninstall_leave_group_fix)()
+    was = leavegroup.installed()
+    (leavegroup.install if enabled else leavegroup.uninstall)()
     try:
         yield
     finally:
-        (compat.install_leave_group_fix if was else compat.uninstall_leave_group_fix)()
+        (leavegroup.install if was else leavegroup.uninstall)()
 
 
 @contextlib.asynccontextmanager
@@ -70,11 +70,11 @@ async def members(client: AIOKafkaAdminClient, group: str) -> list[str]:
 
 
 def group_consumer(broker: Broker, topic: str, group: str) -> AIOKafkaConsumer:
-    # Fast group timeouts, set by hand so that compat.consumer_settings does not install
+    # Fast group timeouts, set by hand so that settings.consumer_settings does not install
     # the LeaveGroup fix behind the test's back.
     return AIOKafkaConsumer(
         topic, bootstrap_servers=broker.bootstrap, group_id=group,
-        **compat.group_timeouts(broker, fast=True), request_timeout_ms=10_000,
+        **settings.group_timeouts(broker, fast=True), request_timeout_ms=10_000,
     )
 
 
@@ -97,15 +97,15 @@ async def test_list_offsets_latest_is_short_after_a_multi_record_batch(broker: B
     await consumer.start()
     try:
         by_list_offsets = (await consumer.end_offsets([tp]))[tp]
-        by_fetch = (await compat.end_offsets(consumer, [tp]))[tp]
+        by_fetch = (await highwater.end_offsets(consumer, [tp]))[tp]
     finally:
         await consumer.stop()
-    assert by_list_offsets < 50, "ListOffsets(LATEST) is right now: drop the end_offsets note in compat"
+    assert by_list_offsets < 50, "ListOffsets(LATEST) is right now: drop the ListOffsets note in taskfold.broker.highwater"
     assert by_fetch == 50
 
 
 async def test_fetch_with_zero_max_wait_returns_no_partitions(broker: Broker, topics: TopicNames) -> None:
-    """Why compat.end_offsets fetches with max_wait 1 ms: with 0, Tansu leaves every partition out."""
+    """Why highwater.end_offsets fetches with max_wait 1 ms: with 0, Tansu leaves every partition out."""
     async with LogWriter(broker.bootstrap, tansu=True) as writer:
         await writer.append(topics.events, [RawRecord("q", b"v", partition=0)] * 3)
     consumer = AIOKafkaConsumer(topics.events, bootstrap_servers=broker.bootstrap)
@@ -154,19 +154,19 @@ async def tail_latency(broker: Broker, topic: str, fetch_max_wait_ms: int, sampl
 
 
 async def test_a_waiting_fetch_is_not_woken_promptly_by_new_data(broker: Broker, topics: TopicNames) -> None:
-    """Why compat lowers fetch_max_wait_ms on Tansu: new data waits for max_wait/2."""
+    """Why settings lowers fetch_max_wait_ms on Tansu: new data waits for max_wait/2."""
     slow = await tail_latency(broker, topics.events, fetch_max_wait_ms=500)
-    fast = await tail_latency(broker, topics.progress, fetch_max_wait_ms=compat.fetch_max_wait_ms(broker))
-    print(f"tail latency: {slow * 1000:.0f} ms with max_wait 500 ms, {fast * 1000:.0f} ms with the compat setting")
+    fast = await tail_latency(broker, topics.progress, fetch_max_wait_ms=settings.fetch_max_wait_ms(broker))
+    print(f"tail latency: {slow * 1000:.0f} ms with max_wait 500 ms, {fast * 1000:.0f} ms with the Tansu setting")
     # Appended right after the previous delivery, so a fresh Fetch is parked: Tansu looks
     # again after max_wait/2 (250 ms); Kafka would deliver within a few ms.
-    assert slow > 0.15, "Tansu now wakes waiting fetches: drop fetch_max_wait_ms from compat"
+    assert slow > 0.15, "Tansu now wakes waiting fetches: drop fetch_max_wait_ms from settings"
     assert fast < 0.1
 
 
 async def test_join_group_is_held_for_half_the_session(broker: Broker, topics: TopicNames) -> None:
-    """A join takes about session_timeout/2, hence the short group timeouts in compat."""
-    session_s = compat.TANSU_GROUP_TIMEOUTS_FAST.session_timeout_ms / 1000
+    """A join takes about session_timeout/2, hence the short group timeouts in settings."""
+    session_s = settings.TANSU_GROUP_TIMEOUTS_FAST.session_timeout_ms / 1000
     consumer = group_consumer(broker, topics.events, f"g-{uuid.uuid4().hex}")
     try:
         took = await join(consumer)
@@ -193,7 +193,7 @@ async def test_first_generation_is_0_and_aiokafka_does_not_leave(broker: Broker,
 async def test_leave_group_fix_makes_a_restart_fast(broker: Broker, topics: TopicNames) -> None:
     """With the fix the member leaves, and a restart joins without waiting out the session."""
     group = f"g-{uuid.uuid4().hex}"
-    session_s = compat.TANSU_GROUP_TIMEOUTS_FAST.session_timeout_ms / 1000
+    session_s = settings.TANSU_GROUP_TIMEOUTS_FAST.session_timeout_ms / 1000
     with leave_group_fix(True):
         first = group_consumer(broker, topics.events, group)
         await join(first)
@@ -218,10 +218,10 @@ async def test_leave_group_fix_is_idempotent_and_reversible(broker: Broker) -> N
 
     with leave_group_fix(True):
         patched = GroupCoordinator._maybe_leave_group
-        compat.install_leave_group_fix()
+        leavegroup.install()
         assert GroupCoordinator._maybe_leave_group is patched
     with leave_group_fix(False):
-        assert not compat.leave_group_fix_installed()
+        assert not leavegroup.installed()
 
 
 async def test_idempotent_producer_fails(broker: Broker) -> None:
@@ -232,4 +232,4 @@ async def test_idempotent_producer_fails(broker: Broker) -> None:
             await asyncio.wait_for(producer.start(), 15)
     finally:
         await producer.stop()
-    assert compat.producer_settings(broker)["enable_idempotence"] is False
+    assert settings.producer_settings(broker)["enable_idempotence"] is False

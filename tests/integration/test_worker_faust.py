@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import patches
-from taskfold.broker import compat
+from taskfold.broker import settings
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.log import LogWriter, RawRecord
@@ -22,7 +22,7 @@ async def test_a_partition_without_a_commit_is_not_sought_back(broker: Broker, t
         await writer.append(topics.events, [RawRecord("q", b"event", partition=0)] * 5)
     tp = TopicPartition(topics.events, 0)
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=f"g-{uuid.uuid4().hex}",
-                                **{k: v for k, v in compat.consumer_settings(broker).items() if k != "group_id"})
+                                **{k: v for k, v in settings.consumer_settings(broker).items() if k != "group_id"})
     await consumer.start()
     try:
         consumer.assign([tp])

@@ -1,4 +1,4 @@
-"""The Tansu deviations that reach the faust worker, and the compat fixes for them.
+"""The Tansu deviations that reach the faust worker, and the fixes for them (streams.faustcompat).
 
 As in test_tansu_deviations.py: each test shows that the deviation is still there, and
 that the fix answers right. When one fails because Tansu was fixed, drop the fix too.
@@ -14,7 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.app import WorkerOptions, build
-from taskfold.broker import compat
+from streams import faustcompat
+from taskfold.broker import settings
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
 from taskfold.log import LogWriter, RawRecord
@@ -33,15 +34,15 @@ def faust_methods() -> Iterator[tuple[SimpleNamespace, SimpleNamespace]]:
     """(faust's own methods, the fixed ones) of AIOKafkaConsumerThread; the install state is restored."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread as Thread
 
-    was = compat.faust_fixes_installed()
-    compat.install_faust_fixes()
+    was = faustcompat.fixes_installed()
+    faustcompat.install_fixes()
     fixed = SimpleNamespace(highwaters=Thread._highwaters, worker_consumer=Thread._create_worker_consumer)
-    compat.uninstall_faust_fixes()
+    faustcompat.uninstall_fixes()
     original = SimpleNamespace(highwaters=Thread._highwaters, worker_consumer=Thread._create_worker_consumer)
     try:
         yield original, fixed
     finally:
-        (compat.install_faust_fixes if was else compat.uninstall_faust_fixes)()
+        (faustcompat.install_fixes if was else faustcompat.uninstall_fixes)()
 
 
 async def test_faust_changelog_highwaters_come_from_list_offsets(broker: Broker, topics: TopicNames) -> None:
@@ -59,7 +60,7 @@ async def test_faust_changelog_highwaters_come_from_list_offsets(broker: Broker,
             by_fix = (await fixed.highwaters(thread, [tp]))[tp]
     finally:
         await consumer.stop()
-    assert by_faust < 50, "ListOffsets(LATEST) is right now: drop the _highwaters fix in compat"
+    assert by_faust < 50, "ListOffsets(LATEST) is right now: drop the _highwaters fix in faustcompat"
     assert by_fix == 50
 
 
@@ -73,7 +74,7 @@ async def test_faust_worker_consumer_waits_1500_ms_per_fetch(broker: Broker, top
         by_fix = fixed.worker_consumer(thread, topology.app.transport)
     try:
         assert by_faust._fetch_max_wait_ms == 1500
-        assert by_fix._fetch_max_wait_ms == compat.fetch_max_wait_ms(broker)
+        assert by_fix._fetch_max_wait_ms == settings.fetch_max_wait_ms(broker)
     finally:
         for consumer in (by_faust, by_fix):
             await consumer.stop()

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from projections.live import LiveProjection
 from streams.app import WorkerOptions, build
-from taskfold.broker import clients, compat
+from streams import faustcompat
+from taskfold.broker import clients, settings
 from taskfold.broker.topics import TopicNames
 from taskfold.config import ClusterSettings
 from taskfold.log.eventlog import EventLog
@@ -157,9 +158,9 @@ def test_without_settings_clients_speak_plaintext() -> None:
 async def test_transactions_are_not_used_and_every_reader_reads_uncommitted(tmp_path: Path) -> None:
     """Issue 13 item 7: transactional writers to events are unsupported, said so, and never half-used."""
     for tansu in (False, True):
-        assert "transactional_id" not in compat.producer_settings(tansu)
-        assert compat.consumer_settings(tansu)["isolation_level"] == "read_uncommitted"
-        assert compat.faust_settings(tansu)["processing_guarantee"] == "at_least_once"
+        assert "transactional_id" not in settings.producer_settings(tansu)
+        assert settings.consumer_settings(tansu)["isolation_level"] == "read_uncommitted"
+        assert faustcompat.faust_settings(tansu)["processing_guarantee"] == "at_least_once"
     worker = worker_consumer(tmp_path, tansu=False)
     assert worker._isolation_level == "read_uncommitted"
     await worker.stop()

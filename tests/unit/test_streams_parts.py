@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams import faustcompat
 from streams.heartbeats import HeartbeatBoard, sign_of_life
 from streams.pending import Pending
 from streams.processor import CatchUp, Processor
 from streams.scheduler import Scheduler
 from taskfold.broker.topics import queue_partition
-from taskfold.broker import compat
 from taskfold.log import ConsumedRecord
 from taskfold.core.telemetry import Heartbeat
 from taskfold.core.testing import Events
@@ -143,7 +143,7 @@ def test_queues_map_to_partitions_as_the_producer_puts_them() -> None:
 
 
 def test_faust_settings_carry_group_timeouts_for_each_broker() -> None:
-    tansu, kafka = compat.faust_settings(True, fast=True), compat.faust_settings(False)
+    tansu, kafka = faustcompat.faust_settings(True, fast=True), faustcompat.faust_settings(False)
     assert tansu["broker_session_timeout"] == 2.0 and tansu["broker_heartbeat_interval"] == 0.5
     assert tansu["broker_request_timeout"] == 30.0
     # Kafka: a session faust accepts (below the request timeout) and that fails over in 10 s
@@ -154,13 +154,13 @@ def test_faust_settings_carry_group_timeouts_for_each_broker() -> None:
 
 
 def test_faust_fixes_are_installed_only_for_tansu_and_can_be_undone() -> None:
-    was = compat.faust_fixes_installed()
+    was = faustcompat.fixes_installed()
     try:
-        compat.uninstall_faust_fixes()
-        compat.apply_faust_fixes(False)
-        assert not compat.faust_fixes_installed()
-        compat.apply_faust_fixes(True)
-        compat.apply_faust_fixes(True)  # idempotent
-        assert compat.faust_fixes_installed()
+        faustcompat.uninstall_fixes()
+        faustcompat.apply_fixes(False)
+        assert not faustcompat.fixes_installed()
+        faustcompat.apply_fixes(True)
+        faustcompat.apply_fixes(True)  # idempotent
+        assert faustcompat.fixes_installed()
     finally:
-        (compat.install_faust_fixes if was else compat.uninstall_faust_fixes)()
+        (faustcompat.install_fixes if was else faustcompat.uninstall_fixes)()
