@@ -12,6 +12,7 @@ import asyncio
 import typer
 
 from taskfold.cli.connect import resolve
+from taskfold.cli.supervision import sigterm_unwinds
 from taskfold.config import Settings
 from taskfold.ops import logs
 from taskfold.ops.probes import bind, url_of
@@ -39,7 +40,7 @@ def worker(
     """Run a scheduler worker: fold the events of its partitions, assign tasks, expire leases."""
     # streams (and faust) load only here: the other commands never pay for them.
     from streams.app import WorkerOptions
-    from streams.run import claim_worker_id, run_worker
+    from streams.run import claim_worker_id
     from taskfold.core.scheduling.model import QueuePolicy
 
     settings = Settings()
@@ -53,20 +54,28 @@ def worker(
         raise typer.BadParameter(str(exc)) from None
     probes = _probes(http_host or settings.http_host,
                      settings.worker_http_port if http_port is None else http_port)
-    partitions = asyncio.run(_events_partitions(target, settings.partitions))
 
     def report(line: str) -> None:
         logs.status(f"taskfold worker {name}: {line}", logger="taskfold.worker", worker=name)
 
-    if probes is not None:
-        report(f"http: {url_of(probes)} (/healthz, /readyz, /metrics)")
-    report(f"starting on {target.bootstrap} ({'tansu' if target.tansu else 'kafka'}), "
-           f"{target.topics.events} with {partitions} partitions, state in {settings.state_dir / 'workers' / name}")
     options = WorkerOptions(worker_id=name, state_dir=settings.state_dir, policy=policy, tick_ms=tick_ms,
                             fast_rebalance=fast_rebalance, report=report)
+    with sigterm_unwinds():  # until faust handles SIGTERM itself, it stops the start-up cleanly (exit 0)
+        _run(target, settings.partitions, options, loglevel, probes)
+
+
+def _run(target, default_partitions: int, options, loglevel: str, probes) -> None:  # noqa: ANN001
+    """Find the partitions of `events`, then run the worker until SIGTERM or Ctrl-C."""
+    from streams.run import run_worker
+
+    partitions = asyncio.run(_events_partitions(target, default_partitions))
+    if probes is not None:
+        options.report(f"http: {url_of(probes)} (/healthz, /readyz, /metrics)")
+    options.report(f"starting on {target.bootstrap} ({'tansu' if target.tansu else 'kafka'}), {target.topics.events} "
+                   f"with {partitions} partitions, state in {options.state_dir / 'workers' / options.worker_id}")
     run_worker(target.bootstrap, target.topics, tansu=target.tansu, partitions=partitions,
                options=options, loglevel=loglevel, probes=probes)
-    report("stopped")
+    options.report("stopped")
 
 
 def _probes(host: str, port: int | None):  # noqa: ANN202 - a bound socket, or None when off

@@ -1,15 +1,16 @@
 """SIGTERM, as an orchestrator sends it, stops every process cleanly: exit 0 within a bound.
 
-The worker and the agent have theirs elsewhere (test_worker.py, test_agent_stop.py,
+The running worker and agent have theirs elsewhere (test_worker.py, test_agent_stop.py,
 test_agent_sdk.py, test_probes.py; the dependency relay and the schedules' beat run inside
-the worker). Here: the gateway, with a Server-Sent Events stream still open, and `taskfold
-dev` with everything it starts.
+the worker). Here: the gateway, with a Server-Sent Events stream still open; `taskfold
+dev` with everything it starts, and while it starts; a worker whose broker never answers.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from tests.integration.test_gateway_cli import closed
 
 pytestmark = pytest.mark.integration
 
-GATEWAY_STOP_S = 15.0  # uvicorn's graceful shutdown gives open connections 5 s
+STOP_S = 15.0  # uvicorn's graceful shutdown gives open connections 5 s
 DEV_STOP_S = 60.0
 
 
@@ -60,7 +61,7 @@ def test_the_gateway_stops_on_sigterm_with_a_stream_open(broker: Broker, topics:
         assert opened.wait(30), "the event stream did not open"
         began = time.monotonic()
         gateway.send_signal(signal.SIGTERM)
-        code = gateway.wait(GATEWAY_STOP_S)
+        code = gateway.wait(STOP_S)
         took = time.monotonic() - began
     finally:
         if gateway.poll() is None:
@@ -70,7 +71,7 @@ def test_the_gateway_stops_on_sigterm_with_a_stream_open(broker: Broker, topics:
     assert code == 0 and closed(url) and ended.wait(10)
     again, url = start_gateway(env, tmp_path, store)  # the store was closed: it opens again
     again.send_signal(signal.SIGTERM)
-    assert again.wait(GATEWAY_STOP_S) == 0
+    assert again.wait(STOP_S) == 0
 
 
 def test_dev_stops_everything_it_started_on_sigterm(tmp_path: Path) -> None:
@@ -103,3 +104,34 @@ def test_dev_stopped_while_starting_leaves_no_broker_behind(tmp_path: Path) -> N
     assert not leaked, f"the embedded broker (pid {broker}) outlived dev; dev said:\n{output.text}"
     assert code == 0, output.text
     assert not (tmp_path / ".taskfold" / "dev.json").exists()
+
+
+def test_a_worker_stopped_while_its_broker_does_not_answer_exits_cleanly(tmp_path: Path) -> None:
+    hole = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers a request
+    connected = threading.Event()
+
+    def accept() -> None:
+        held = []
+        while True:
+            try:
+                held.append(hole.accept()[0])
+            except OSError:
+                return
+            connected.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFOLD_")}
+    env |= {"TASKFOLD_BOOTSTRAP": f"127.0.0.1:{hole.getsockname()[1]}", "TASKFOLD_BROKER": "kafka",
+            "TASKFOLD_STATE_DIR": str(tmp_path)}
+    worker = subprocess.Popen([sys.executable, "-m", "taskfold", "worker"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        assert connected.wait(60), "the worker never connected"
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(STOP_S)
+    finally:
+        hole.close()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert code == 0, worker.stdout.read()
