@@ -28,6 +28,7 @@ from streams.relay import Note
 from streams.scheduler import Applied, Scheduler
 from taskfold.core.edge import now_ms
 from taskfold.core.events import Event, TaskAssigned, TaskStarted
+from taskfold.core.rejections import rejection_kind
 from taskfold.core.state import Verdict
 from taskfold.log.records import ConsumedRecord
 from taskfold.log.wire import decode_event
@@ -134,6 +135,7 @@ class Processor:
     # Sends the dependency relay's notes (streams/relay.py); None: no relay (unit tests).
     relay: Callable[[Sequence[Note]], Awaitable[None]] | None = None
     counts: Counter = field(default_factory=Counter)
+    rejections: Counter = field(default_factory=Counter)  # (event type, rejection kind) -> events
     _dirty: set[str] = field(default_factory=set)  # queues where an event may have made room
     _decided_at: dict[str, float] = field(default_factory=dict)
 
@@ -182,6 +184,8 @@ class Processor:
         applied = self.scheduler.apply(event, record.partition, record.offset, record.timestamp)
         self.catch_up.note(record.partition, record.offset)
         self.counts[applied.verdict.outcome] += 1
+        if applied.verdict.outcome == "rejected":
+            self.rejections[(event.event_type, rejection_kind(applied.verdict.reason))] += 1
         self.counts["read_back"] += applied.ours
         if applied.notes and self.relay is not None:
             await self.relay(applied.notes)
@@ -220,6 +224,7 @@ class Processor:
                 self.counts["append_errors"] += 1
                 return []
             self.counts[what] += len(events)
+            self.counts["appends"] += 1
         return events
 
     async def _poison(self, record: ConsumedRecord, reason: str) -> Processed:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from taskfold.broker.topics import TopicNames
+from taskfold.ops import logs
 
 if TYPE_CHECKING:  # faust loads only when a worker runs here, not for spawn()
     from streams.app import WorkerOptions
@@ -44,9 +47,12 @@ def claim_worker_id(state_dir: Path, wanted: str | None = None) -> str:
 
 def run_worker(
     bootstrap: str, topics: TopicNames, *, tansu: bool, partitions: int, options: WorkerOptions,
-    loglevel: str = "warning",
+    loglevel: str = "warning", probes: socket.socket | None = None,
 ) -> None:
-    """Run one worker until SIGTERM or Ctrl-C (faust's Worker handles both and stops cleanly)."""
+    """Run one worker until SIGTERM or Ctrl-C (faust's Worker handles both and stops cleanly).
+
+    With `probes` (a bound socket), it serves /healthz, /readyz and /metrics there.
+    """
     import faust
 
     from streams.app import build
@@ -59,8 +65,15 @@ def run_worker(
         ends = asyncio.run(changelog_ends(bootstrap, tansu, table.changelog_topic_name))
         discard_stale(table.data.partition_path, ends, partitions, options.report)
     discard_unclean(tabledir, [t.data.partition_path(p) for t in tables for p in range(partitions)], options.report)
-    worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # With JSON logs faust must leave the root logger to taskfold.ops.logs, which set it up.
+    json_logs = logs.json_logs()
+    worker = faust.Worker(topology.app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                          override_logging=not json_logs)
+    if json_logs:
+        logging.getLogger().setLevel(loglevel.upper())
     worker.spinner = None  # its cursor escapes would garble our lines in logs and in `taskfold dev`
+    if probes is not None:
+        _serve_probes(worker, topology, topics, options, probes)
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:
@@ -71,6 +84,16 @@ def run_worker(
     options.report("processed: " + (", ".join(f"{k} {v}" for k, v in counts) or "nothing"))
     relayed = sorted(topology.relay.counts.items())
     options.report("relay: " + (", ".join(f"{k} {v}" for k, v in relayed) or "nothing to resolve"))
+
+
+def _serve_probes(worker, topology, topics: TopicNames, options: WorkerOptions,  # noqa: ANN001
+                  probes: socket.socket) -> None:
+    """Serve the probes in the worker's loop from its start (before table recovery), until it stops."""
+    from streams.metrics import WorkerProbe
+    from taskfold.ops.probes import ProbeServer
+
+    probe = WorkerProbe(topology, topics.events, options.worker_id)
+    worker.add_future(ProbeServer(probes, probe.registry, probe.readiness).serve())
 
 
 def spawn(

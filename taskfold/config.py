@@ -49,6 +49,13 @@ class Settings(Limits):
     gateway_catch_up_timeout_s: float = Field(default=60.0, ge=0,
                                               description="start-up wait for the projection to catch up")
 
+    # /healthz, /readyz and /metrics of the worker and the agents: off unless a port is given
+    http_host: str = Field(default="127.0.0.1", description="address the worker's and agents' probes listen on")
+    worker_http_port: int | None = Field(default=None, ge=0, le=65535,
+                                         description="port of `taskfold worker`'s probes; 0 picks a free one")
+    agent_http_port: int | None = Field(default=None, ge=0, le=65535,
+                                        description="port of `taskfold agent`'s probes; 0 picks a free one")
+
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]

@@ -26,6 +26,7 @@ from pathlib import Path
 import uvicorn
 
 from projections.gateway.app import GatewayConfig, create_app, open_runtime
+from taskfold.ops import logs
 
 log = logging.getLogger("taskfold.gateway")
 
@@ -94,7 +95,9 @@ class Gateway:
             async with open_runtime(self.config) as rt:
                 app = create_app(self.config, runtime=rt)
                 config = uvicorn.Config(app, log_level=self.log_level, lifespan="on", access_log=False,
-                                        timeout_graceful_shutdown=5)
+                                        timeout_graceful_shutdown=5,
+                                        # JSON logs: uvicorn's records go to the root's one handler
+                                        **({"log_config": None} if logs.json_logs() else {}))
                 self._server = _Server(config, lambda: self.on_ready(self.url))
                 self._server.should_exit = self._stop_requested
                 await self._server.serve(sockets=[self.sock])

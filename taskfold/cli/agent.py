@@ -15,7 +15,9 @@ from rich.console import Console
 from taskfold.agent import Agent, NoBroker
 from taskfold.agent.demo import demo_agent
 from taskfold.agent.process import RepeatFilter
-from taskfold.cli.render import cli_console
+from taskfold.cli.render import JsonLines, status_console
+from taskfold.config import Settings
+from taskfold.ops.probes import ProbeServer, bind, url_of
 
 
 def agent(
@@ -29,9 +31,14 @@ def agent(
     drain_timeout: float = typer.Option(30.0, min=0.0, help="seconds to let running tasks finish on SIGTERM/Ctrl-C"),
     bootstrap: str = typer.Option(None, help="broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every attempt"),
+    http_port: int = typer.Option(None, "--http-port", min=0, max=65535,
+                                  help="serve /healthz, /readyz, /metrics here (default TASKFOLD_AGENT_HTTP_PORT, "
+                                       "else off; 0 picks a free port)"),
+    http_host: str = typer.Option(None, "--http-host", help="address of --http-port (default TASKFOLD_HTTP_HOST "
+                                                            "or 127.0.0.1)"),
 ) -> None:
     """Run an agent until SIGTERM or Ctrl-C, then drain and leave its queues."""
-    console = cli_console(stderr=True)
+    console = status_console("taskfold.agent", stderr=True)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # a broker that is gone: one aiokafka line a minute per kind
         handler.addFilter(RepeatFilter())
@@ -51,14 +58,43 @@ def agent(
     except ValueError as exc:
         console.print(f"[red]invalid agent[/]: {exc}")
         raise typer.Exit(2) from None
+    probes = _probes(http_host, http_port)
     try:
-        asyncio.run(_serve(the_agent, bootstrap, console))
+        asyncio.run(_serve(the_agent, bootstrap, console, probes))
     except NoBroker as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
 
 
-async def _serve(the_agent: Agent, bootstrap: str | None, console: Console) -> None:
+def _probes(host: str | None, port: int | None) -> socket.socket | None:
+    """The probes' socket (bound now: a port in use is refused before the agent joins), or None when off."""
+    settings = Settings()
+    host, port = host or settings.http_host, settings.agent_http_port if port is None else port
+    if port is None:
+        return None
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}", param_hint="--http-port") from None
+
+
+async def _serve(the_agent: Agent, bootstrap: str | None, console: Console | JsonLines,
+                 probes: socket.socket | None) -> None:
+    if probes is not None:  # from the start: /readyz says 503 while the agent joins
+        from taskfold.agent.metrics import AgentProbe
+
+        probe = AgentProbe(the_agent)
+        serving = asyncio.create_task(ProbeServer(probes, probe.registry, probe.readiness).serve())
+        console.print(f"agent {the_agent.agent_id}: http: {url_of(probes)} (/healthz, /readyz, /metrics)")
+    try:
+        await _run(the_agent, bootstrap, console)
+    finally:
+        if probes is not None:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+
+
+async def _run(the_agent: Agent, bootstrap: str | None, console: Console | JsonLines) -> None:
     run = asyncio.create_task(the_agent.run(bootstrap))
     ready = asyncio.create_task(the_agent.ready.wait())
     await asyncio.wait({run, ready}, return_when=asyncio.FIRST_COMPLETED)

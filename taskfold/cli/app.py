@@ -16,9 +16,22 @@ from taskfold.cli.top import top
 from taskfold.cli.topics import topics_app
 from taskfold.cli.worker import worker
 from taskfold.cli.workflow import workflow_app
+from taskfold.ops import logs
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="taskfold: event-sourced coordination for workers and agents.")
+
+
+@app.callback()
+def _every_command() -> None:
+    """taskfold: event-sourced coordination for workers and agents."""
+    try:  # one log format for every process (TASKFOLD_LOG_FORMAT), set before any command logs
+        logs.configure()
+    except logs.LogFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 app.command()(dev)
 app.command()(submit)
 app.command()(tail)

@@ -23,7 +23,7 @@ from taskfold.cli.render import cli_console
 from taskfold.cli.cluster import LocalCluster, _terminate_with, wait_for_ready_file
 from taskfold.config import Settings
 from taskfold.broker.connection import DevLock, DevRunning, session_file, write_session
-from taskfold.cli.supervision import Supervisor
+from taskfold.cli.supervision import Supervisor, sigterm_unwinds
 
 GATEWAY_START_S = 60.0
 
@@ -56,7 +56,8 @@ def dev(
         console.print(str(exc), style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
-        code = _run(console, settings, locks[0], Plan(partitions, demo, workers, gateway, gateway_port, data_dir))
+        with sigterm_unwinds():  # a SIGTERM while starting stops what started, the broker too
+            code = _run(console, settings, locks[0], Plan(partitions, demo, workers, gateway, gateway_port, data_dir))
     finally:
         for lock in locks:
             lock.release()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.table import Table
 from rich.text import Text
 
 from taskfold.core.events import Event
 from taskfold.log.eventlog import Poison, Recorded
 from taskfold.core.state import QueueState, Verdict
+from taskfold.ops import logs
 
 VERDICT_STYLE = {"accepted": "green", "duplicate": "yellow", "rejected": "red"}
 STATE_STYLE = {"completed": "green", "dead_lettered": "red", "cancelled": "magenta", "running": "cyan",
@@ -36,6 +39,26 @@ def cli_console(*, stderr: bool = False, **options: Any) -> Console:
         if "COLUMNS" not in os.environ:
             console.width = PIPE_WIDTH
     return console
+
+
+class JsonLines:
+    """Stands in for a Console with TASKFOLD_LOG_FORMAT=json: each printed line is a JSON object."""
+
+    def __init__(self, logger: str, stream: IO[str]) -> None:
+        self.logger, self.stream = logger, stream
+
+    def print(self, text: object = "", *args: object, markup: bool = True, **options: object) -> None:
+        """One status line as JSON, its rich markup removed."""
+        try:
+            plain = Text.from_markup(str(text)).plain if markup else str(text)
+        except MarkupError:  # text that only looks like markup (an error message with brackets)
+            plain = str(text)
+        logs.status(plain, logger=self.logger, stream=self.stream)
+
+
+def status_console(logger: str, *, stderr: bool = False) -> Console | JsonLines:
+    """The command's Console for people, or JSON lines when the process logs JSON."""
+    return JsonLines(logger, sys.stderr if stderr else sys.stdout) if logs.json_logs() else cli_console(stderr=stderr)
 
 
 def parse_time(text: str) -> int:

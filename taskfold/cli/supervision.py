@@ -13,12 +13,15 @@ The supervisor is polled (`check()`) from dev's main loop; it never blocks:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import typer
 
 from taskfold.cli.cluster import LocalCluster
 
@@ -114,3 +117,30 @@ def last_lines(path: Path, lines: int = TAIL_LINES, max_bytes: int = 16_384) -> 
     except OSError as exc:
         return [f"(cannot read {path}: {exc})"]
     return [line for line in text.splitlines() if line.strip()][-lines:] or ["(empty)"]
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while a command was starting (a BaseException, like KeyboardInterrupt)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Inside, SIGTERM unwinds the command like Ctrl-C (every `finally` runs: children and broker
+    stop), and it then exits 0: an orchestrator's stop is a clean stop, even before start-up ends.
+
+    Without it, a SIGTERM before dev's own handlers are installed killed dev outright and left
+    the embedded broker running (it is not dev's child).
+    """
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    except Terminated:
+        raise typer.Exit(0) from None
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _terminate:
+            signal.signal(signal.SIGTERM, previous)

@@ -12,7 +12,10 @@ import asyncio
 import typer
 
 from taskfold.cli.connect import resolve
+from taskfold.cli.supervision import sigterm_unwinds
 from taskfold.config import Settings
+from taskfold.ops import logs
+from taskfold.ops.probes import bind, url_of
 
 
 def worker(
@@ -27,12 +30,17 @@ def worker(
     tick_ms: int = typer.Option(200, min=10, help="how often timers look at leases, timeouts and due tasks"),
     fast_rebalance: bool = typer.Option(False, "--fast-rebalance", help="2 s group sessions on Tansu (tests)"),
     loglevel: str = typer.Option("warning", help="faust's log level: debug, info, warning, error"),
+    http_port: int = typer.Option(None, "--http-port", min=0, max=65535,
+                                  help="serve /healthz, /readyz, /metrics here (default TASKFOLD_WORKER_HTTP_PORT, "
+                                       "else off; 0 picks a free port)"),
+    http_host: str = typer.Option(None, "--http-host", help="address of --http-port (default TASKFOLD_HTTP_HOST "
+                                                            "or 127.0.0.1)"),
     bootstrap: str = typer.Option(None, help="broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"),
 ) -> None:
     """Run a scheduler worker: fold the events of its partitions, assign tasks, expire leases."""
     # streams (and faust) load only here: the other commands never pay for them.
     from streams.app import WorkerOptions
-    from streams.run import claim_worker_id, run_worker
+    from streams.run import claim_worker_id
     from taskfold.core.scheduling.model import QueuePolicy
 
     settings = Settings()
@@ -44,18 +52,40 @@ def worker(
         name = claim_worker_id(settings.state_dir, worker_id)
     except (ValueError, RuntimeError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    partitions = asyncio.run(_events_partitions(target, settings.partitions))
+    probes = _probes(http_host or settings.http_host,
+                     settings.worker_http_port if http_port is None else http_port)
 
     def report(line: str) -> None:
-        typer.echo(f"taskfold worker {name}: {line}")
+        logs.status(f"taskfold worker {name}: {line}", logger="taskfold.worker", worker=name)
 
-    report(f"starting on {target.bootstrap} ({'tansu' if target.tansu else 'kafka'}), "
-           f"{target.topics.events} with {partitions} partitions, state in {settings.state_dir / 'workers' / name}")
     options = WorkerOptions(worker_id=name, state_dir=settings.state_dir, policy=policy, tick_ms=tick_ms,
                             fast_rebalance=fast_rebalance, report=report)
+    with sigterm_unwinds():  # until faust handles SIGTERM itself, it stops the start-up cleanly (exit 0)
+        _run(target, settings.partitions, options, loglevel, probes)
+
+
+def _run(target, default_partitions: int, options, loglevel: str, probes) -> None:  # noqa: ANN001
+    """Find the partitions of `events`, then run the worker until SIGTERM or Ctrl-C."""
+    from streams.run import run_worker
+
+    partitions = asyncio.run(_events_partitions(target, default_partitions))
+    if probes is not None:
+        options.report(f"http: {url_of(probes)} (/healthz, /readyz, /metrics)")
+    options.report(f"starting on {target.bootstrap} ({'tansu' if target.tansu else 'kafka'}), {target.topics.events} "
+                   f"with {partitions} partitions, state in {options.state_dir / 'workers' / options.worker_id}")
     run_worker(target.bootstrap, target.topics, tansu=target.tansu, partitions=partitions,
-               options=options, loglevel=loglevel)
-    report("stopped")
+               options=options, loglevel=loglevel, probes=probes)
+    options.report("stopped")
+
+
+def _probes(host: str, port: int | None):  # noqa: ANN202 - a bound socket, or None when off
+    """The probes' socket, bound now so that a port in use is refused before anything starts."""
+    if port is None:
+        return None
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}", param_hint="--http-port") from None
 
 
 async def _events_partitions(target, default: int) -> int:

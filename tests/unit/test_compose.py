@@ -202,11 +202,30 @@ def test_the_proxy_balances_both_gateways(compose: dict) -> None:
     assert set(re.findall(r"server (\S+?:\d+)", upstream)) == gateway_addresses(compose)
 
 
+def probe_addresses(compose: dict) -> set[str]:
+    """host:port of every worker's and agent's --http-port (/healthz, /readyz, /metrics)."""
+    services = taskfold_services(compose)
+    missing = [n for n, s in services.items()
+               if s["command"][0] in ("worker", "agent") and "--http-port" not in s["command"]]
+    assert not missing, f"serve no /metrics (no --http-port): {missing}"
+    assert compose["x-taskfold-env"]["TASKFOLD_HTTP_HOST"] == "0.0.0.0", "probes on loopback: unreachable"
+    return {f"{name}:{option(s['command'], '--http-port')}" for name, s in services.items()
+            if s["command"][0] in ("worker", "agent")}
+
+
 def test_prometheus_scrapes_every_process_that_serves_metrics(compose: dict) -> None:
     config = yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
     assert gateway_addresses(compose) <= targets
+    assert probe_addresses(compose) <= targets
     assert "kafka-exporter:9308" in targets and "kafka-exporter" in compose["services"]
+
+
+def test_worker_and_agent_healthchecks_ask_their_own_probe_port(compose: dict) -> None:
+    for name, service in taskfold_services(compose).items():
+        if service["command"][0] in ("worker", "agent"):
+            port = option(service["command"], "--http-port")
+            assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"]), name
 
 
 def test_every_mounted_file_exists(compose: dict) -> None:
@@ -219,8 +238,6 @@ def test_every_mounted_file_exists(compose: dict) -> None:
 
 def gateway_metric_names(tmp_path: Path) -> set[str]:
     """Every metric name the gateway's /metrics exposes, rendered by its own registry."""
-    from prometheus_client import generate_latest
-
     from projections.gateway.ops import GatewayMetrics
     from projections.projector import Projector
     from projections.store import Store
@@ -231,22 +248,50 @@ def gateway_metric_names(tmp_path: Path) -> set[str]:
     metrics = GatewayMetrics(lambda: type("Runtime", (), {"live": live})())
     metrics.latency.labels("GET", "/v1/tasks", "200").observe(0.01)
     try:
-        families = list(text_string_to_metric_families(generate_latest(metrics.registry).decode()))
+        return rendered_names(metrics.registry)
     finally:
         store.close()
+
+
+def rendered_names(registry) -> set[str]:  # noqa: ANN001 - a CollectorRegistry
+    """Every metric and sample name a registry serves (counters also with their `_total`)."""
+    from prometheus_client import generate_latest
+
+    families = list(text_string_to_metric_families(generate_latest(registry).decode()))
     names = {f.name for f in families} | {s.name for f in families for s in f.samples}
     return names | {f"{f.name}_total" for f in families if f.type == "counter"}
+
+
+def worker_and_agent_metric_names() -> set[str]:
+    """Every metric name the workers' and agents' /metrics serve (taskfold.ops.probes)."""
+    from streams.app import WorkerOptions, build
+    from streams.metrics import WorkerProbe
+    from taskfold.agent import Agent
+    from taskfold.agent.metrics import AgentProbe
+
+    async def nowhere(events: list) -> None:
+        pass
+
+    outbox = type("Outbox", (), {"append": staticmethod(nowhere), "quarantine": None})()
+    topology = build("127.0.0.1:1", TopicNames("unit."), tansu=False, partitions=4, outbox=outbox,
+                     options=WorkerOptions(store="memory://", read_heartbeats=False))
+    agent = AgentProbe(Agent("a1", {"q": 1}))
+    agent.durations.labels("q", "echo", "completed").observe(0.01)
+    return rendered_names(WorkerProbe(topology, "unit.events", "w1").registry) | rendered_names(agent.registry)
 
 
 def test_the_dashboard_uses_metrics_that_exist(tmp_path: Path, compose: dict) -> None:
     dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "taskfold.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {name for e in exprs for name in re.findall(r"\b((?:taskfold|kafka)_[a-z0-9_]+)", e)}
-    served = gateway_metric_names(tmp_path)
+    served = gateway_metric_names(tmp_path) | worker_and_agent_metric_names()
+    assert {"taskfold_worker_waiting_tasks", "taskfold_agent_running_attempts",
+            "taskfold_agent_attempt_duration_seconds_bucket"} <= used, "no worker or agent panels"
     assert {n for n in used if n.startswith("taskfold_")} - served == set()
     assert {n for n in used if n.startswith("kafka_")} <= {"kafka_consumergroup_lag"}  # kafka-exporter's
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("queue depth", "throughput", "latency", "utilization", "lag", "poison", "rejection"):
+    for topic in ("queue depth", "throughput", "latency", "utilization", "lag", "poison", "rejection",
+                  "by priority", "attempt latency"):
         assert topic in titles, f"no panel on {topic}"
 
 

@@ -1,0 +1,1 @@
+"""What orchestrators need of every process: health, readiness and metrics over HTTP, and JSON logs."""
