@@ -396,7 +396,12 @@ def build(steps: list[tuple]) -> list[Event]:
             event = getattr(e, kind)(task)
         elif kind == "resolved":
             waiting = sorted(known.waiting_on) if known and aim else []
-            event = e.resolved(task, waiting[0] if waiting else TASKS[mode], outcome="satisfied" if flag else "failed")
+            dependency = waiting[0] if waiting else TASKS[mode]
+            # The relay says "satisfied" only of a completed dependency; a forged claim is what
+            # the audit's started-early rule exists to catch, so the generator does not make one.
+            ended = state.task(dependency)
+            satisfied = flag and ended is not None and ended.state.value == "completed"
+            event = e.resolved(task, dependency, outcome="satisfied" if satisfied else "failed")
         elif kind in ("join", "leave"):
             event = e.join(agent, slots=mode + 1) if kind == "join" else e.leave(agent, "lost" if flag else "drained")
         else:
