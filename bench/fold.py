@@ -75,8 +75,10 @@ def evolve_step(state, event):
 
 
 def scheduler_step(queue, event):
-    """The scheduler's step: fold, fleet, rows, slim."""
-    return foldrows.slimmed(foldrows.step(queue or foldrows.Queue(), event, POLICY)).after
+    """The scheduler's step: fold, fleet, slim, and the rows to write, encoded."""
+    done = foldrows.slimmed(foldrows.step(queue or foldrows.Queue(), event, POLICY))
+    assert done.writes is not None  # the rows are encoded when first asked for
+    return done.after
 
 
 def decide_us(tasks: int, agents: int, calls: int, repeat: int) -> float:

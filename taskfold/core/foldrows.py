@@ -18,9 +18,10 @@ import functools
 import json
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
+from operator import attrgetter
 from typing import Any, Union
 
 from immutables import Map
@@ -31,7 +32,7 @@ from taskfold.core.fold import Where, evolve
 from taskfold.core.policies import workflow_task_id
 from taskfold.core.scheduling.fleet import observe
 from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
-from taskfold.core.state import EMPTY, SCHEDULABLE, Member, QueueState, Task, TaskState, Verdict, order_of
+from taskfold.core.state import EMPTY, SCHEDULABLE, Member, QueueState, Task, TaskState, Verdict, order_of, replaced
 
 ROW_FORMAT = 1  # bump when a row's JSON changes incompatibly
 
@@ -53,13 +54,75 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+# json.dumps(body, separators=(",", ":")) builds this encoder, and its C encoder, on every call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_C_JSON = None
+if json.encoder.c_make_encoder is not None:  # CPython's C speedups: the encoder json.dumps uses, made once
+    _C_JSON = json.encoder.c_make_encoder(
+        {}, _JSON.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    """json.dumps(body, separators=(",", ":")).encode(), the same bytes."""
+    if _C_JSON is None:
+        return _JSON.encode(body).encode()
+    return "".join(_C_JSON(body, 0)).encode()
+
+
+@functools.cache
+def _row_layout(cls: type) -> tuple[Callable[[Any], tuple], tuple[str, ...], tuple[tuple[str, Callable], ...]]:
+    """(getter of every field's value, field names, (field, JSON conversion) of each field
+    whose annotation is not a plain scalar) of a row class."""
+    names, hints = _fields(cls), _hints(cls)
+    values = attrgetter(*names) if len(names) > 1 else (lambda row: (getattr(row, names[0]),))
+    conversions = tuple((name, convert) for name in names if (convert := _to_json(hints[name])) is not None)
+    return values, names, conversions
+
+
+def _to_json(hint: Any) -> Callable[[Any], Any] | None:
+    """What `plain` does to a value of this annotation, decided once per field; None for a scalar."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _to_json(inner[0]) if len(inner) == 1 else plain  # None is a scalar: never converted
+    if hint in (str, int, float, bool, type(None)):
+        return None
+    if origin is frozenset and args[0] is str:
+        return sorted
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] is str:
+        return list
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and typing.get_args(args[0]) == (str, str):
+        return _pairs
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return _enum_value
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return _model_json
+    return plain
+
+
+def _pairs(value: tuple[tuple[str, str], ...]) -> list[list[str]]:
+    return list(map(list, value))
+
+
+# What .value returns, without the enum property's Python-level __get__.
+_enum_value = attrgetter("_value_")
+
+
+def _model_json(value: BaseModel) -> Any:
+    return value.__pydantic_serializer__.to_python(value, mode="json")  # model_dump(mode="json"), unwrapped
+
+
 def encode(row: Any) -> bytes:
     """A dataclass row as JSON bytes (sets sorted, so equal rows give equal bytes)."""
+    values, names, conversions = _row_layout(type(row))
     body: dict[str, Any] = {"_v": ROW_FORMAT}
-    for name in _fields(type(row)):
-        value = getattr(row, name)
-        body[name] = value if type(value) in _SCALARS else plain(value)
-    return json.dumps(body, separators=(",", ":")).encode()
+    body.update(zip(names, values(row)))
+    # Only the fields whose annotation is not a scalar are looked at again (a None passes).
+    for name, convert in conversions:
+        value = body[name]
+        if type(value) not in _SCALARS:
+            body[name] = convert(value)
+    return _json(body)
 
 
 def decode(cls: type, raw: bytes) -> Any:
@@ -270,7 +333,7 @@ def slim(task: Task) -> Task:
     if task.payload == NOT_KEPT and task.result is None and _clip(task.error) is task.error \
             and _clip(task.reason) is task.reason:
         return task
-    return replace(task, payload=NOT_KEPT, result=None, error=_clip(task.error), reason=_clip(task.reason))
+    return replaced(task, {"payload": NOT_KEPT, "result": None, "error": _clip(task.error), "reason": _clip(task.reason)})
 
 
 def slim_state(state: QueueState) -> QueueState:
@@ -286,27 +349,49 @@ class Queue:
     fleet: Fleet = Fleet()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Step:
-    """One event applied to a queue: the verdict, the queue after, and the rows it changed."""
+    """One event applied to a queue: the verdict, the queue after, and the rows it changed.
+
+    `writes` is encoded on first use: the scheduler slims the tasks first (`slimmed`), so
+    their whole rows, payload included, are never encoded for it.
+    """
 
     verdict: Verdict
     before: Queue
     after: Queue
     tasks: list[Task]  # task rows the event changed, as they are after it
-    writes: list[Write]  # the rows to persist, the marking row last
+    seats: list[Member]  # seat rows the event changed
+    fleet: list[Write]  # the fleet rows it changed
     marker: tuple[str, str] | None
+    queue: str
+
+    @functools.cached_property
+    def writes(self) -> list[Write]:
+        """The rows to persist, the marking row last."""
+        return event_writes(self.queue, self.tasks, self.seats, self.fleet, self.marker)
+
+
+# Every field of a seat but its holdings, which are derived from the task rows.
+_SEAT_ROW = attrgetter(*(name for name in _fields(Member) if name != "holding"))
 
 
 def _seat_changed(old: Member | None, new: Member) -> bool:
-    return old is None or replace(old, holding=new.holding) != new
+    return old is None or _SEAT_ROW(old) != _SEAT_ROW(new)
+
+
+def _event_task(event: Event) -> str | None:
+    # vars, not event.task: on an event without the field, pydantic's __getattr__ builds and
+    # raises an AttributeError, which costs more than the rest of the lookup.
+    return vars(event).get("task_id")
 
 
 def marker_of(event: Event) -> tuple[str, str] | None:
     """(row kind, id) of the row whose event ids tell the fold it has applied `event`."""
     if isinstance(event, (AgentJoined, AgentLeft)):
         return SEAT, event.agent_id
-    return (TASK, event.task) if event.task is not None else None
+    task_id = _event_task(event)
+    return (TASK, task_id) if task_id is not None else None
 
 
 def slimmed(done: Step) -> Step:
@@ -316,26 +401,26 @@ def slimmed(done: Step) -> Step:
     changed = [task for task, old in zip(kept, done.tasks) if task is not old]
     if not changed:
         return done
-    rows = {key(task.queue, TASK, task.task_id): encode(task) for task in changed}
-    writes = [(k, rows.get(k, v)) for k, v in done.writes]
     tasks = done.after.state.tasks.mutate()
     for task in changed:
         tasks[task.task_id] = task
-    after = Queue(replace(done.after.state, tasks=tasks.finish()), done.after.fleet)
-    return replace(done, after=after, tasks=kept, writes=writes)
+    after = Queue(replaced(done.after.state, {"tasks": tasks.finish()}), done.after.fleet)
+    return replace(done, after=after, tasks=kept)
 
 
 def step(before: Queue, event: Event, policy: QueuePolicy, where: Where | None = None) -> Step:
     """Fold one event (read at `where`, if known) into a queue and its fleet, and list the rows to write."""
     state, verdict = evolve(before.state, event, where)
+    if state is before.state and not verdict.accepted:
+        # A refused event changes nothing: no fleet sample (observe counts accepted events only), no rows.
+        return Step(verdict, before, before, [], [], [], marker_of(event), event.queue)
     fleet = observe(before.fleet, before.state, state, event, verdict, policy)
     tasks, seats = touched(before.state, state, event)
     # A seat's holdings are derived from the task rows (QueueRows.state), so a seat row is
     # written only when the seat itself changed (join, leave).
     seats = [m for m in seats if _seat_changed(before.state.member(m.agent_id), m)]
-    marker = marker_of(event)
-    writes = event_writes(event.queue, tasks, seats, fleet_writes(event.queue, before.fleet, fleet), marker)
-    return Step(verdict, before, Queue(state, fleet), tasks, writes, marker)
+    return Step(verdict, before, Queue(state, fleet), tasks, seats, fleet_writes(event.queue, before.fleet, fleet),
+                marker_of(event), event.queue)
 
 
 # The fold's state from its rows, and the rows an event touched
@@ -374,7 +459,8 @@ def touched(before: QueueState, after: QueueState, event: Event) -> tuple[list[T
         return [], []
     candidates = _candidate_tasks(before, event)
     tasks = [t for tid in sorted(candidates) if (t := after.tasks.get(tid)) is not before.tasks.get(tid) and t]
-    seats: set[str] = {event.agent} if event.agent else set()
+    agent = vars(event).get("agent_id")
+    seats: set[str] = {agent} if agent else set()
     for task in tasks:
         old = before.tasks.get(task.task_id)
         seats.update(a for a in (task.agent_id, old.agent_id if old else None) if a)
@@ -389,8 +475,9 @@ def affected_tasks(state: QueueState, event: Event) -> set[str]:
 
 def _candidate_tasks(before: QueueState, event: Event) -> set[str]:
     ids: set[str] = set()
-    if event.task:
-        ids.add(event.task)
+    task_id = _event_task(event)
+    if task_id:
+        ids.add(task_id)
     if isinstance(event, WorkflowSubmitted):
         ids.update(workflow_task_id(event.workflow_id, node.node) for node in event.nodes)
     if isinstance(event, AgentLeft):
