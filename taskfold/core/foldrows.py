@@ -333,7 +333,8 @@ def slim(task: Task) -> Task:
     if task.payload == NOT_KEPT and task.result is None and _clip(task.error) is task.error \
             and _clip(task.reason) is task.reason:
         return task
-    return replaced(task, {"payload": NOT_KEPT, "result": None, "error": _clip(task.error), "reason": _clip(task.reason)})
+    kept = {"payload": NOT_KEPT, "result": None, "error": _clip(task.error), "reason": _clip(task.reason)}
+    return replaced(task, kept)
 
 
 def slim_state(state: QueueState) -> QueueState:
@@ -405,7 +406,7 @@ def slimmed(done: Step) -> Step:
     for task in changed:
         tasks[task.task_id] = task
     after = Queue(replaced(done.after.state, {"tasks": tasks.finish()}), done.after.fleet)
-    return replace(done, after=after, tasks=kept)
+    return Step(done.verdict, done.before, after, kept, done.seats, done.fleet, done.marker, done.queue)
 
 
 def step(before: Queue, event: Event, policy: QueuePolicy, where: Where | None = None) -> Step:
