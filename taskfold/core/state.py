@@ -154,7 +154,12 @@ def replaced(row: Frozen, changes: dict[str, Any]) -> Frozen:
     layout = _layout(cls)
     row_values = layout.values(row)
     carried = list(row_values) if type(row_values) is tuple else [row_values]
-    _fill(cls, layout, carried, changes)
+    index = layout.index
+    for name, value in changes.items():  # _fill, inlined: this runs a few times per event
+        position = index.get(name)
+        if position is None:
+            raise TypeError(f"{cls.__name__} has no field {name!r}")
+        carried[position] = value
     if layout.draft is None:
         return cls(*carried)
     copy = layout.draft(*carried)
