@@ -8,107 +8,29 @@ partition of the queue's events (the changelog partition is the event's partitio
 Only tasks and seats of `QueueState` are stored: its other maps (idempotency keys,
 concurrency holders, dependents, the arrival counter) are derived from them by `rebuild`.
 
-Rows are JSON, never pickle, so a row can be read by any version that knows its format,
-and by a person with `ldb`.
+Rows are JSON, never pickle (`taskfold.core.rowjson`), so a row can be read by any version
+that knows its format, and by a person with `ldb`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import types
-import typing
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
-from enum import Enum
-from typing import Any, Union
+from dataclasses import dataclass, field, replace
+from operator import attrgetter
+from typing import Any
 
 from immutables import Map
-from pydantic import BaseModel
 
 from taskfold.core.events import AgentJoined, AgentLeft, Event, WorkflowSubmitted
 from taskfold.core.fold import Where, evolve
 from taskfold.core.policies import workflow_task_id
 from taskfold.core.scheduling.fleet import observe
 from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
-from taskfold.core.state import EMPTY, SCHEDULABLE, Member, QueueState, Task, TaskState, Verdict, order_of
-
-ROW_FORMAT = 1  # bump when a row's JSON changes incompatibly
-
-
-class RowFormatError(ValueError):
-    """A stored row this version cannot read."""
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-@functools.cache
-def _fields(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def encode(row: Any) -> bytes:
-    """A dataclass row as JSON bytes (sets sorted, so equal rows give equal bytes)."""
-    body: dict[str, Any] = {"_v": ROW_FORMAT}
-    for name in _fields(type(row)):
-        value = getattr(row, name)
-        body[name] = value if type(value) in _SCALARS else plain(value)
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def decode(cls: type, raw: bytes) -> Any:
-    """The dataclass row of type `cls` in JSON bytes; fields unknown to `cls` are ignored."""
-    body = json.loads(raw)
-    if body.pop("_v", None) != ROW_FORMAT:
-        raise RowFormatError(f"{cls.__name__} row is not in format {ROW_FORMAT}: {raw[:80]!r}")
-    hints, names = _hints(cls), _fields(cls)
-    return cls(**{name: _typed(hints[name], value) for name, value in body.items() if name in names})
-
-
-def plain(value: Any) -> Any:
-    """A field value as JSON data: enums by value, sets sorted, maps and tuples as dicts and lists."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, (frozenset, set)):
-        return sorted(plain(v) for v in value)
-    if isinstance(value, (tuple, list)):
-        return [plain(v) for v in value]
-    if isinstance(value, (Map, dict)):
-        return {k: plain(v) for k, v in value.items()}
-    return value
-
-
-def _typed(hint: Any, value: Any) -> Any:
-    """`value` from JSON, turned back into the annotated type."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _typed(inner, value)
-    if origin is frozenset:
-        return frozenset(_typed(args[0], v) for v in value)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_typed(args[0], v) for v in value)
-        return tuple(_typed(a, v) for a, v in zip(args, value, strict=True))
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return hint(value)
-    if isinstance(hint, type) and issubclass(hint, BaseModel):
-        return hint.model_validate(value)
-    if hint is float:
-        return float(value)
-    if hint in (int, str, bool, Any):
-        return value
-    raise RowFormatError(f"no JSON rule for the annotation {hint!r}")
+# The rows' JSON lives in rowjson; these names stay importable from here.
+from taskfold.core.rowjson import ROW_FORMAT, RowFormatError, _fields, decode, encode, plain  # noqa: F401
+from taskfold.core.state import EMPTY, SCHEDULABLE, Member, QueueState, Task, TaskState, Verdict, order_of, replaced
 
 
 # Keys and rows of a queue
@@ -270,7 +192,8 @@ def slim(task: Task) -> Task:
     if task.payload == NOT_KEPT and task.result is None and _clip(task.error) is task.error \
             and _clip(task.reason) is task.reason:
         return task
-    return replace(task, payload=NOT_KEPT, result=None, error=_clip(task.error), reason=_clip(task.reason))
+    kept = {"payload": NOT_KEPT, "result": None, "error": _clip(task.error), "reason": _clip(task.reason)}
+    return replaced(task, kept)
 
 
 def slim_state(state: QueueState) -> QueueState:
@@ -286,27 +209,49 @@ class Queue:
     fleet: Fleet = Fleet()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Step:
-    """One event applied to a queue: the verdict, the queue after, and the rows it changed."""
+    """One event applied to a queue: the verdict, the queue after, and the rows it changed.
+
+    `writes` is encoded on first use: the scheduler slims the tasks first (`slimmed`), so
+    their whole rows, payload included, are never encoded for it.
+    """
 
     verdict: Verdict
     before: Queue
     after: Queue
     tasks: list[Task]  # task rows the event changed, as they are after it
-    writes: list[Write]  # the rows to persist, the marking row last
+    seats: list[Member]  # seat rows the event changed
+    fleet: list[Write]  # the fleet rows it changed
     marker: tuple[str, str] | None
+    queue: str
+
+    @functools.cached_property
+    def writes(self) -> list[Write]:
+        """The rows to persist, the marking row last."""
+        return event_writes(self.queue, self.tasks, self.seats, self.fleet, self.marker)
+
+
+# Every field of a seat but its holdings, which are derived from the task rows.
+_SEAT_ROW = attrgetter(*(name for name in _fields(Member) if name != "holding"))
 
 
 def _seat_changed(old: Member | None, new: Member) -> bool:
-    return old is None or replace(old, holding=new.holding) != new
+    return old is None or _SEAT_ROW(old) != _SEAT_ROW(new)
+
+
+def _event_task(event: Event) -> str | None:
+    # vars, not event.task: on an event without the field, pydantic's __getattr__ builds and
+    # raises an AttributeError, which costs more than the rest of the lookup.
+    return vars(event).get("task_id")
 
 
 def marker_of(event: Event) -> tuple[str, str] | None:
     """(row kind, id) of the row whose event ids tell the fold it has applied `event`."""
     if isinstance(event, (AgentJoined, AgentLeft)):
         return SEAT, event.agent_id
-    return (TASK, event.task) if event.task is not None else None
+    task_id = _event_task(event)
+    return (TASK, task_id) if task_id is not None else None
 
 
 def slimmed(done: Step) -> Step:
@@ -316,26 +261,26 @@ def slimmed(done: Step) -> Step:
     changed = [task for task, old in zip(kept, done.tasks) if task is not old]
     if not changed:
         return done
-    rows = {key(task.queue, TASK, task.task_id): encode(task) for task in changed}
-    writes = [(k, rows.get(k, v)) for k, v in done.writes]
     tasks = done.after.state.tasks.mutate()
     for task in changed:
         tasks[task.task_id] = task
-    after = Queue(replace(done.after.state, tasks=tasks.finish()), done.after.fleet)
-    return replace(done, after=after, tasks=kept, writes=writes)
+    after = Queue(replaced(done.after.state, {"tasks": tasks.finish()}), done.after.fleet)
+    return Step(done.verdict, done.before, after, kept, done.seats, done.fleet, done.marker, done.queue)
 
 
 def step(before: Queue, event: Event, policy: QueuePolicy, where: Where | None = None) -> Step:
     """Fold one event (read at `where`, if known) into a queue and its fleet, and list the rows to write."""
     state, verdict = evolve(before.state, event, where)
+    if state is before.state and not verdict.accepted:
+        # A refused event changes nothing: no fleet sample (observe counts accepted events only), no rows.
+        return Step(verdict, before, before, [], [], [], marker_of(event), event.queue)
     fleet = observe(before.fleet, before.state, state, event, verdict, policy)
     tasks, seats = touched(before.state, state, event)
     # A seat's holdings are derived from the task rows (QueueRows.state), so a seat row is
     # written only when the seat itself changed (join, leave).
     seats = [m for m in seats if _seat_changed(before.state.member(m.agent_id), m)]
-    marker = marker_of(event)
-    writes = event_writes(event.queue, tasks, seats, fleet_writes(event.queue, before.fleet, fleet), marker)
-    return Step(verdict, before, Queue(state, fleet), tasks, writes, marker)
+    return Step(verdict, before, Queue(state, fleet), tasks, seats, fleet_writes(event.queue, before.fleet, fleet),
+                marker_of(event), event.queue)
 
 
 # The fold's state from its rows, and the rows an event touched
@@ -374,7 +319,8 @@ def touched(before: QueueState, after: QueueState, event: Event) -> tuple[list[T
         return [], []
     candidates = _candidate_tasks(before, event)
     tasks = [t for tid in sorted(candidates) if (t := after.tasks.get(tid)) is not before.tasks.get(tid) and t]
-    seats: set[str] = {event.agent} if event.agent else set()
+    agent = vars(event).get("agent_id")
+    seats: set[str] = {agent} if agent else set()
     for task in tasks:
         old = before.tasks.get(task.task_id)
         seats.update(a for a in (task.agent_id, old.agent_id if old else None) if a)
@@ -389,8 +335,9 @@ def affected_tasks(state: QueueState, event: Event) -> set[str]:
 
 def _candidate_tasks(before: QueueState, event: Event) -> set[str]:
     ids: set[str] = set()
-    if event.task:
-        ids.add(event.task)
+    task_id = _event_task(event)
+    if task_id:
+        ids.add(task_id)
     if isinstance(event, WorkflowSubmitted):
         ids.update(workflow_task_id(event.workflow_id, node.node) for node in event.nodes)
     if isinstance(event, AgentLeft):

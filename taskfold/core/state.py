@@ -7,9 +7,11 @@ persistent (`immutables.Map`), so an evolve step copies only what it changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from enum import Enum
-from typing import Literal
+from functools import cache
+from operator import attrgetter
+from typing import Any, Literal, TypeVar
 
 from immutables import Map
 
@@ -72,6 +74,97 @@ def rejected(reason: str) -> Verdict:
 def duplicate(reason: str, ref: str | None = None) -> Verdict:
     """A duplicate of an event (or submit) already accepted."""
     return Verdict("duplicate", reason, ref)
+
+
+Frozen = TypeVar("Frozen")
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """How `replaced` copies one dataclass: its field values at once, their positions, a draft class."""
+
+    values: Any  # row -> tuple of every field's value, in field order
+    index: dict[str, int]
+    draft: type | None  # a plain slotted twin of the class, or None to call the class itself
+    defaults: tuple[Any, ...]  # each field's default, _UNSET for a required or factory field
+    factories: tuple[tuple[int, Any], ...]  # (position, default_factory)
+    required: tuple[int, ...]  # positions of the fields without a default
+
+
+_UNSET = object()
+
+
+@cache
+def _layout(cls: type) -> _Layout:
+    found = fields(cls)
+    if not all(f.init for f in found):
+        raise TypeError(f"replaced() needs every field of {cls.__name__} to be an init field")
+    names = tuple(f.name for f in found)
+    draft = None
+    if "__slots__" in cls.__dict__ and not hasattr(cls, "__post_init__"):
+        # Not frozen, same slots in the same order: its __init__ stores each field with
+        # one bytecode instead of a call to object.__setattr__, and CPython lets an
+        # instance of it become a `cls` (compatible layouts), frozen from then on.
+        draft = make_dataclass(f"_{cls.__name__}Draft", names, slots=True, eq=False, repr=False, match_args=False)
+    defaults = tuple(_UNSET if f.default is MISSING else f.default for f in found)
+    factories = tuple((n, f.default_factory) for n, f in enumerate(found) if f.default_factory is not MISSING)
+    required = tuple(n for n, f in enumerate(found) if f.default is MISSING and f.default_factory is MISSING)
+    return _Layout(attrgetter(*names), {name: n for n, name in enumerate(names)}, draft, defaults, factories,
+                   required)
+
+
+def created(cls: type[Frozen], values: dict[str, Any]) -> Frozen:
+    """`cls(**values)`, built the way `replaced` builds a copy (the fold makes a Task per submit)."""
+    layout = _layout(cls)
+    if layout.draft is None:
+        return cls(**values)
+    carried = list(layout.defaults)
+    _fill(cls, layout, carried, values)
+    for position, factory in layout.factories:
+        if carried[position] is _UNSET:
+            carried[position] = factory()
+    for position in layout.required:
+        if carried[position] is _UNSET:
+            missing = [f.name for f in fields(cls)][position]
+            raise TypeError(f"{cls.__name__} needs the field {missing!r}")
+    copy = layout.draft(*carried)
+    copy.__class__ = cls
+    return copy
+
+
+def _fill(cls: type, layout: _Layout, carried: list[Any], changes: dict[str, Any]) -> None:
+    index = layout.index
+    for name, value in changes.items():
+        position = index.get(name)
+        if position is None:
+            raise TypeError(f"{cls.__name__} has no field {name!r}")
+        carried[position] = value
+
+
+def replaced(row: Frozen, changes: dict[str, Any]) -> Frozen:
+    """`dataclasses.replace(row, **changes)`, about five times cheaper, for dataclasses without
+    init=False fields (and, for slotted ones, without __post_init__, which it does not run).
+
+    The fold copies a 38-field Task on nearly every event; `replace` looks every field up by
+    name and the frozen __init__ sets each through object.__setattr__ (about 8.5 µs a Task).
+    This reads all the values at once and builds the copy through a non-frozen twin of the
+    class (about 1.6 µs). Every field is carried, so a field added later is too.
+    """
+    cls = type(row)
+    layout = _layout(cls)
+    row_values = layout.values(row)
+    carried = list(row_values) if type(row_values) is tuple else [row_values]
+    index = layout.index
+    for name, value in changes.items():  # _fill, inlined: this runs a few times per event
+        position = index.get(name)
+        if position is None:
+            raise TypeError(f"{cls.__name__} has no field {name!r}")
+        carried[position] = value
+    if layout.draft is None:
+        return cls(*carried)
+    copy = layout.draft(*carried)
+    copy.__class__ = cls
+    return copy
 
 
 # Holders lost in a row after which a task is dead-lettered: a task that kills every agent it
@@ -143,7 +236,8 @@ class Task:
 
     def noting(self, event_id: str, **changes: object) -> Task:
         """A copy with the changes applied and the event id recorded."""
-        return replace(self, event_ids=self.event_ids | {event_id}, **changes)
+        changes["event_ids"] = self.event_ids | {event_id}
+        return replaced(self, changes)
 
 
 @dataclass(frozen=True, slots=True)

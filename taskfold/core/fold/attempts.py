@@ -6,8 +6,6 @@ attempt and comes from the agent that holds it.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from taskfold.core.events import (
     TaskAssigned,
     TaskCancelled,
@@ -18,7 +16,7 @@ from taskfold.core.events import (
     TaskTimedOut,
 )
 from taskfold.core.fold.lifecycle import end_attempt, finish, put
-from taskfold.core.state import ACCEPTED, QueueState, Task, TaskState, Verdict, rejected
+from taskfold.core.state import ACCEPTED, QueueState, Task, TaskState, Verdict, rejected, replaced
 
 Step = tuple[QueueState, Verdict]
 AttemptEvent = TaskStarted | TaskCompleted | TaskFailed | TaskLeaseExpired | TaskTimedOut | TaskCancelled
@@ -32,7 +30,7 @@ def assign(state: QueueState, event: TaskAssigned) -> Step:
         return state, rejected(problem)
     assert task is not None
     member = state.members[event.agent_id]
-    members = state.members.set(member.agent_id, replace(member, holding=member.holding | {task.task_id}))
+    members = state.members.set(member.agent_id, replaced(member, {"holding": member.holding | {task.task_id}}))
     holders = state.holders
     if task.concurrency_key is not None:
         holders = holders.set(task.concurrency_key, holders.get(task.concurrency_key, frozenset()) | {task.task_id})
@@ -40,7 +38,7 @@ def assign(state: QueueState, event: TaskAssigned) -> Step:
         event.event_id, state=TaskState.assigned, attempt=event.attempt, agent_id=event.agent_id,
         lease_ms=event.lease_ms, assigned_at=event.occurred_at, started_at=None, due_at=None,
     )
-    return put(replace(state, members=members, holders=holders), held), ACCEPTED
+    return put(state, held, members=members, holders=holders), ACCEPTED
 
 
 def _unassignable(task: Task | None, event: TaskAssigned) -> str | None:
@@ -67,13 +65,13 @@ def _seat_problem(state: QueueState, task: Task, event: TaskAssigned) -> str | N
         return f"agent {event.agent_id} has left queue {event.queue}"
     if len(member.holding) >= member.slots:
         return f"agent {event.agent_id} holds {len(member.holding)} of its {member.slots} slots in queue {event.queue}"
-    missing = sorted(task.required_capabilities - member.capabilities)
-    if missing:
+    if task.required_capabilities and (missing := sorted(task.required_capabilities - member.capabilities)):
         return f"agent {event.agent_id} lacks required capabilities {missing}"
-    agent_labels = dict(member.labels)
-    for key, value in task.labels:
-        if agent_labels.get(key) != value:
-            return f"agent {event.agent_id} does not match label {key}={value}"
+    if task.labels:
+        agent_labels = dict(member.labels)
+        for key, value in task.labels:
+            if agent_labels.get(key) != value:
+                return f"agent {event.agent_id} does not match label {key}={value}"
     if task.concurrency_key is not None:
         running = len(state.holders.get(task.concurrency_key, frozenset()))
         if running >= task.concurrency_limit:

@@ -3,9 +3,8 @@ submits, workflows, dependency outcomes, cancel requests and redrives."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from taskfold.core.events import (
+    DependencyFailurePolicy,
     DependencyOutcome,
     DependencyResolved,
     TaskCancelRequested,
@@ -13,10 +12,10 @@ from taskfold.core.events import (
     TaskSubmitted,
     WorkflowSubmitted,
 )
-from taskfold.core.fold.lifecycle import cancelled_by, finish, put, satisfy, settle_dependents, unblocked
+from taskfold.core.fold.lifecycle import cancelled_by, finish, put, released_to, satisfy, settle_dependents
 from taskfold.core.fold.limits import submit_problem, workflow_problem
 from taskfold.core.policies import workflow_task_id
-from taskfold.core.state import ACCEPTED, QueueState, Task, TaskState, Verdict, duplicate, rejected
+from taskfold.core.state import ACCEPTED, QueueState, Task, TaskState, Verdict, created, duplicate, rejected
 
 Step = tuple[QueueState, Verdict]
 
@@ -37,21 +36,10 @@ def submit(state: QueueState, event: TaskSubmitted) -> Step:
 
 
 def _admit(state: QueueState, event: TaskSubmitted) -> QueueState:
-    task = Task(
-        task_id=event.task_id, queue=event.queue, task_type=event.task_type,
-        priority=event.priority, payload=event.payload, state=TaskState.blocked,
-        arrival=state.arrivals, submitted_at=event.occurred_at, timeout_ms=event.timeout_ms,
-        max_attempts=event.max_attempts, backoff=event.backoff, not_before=event.not_before,
-        depends_on=tuple(event.depends_on), session_id=event.session_id,
-        correlation_id=event.correlation_id, concurrency_key=event.concurrency_key,
-        concurrency_limit=event.concurrency_limit, labels=tuple(sorted(event.labels.items())),
-        required_capabilities=frozenset(event.required_capabilities),
-        idempotency_key=event.idempotency_key, event_ids=frozenset({event.event_id}),
-        on_dependency_failure=event.on_dependency_failure, dependencies_may_follow=event.dependencies_may_follow,
-    )
     dependents = state.dependents
     waiting: set[str] = set()
     failed: Task | None = None  # the first dependency (by id) that ended without completing
+    runs_anyway = event.on_dependency_failure == DependencyFailurePolicy.run
     for dependency in sorted(set(event.depends_on)):
         # Every dependency is indexed, waited on or not, so the index can be rebuilt from rows.
         dependents = dependents.set(dependency, dependents.get(dependency, frozenset()) | {event.task_id})
@@ -59,21 +47,36 @@ def _admit(state: QueueState, event: TaskSubmitted) -> QueueState:
         if known is not None and known.state == TaskState.completed:
             continue
         if known is not None and known.state.terminal:
-            if not task.runs_anyway:
+            if not runs_anyway:
                 failed = failed or known
             continue
         waiting.add(dependency)
+    # The task is built once, in the state it starts in (blocked, scheduled or queued).
+    start: dict[str, object] = {"state": TaskState.blocked, "due_at": None}
+    if failed is None and not waiting:
+        start = released_to(event.not_before, event.occurred_at)
+    task = created(Task, dict(
+        task_id=event.task_id, queue=event.queue, task_type=event.task_type,
+        priority=event.priority, payload=event.payload, arrival=state.arrivals,
+        submitted_at=event.occurred_at, timeout_ms=event.timeout_ms,
+        max_attempts=event.max_attempts, backoff=event.backoff, not_before=event.not_before,
+        depends_on=tuple(event.depends_on), session_id=event.session_id,
+        correlation_id=event.correlation_id, concurrency_key=event.concurrency_key,
+        concurrency_limit=event.concurrency_limit, labels=tuple(sorted(event.labels.items())),
+        required_capabilities=frozenset(event.required_capabilities),
+        idempotency_key=event.idempotency_key, event_ids=frozenset({event.event_id}),
+        on_dependency_failure=event.on_dependency_failure, dependencies_may_follow=event.dependencies_may_follow,
+        waiting_on=frozenset(waiting) if failed is None else frozenset(), **start,
+    ))
     idempotency = state.idempotency
     if event.idempotency_key is not None:
         idempotency = idempotency.set(event.idempotency_key, event.task_id)
-    state = replace(state, dependents=dependents, idempotency=idempotency, arrivals=state.arrivals + 1)
+    indexes = {"dependents": dependents, "idempotency": idempotency, "arrivals": state.arrivals + 1}
     if failed is not None:
         # Cancelled at once: whatever already waits on it (dependencies_may_follow) is settled now.
         task = cancelled_by(task, failed.task_id, failed.state.value, event.occurred_at)
-        return settle_dependents(put(state, task), task, event.occurred_at)
-    if waiting:
-        return put(state, replace(task, waiting_on=frozenset(waiting)))
-    return put(state, unblocked(task, event.occurred_at))
+        return settle_dependents(put(state, task, **indexes), task, event.occurred_at)
+    return put(state, task, **indexes)
 
 
 def submit_workflow(state: QueueState, event: WorkflowSubmitted) -> Step:

@@ -7,67 +7,80 @@ must give the same result everywhere.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Literal
+
+from immutables import Map
 
 from taskfold.core.events import Event
 from taskfold.core.policies import retry_delay_ms
-from taskfold.core.state import LOST_HOLDERS_LIMIT, SCHEDULABLE, QueueState, Task, TaskState, order_of
+from taskfold.core.state import LOST_HOLDERS_LIMIT, SCHEDULABLE, QueueState, Task, TaskState, order_of, replaced
 
 Retry = Literal["backoff", "lost", "never", "free"]
 
 
-def put(state: QueueState, task: Task) -> QueueState:
-    """The state with `task` stored under its id, and the index of schedulable tasks kept."""
+def put(state: QueueState, task: Task, **fields: object) -> QueueState:
+    """The state with `task` stored under its id, the index of schedulable tasks kept, and
+    any other `fields` of the state set (one copy of the state per event)."""
     waiting = state.waiting
     if task.state in SCHEDULABLE:
         waiting = waiting.set(task.task_id, order_of(task))
     elif task.task_id in waiting:
         waiting = waiting.delete(task.task_id)
-    return replace(state, tasks=state.tasks.set(task.task_id, task), waiting=waiting)
+    fields["tasks"] = state.tasks.set(task.task_id, task)
+    fields["waiting"] = waiting
+    return replaced(state, fields)
 
 
 def free(state: QueueState, task: Task) -> QueueState:
     """Release the slot and the concurrency key the task's current attempt holds."""
-    if not task.state.in_flight:
-        return state
+    members, holders = released(state, task)
+    return replaced(state, {"members": members, "holders": holders})
+
+
+def released(state: QueueState, task: Task) -> tuple[Map, Map]:
+    """(members, holders) once the task's current attempt gives back its slot and concurrency key."""
     members, holders = state.members, state.holders
+    if not task.state.in_flight:
+        return members, holders
     member = members.get(task.agent_id) if task.agent_id else None
     if member is not None and task.task_id in member.holding:
-        members = members.set(member.agent_id, replace(member, holding=member.holding - {task.task_id}))
+        members = members.set(member.agent_id, replaced(member, {"holding": member.holding - {task.task_id}}))
     if task.concurrency_key is not None:
         held = holders.get(task.concurrency_key, frozenset()) - {task.task_id}
         if held:
             holders = holders.set(task.concurrency_key, held)
         elif task.concurrency_key in holders:
             holders = holders.delete(task.concurrency_key)
-    return replace(state, members=members, holders=holders)
+    return members, holders
 
 
 def unblocked(task: Task, when: int) -> Task:
     """The task once nothing it depends on is pending: scheduled if not_before is ahead."""
-    if task.not_before is not None and task.not_before > when:
-        return _move(task, TaskState.scheduled, due_at=task.not_before)
-    return _move(task, TaskState.queued, due_at=None)
+    return replaced(task, released_to(task.not_before, when))
 
 
-def _move(task: Task, new_state: TaskState, **changes: object) -> Task:
-    return replace(task, state=new_state, **changes)
+def released_to(not_before: int | None, when: int) -> dict[str, object]:
+    """The state and due time of a task whose dependencies are all met at `when`."""
+    if not_before is not None and not_before > when:
+        return {"state": TaskState.scheduled, "due_at": not_before}
+    return {"state": TaskState.queued, "due_at": None}
 
 
 def finish(
     state: QueueState, task: Task, event: Event, outcome: TaskState, **changes: object
 ) -> QueueState:
     """Make `task` terminal, free what it held, and settle the tasks that wait on it."""
-    state = free(state, task)
+    members, holders = released(state, task)
     done = task.noting(event.event_id, state=outcome, finished_at=event.occurred_at, due_at=None, **changes)
-    state = put(state, done)
+    state = put(state, done, members=members, holders=holders)
     return settle_dependents(state, done, event.occurred_at)
 
 
 def settle_dependents(state: QueueState, done: Task, when: int) -> QueueState:
     """Satisfy the dependents of a completed task; those of a dead-lettered or cancelled one
     are cancelled, transitively, unless they run anyway (`on_dependency_failure: run`)."""
+    if done.task_id not in state.dependents:
+        return state
     work = [(done.task_id, done.state)]
     while work:
         dependency, ended = work.pop()
@@ -87,14 +100,15 @@ def settle_dependents(state: QueueState, done: Task, when: int) -> QueueState:
 def cancelled_by(task: Task, dependency: str, ended: str | None, when: int) -> Task:
     """The blocked task cancelled because `dependency` ended without completing."""
     why = f"dependency {dependency} was {ended}" if ended else f"dependency {dependency} did not complete"
-    return _move(task, TaskState.cancelled, finished_at=when, waiting_on=frozenset(), reason=why)
+    return replaced(task, {"state": TaskState.cancelled, "finished_at": when, "waiting_on": frozenset(), "reason": why})
 
 
 def satisfy(task: Task, dependency: str, when: int) -> Task:
     """The blocked task with one dependency satisfied; released when none is left."""
     left = task.waiting_on - {dependency}
-    task = replace(task, waiting_on=left)
-    return unblocked(task, when) if not left else task
+    changes: dict[str, object] = released_to(task.not_before, when) if not left else {}
+    changes["waiting_on"] = left
+    return replaced(task, changes)
 
 
 def end_attempt(
@@ -111,35 +125,39 @@ def end_attempt(
                       reason=f"cancelled; attempt {task.attempt} ended: {error}")
     if retry == "free":
         # Handed back by a draining agent: neither the task's fault nor the agent's.
-        after = task.noting(event.event_id, state=TaskState.queued, due_at=None,
-                            free_attempts=task.free_attempts + 1, lost_holders=())
-        return put(free(state, task), _cleared(after, error))
+        return _back(state, task, event, error, TaskState.queued, None,
+                     free_attempts=task.free_attempts + 1, lost_holders=())
     if retry == "lost":
         return _lose_holder(state, task, event, error)
-    task = replace(task, lost_holders=())  # its holder lived to see the attempt end
+    # Its holder lived to see the attempt end: lost_holders starts again.
     if retry == "backoff" and task.charged_attempts < task.max_attempts:
         due = event.occurred_at + retry_delay_ms(task.backoff, task.attempt, task.task_id)
-        after = task.noting(event.event_id, state=TaskState.retry_wait, due_at=due)
-        return put(free(state, task), _cleared(after, error))
+        return _back(state, task, event, error, TaskState.retry_wait, due, lost_holders=())
     if retry == "never":
         reason = f"failed without retry on attempt {task.attempt}: {error}"
     else:
         reason = f"attempts exhausted ({task.charged_attempts} of {task.max_attempts}): {error}"
-    return finish(state, task, event, TaskState.dead_lettered, error=error, reason=reason)
+    return finish(state, task, event, TaskState.dead_lettered, error=error, reason=reason, lost_holders=())
 
 
 def _lose_holder(state: QueueState, task: Task, event: Event, error: str) -> QueueState:
     """The holder was lost: the agent failed, not the task, so the task goes back at once,
     uncharged; unless its last LOST_HOLDERS_LIMIT holders were all lost under it."""
-    task = replace(task, lost_attempts=task.lost_attempts + 1,
-                   lost_holders=(*task.lost_holders, task.agent_id or "an unknown agent"))
-    if len(task.lost_holders) >= LOST_HOLDERS_LIMIT:
-        reason = (f"lost {len(task.lost_holders)} holders in a row ({', '.join(task.lost_holders)}): "
+    lost = (*task.lost_holders, task.agent_id or "an unknown agent")
+    if len(lost) >= LOST_HOLDERS_LIMIT:
+        reason = (f"lost {len(lost)} holders in a row ({', '.join(lost)}): "
                   f"the task may be killing its agents; last: {error}")
-        return finish(state, task, event, TaskState.dead_lettered, error=error, reason=reason)
-    after = task.noting(event.event_id, state=TaskState.queued, due_at=None)
-    return put(free(state, task), _cleared(after, error))
+        return finish(state, task, event, TaskState.dead_lettered, error=error, reason=reason,
+                      lost_attempts=task.lost_attempts + 1, lost_holders=lost)
+    return _back(state, task, event, error, TaskState.queued, None,
+                 lost_attempts=task.lost_attempts + 1, lost_holders=lost)
 
 
-def _cleared(task: Task, error: str) -> Task:
-    return replace(task, agent_id=None, lease_ms=None, error=error)
+def _back(
+    state: QueueState, task: Task, event: Event, error: str, waits: TaskState, due_at: int | None, **changes: object
+) -> QueueState:
+    """The task waiting again (`waits`) after its attempt ended with `error`: its slot and key freed."""
+    members, holders = released(state, task)
+    after = task.noting(event.event_id, state=waits, due_at=due_at, agent_id=None, lease_ms=None, error=error,
+                        **changes)
+    return put(state, after, members=members, holders=holders)

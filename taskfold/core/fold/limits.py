@@ -43,11 +43,26 @@ def _strings(event: TaskSubmitted) -> Iterable[str | None]:
         yield value
 
 
+# A character is at most 4 bytes of UTF-8 (a lone surrogate, passed through, is 3).
+MAX_BYTES_PER_CHAR = 4
+
+
+def _chars(event: TaskSubmitted) -> int:
+    """Characters in the strings `_strings` yields, counted without encoding them."""
+    named = (event.task_id, event.task_type, event.session_id, event.correlation_id,
+             event.concurrency_key, event.idempotency_key)
+    labels = event.labels
+    return (sum(map(len, filter(None, named))) + sum(map(len, event.depends_on))
+            + sum(map(len, event.required_capabilities)) + sum(map(len, labels)) + sum(map(len, labels.values())))
+
+
 def submit_problem(event: TaskSubmitted) -> str | None:
     """Why a submit is too large to admit, or None."""
     size = text_bytes(event.payload)
     if size > PAYLOAD_HARD_MAX_BYTES:
         return over("payload", size, PAYLOAD_HARD_MAX_BYTES, "the fold's hard maximum")
+    if _chars(event) * MAX_BYTES_PER_CHAR <= FIELDS_HARD_MAX_BYTES:
+        return None  # under the limit whatever the characters: no need to count bytes
     fields = sum(text_bytes(s) for s in _strings(event))
     if fields > FIELDS_HARD_MAX_BYTES:
         return over("the sum of the task's ids, labels, capabilities and dependencies", fields, FIELDS_HARD_MAX_BYTES,

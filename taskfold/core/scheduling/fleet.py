@@ -27,7 +27,6 @@ sticky agent. The round-robin cursor counts accepted assignments.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 
 from taskfold.core.events import (
     AgentJoined,
@@ -43,7 +42,7 @@ from taskfold.core.events import (
 )
 from taskfold.core.fold import evolve
 from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy, Session
-from taskfold.core.state import EMPTY, QueueState, Verdict
+from taskfold.core.state import EMPTY, QueueState, Verdict, replaced
 
 # How each kind of failure reads in a breaker's trip reason.
 FAILURE_KINDS = {TaskFailed: "failed", TaskTimedOut: "timed out", TaskLeaseExpired: "lease expired"}
@@ -85,6 +84,11 @@ def replay(
         state = after
         verdicts.append(verdict)
     return state, fleet, verdicts
+
+
+def replace(row, **changes):  # type: ignore[no-untyped-def]
+    """dataclasses.replace, the fold's cheaper way (`taskfold.core.state.replaced`): observe runs per event."""
+    return replaced(row, changes)
 
 
 def record(fleet: Fleet, agent_id: str) -> AgentRecord:
