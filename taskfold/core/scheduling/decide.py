@@ -57,8 +57,10 @@ def decide(
     if not round_.has_room():
         return decisions  # a backlog with every seat busy: skip sorting the whole queue
     for task in round_.waiting():
-        if not round_.has_room():
-            break  # every seat is full, silent or cooling: nothing more can be placed
+        if not round_.has_room(task.priority.rank):
+            # Every seat is full, silent or cooling for this priority, so for every later task
+            # too (the line is in priority order): a full prefetch must not scan the backlog.
+            break
         if round_.key_full(task):
             continue
         fits = round_.fits(task)
@@ -155,9 +157,13 @@ class _Round:
         key = task.concurrency_key
         return key is not None and self.keys.get(key, 0) >= task.concurrency_limit
 
-    def has_room(self) -> bool:
-        """True when some seat could take some task right now."""
-        return any(self._seat_problem(seat)[0] is None for seat in self.seats)
+    def has_room(self, rank: int = 0) -> bool:
+        """True when some seat could take a task of that priority rank (or better) right now."""
+        return any(self._seat_problem(seat)[0] is None and self._room(seat, rank) for seat in self.seats)
+
+    def _room(self, seat: Member, rank: int) -> bool:
+        held, bound = self.load[seat.agent_id], seat.slots + seat.prefetch
+        return held < bound or (seat.prefetch > 0 and held == bound and rank < self.unstarted.get(seat.agent_id, 99))
 
     def fits(self, task: Task) -> list[Fit]:
         """Every active seat judged for the task, by agent id."""
