@@ -28,10 +28,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from contextlib import aclosing
 
-from taskfold.agent.attempts import DRAINING_ERROR, Handler, TaskContext, run_attempt
+from taskfold.agent.attempts import Handler, TaskContext, run_attempt
 from taskfold.broker.connection import connect
 from taskfold.agent.decide import AcknowledgeCancel, Action, HandBack, Rejoin, Run, Stop, held_attempt, react, resume
-from taskfold.agent.process import queue_slots, signal_handlers
+from taskfold.agent.process import MAX_SLOTS, queue_slots, signal_handlers
 from taskfold.agent.progress import ProgressStream
 from taskfold.core.reports import AttemptEnd, AttemptKey, Reporter, error_text
 from taskfold.agent.results import DependencyResults
@@ -56,11 +56,16 @@ class Agent:
         labels: Mapping[str, str] | None = None, capabilities: Iterable[str] = (),
         heartbeat_interval: float = 1.0, drain_timeout: float = 30.0, cancel_grace: float = 5.0,
         topics: TopicNames | None = None, tansu: bool | None = None, actor: str | None = None,
+        prefetch: int = 0,
     ) -> None:
         if not agent_id:
             raise ValueError("agent_id must not be empty")
         self.agent_id = agent_id
         self.slots = queue_slots(queues)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= MAX_SLOTS:
+            raise ValueError(f"prefetch must be an int from 0 to {MAX_SLOTS}, not {prefetch!r}")
+        self.prefetch = prefetch  # per queue: attempts held ahead, beyond the slots (AgentJoined v2)
+        self._held: dict[AttemptKey, Task] = {}  # accepted, not started: run highest priority first
         self.labels, self.capabilities = dict(labels or {}), sorted(set(capabilities))
         self.heartbeat_interval, self.drain_timeout, self.cancel_grace = heartbeat_interval, drain_timeout, cancel_grace
         self.topics, self.tansu = topics, tansu
@@ -165,7 +170,8 @@ class Agent:
         start = await self._catch_up(log_, partitions)
         for queue in self.slots:
             self._act_all(resume(self.ledger.state(queue), self.agent_id, self._attempts, self.draining))
-        await log_.append([self.reporter.joined(q, n, self.capabilities, self.labels) for q, n in self.slots.items()])
+        await log_.append([self.reporter.joined(q, n, self.capabilities, self.labels, self.prefetch)
+                           for q, n in self.slots.items()])
         return partitions, start
 
     async def _catch_up(self, log_: EventLog, partitions: list[int]) -> dict[int, int]:
@@ -198,25 +204,45 @@ class Agent:
         verdict = self.ledger.apply(event, entry.where)
         self.results.note(event, verdict)
         state = self.ledger.state(event.queue)
-        return react(state, event, verdict, self.agent_id, self._attempts, self.draining)
+        return react(state, event, verdict, self.agent_id, self._attempts.keys() | self._held.keys(), self.draining)
 
     def _act_all(self, actions: list[Action]) -> None:
         for action in actions:
             match action:
                 case Run(key, task):
-                    self._start(key, task)
+                    self._held[key] = task
+                    self._run_held(key.queue)
                 case HandBack(key, task):
-                    outcome = AttemptEnd("failed", error=DRAINING_ERROR, retryable=True)
-                    self._spawn(self._report(self.reporter.outcome(key, outcome, task.correlation_id), "handed_back"))
+                    self._spawn(self._report(self.reporter.handed_back(key, task.correlation_id), "handed_back"))
                 case AcknowledgeCancel(key, task):
                     self._spawn(self._report(self.reporter.cancelled(key, task.correlation_id), "cancelled"))
+                case Stop(key, reason) if key in self._held:
+                    task = self._held.pop(key)  # taken away before it started: dropped, never run
+                    if reason == "cancel":
+                        self._spawn(self._report(self.reporter.cancelled(key, task.correlation_id), "cancelled"))
                 case Stop(key, reason):
                     if key in self._attempts:
                         self._attempts[key].stop(reason)
                 case Rejoin(queue):
                     log.warning("declared lost in %s while alive: joining again", queue)
-                    joined = self.reporter.joined(queue, self.slots[queue], self.capabilities, self.labels)
+                    joined = self.reporter.joined(queue, self.slots[queue], self.capabilities, self.labels,
+                                                  self.prefetch)
                     self._spawn(self._report(joined, "rejoined"))
+
+    def _run_held(self, queue: str) -> None:
+        """Start held attempts of the queue while fewer than its slots run: highest priority, then arrival."""
+        while sum(1 for k in self._attempts if k.queue == queue) < self.slots[queue]:
+            held = [k for k in self._held if k.queue == queue]
+            if not held:
+                return
+            key = min(held, key=lambda k: (self._held[k].priority.rank, self._held[k].arrival, k.task_id))
+            self._start(key, self._held.pop(key))
+
+    def _hand_back_held(self) -> None:
+        """Draining: give back every attempt held and not started, at once and uncharged."""
+        for key, task in sorted(self._held.items()):
+            self._spawn(self._report(self.reporter.handed_back(key, task.correlation_id), "handed_back"))
+        self._held.clear()
 
     def _start(self, key: AttemptKey, task: Task) -> None:
         ctx = TaskContext(key, task, self.agent_id, self.reporter, self._progress.put,  # type: ignore[union-attr]
@@ -269,6 +295,8 @@ class Agent:
             log.exception("attempt %s could not be reported", key)
         finally:
             self._attempts.pop(key, None)
+            if not self.draining:
+                self._run_held(key.queue)
 
     async def _report(self, event: Event | None, counter: str) -> None:
         if event is not None:
@@ -300,7 +328,7 @@ class Agent:
         """Run again what the fold says this agent holds but nothing runs or has reported."""
         self._reported = {key for key in self._reported
                           if held_attempt(self.ledger.state(key.queue).task(key.task_id), self.agent_id) == key}
-        busy = set(self._attempts) | self._reported
+        busy = set(self._attempts) | self._reported | set(self._held)
         for queue in self.slots:
             # Only runs: a missed hand-back or cancel acknowledgement is left to the
             # scheduler's start_within_ms and lease rules, and must not repeat every beat.
@@ -341,6 +369,7 @@ class Agent:
         """
         budget = self._budget = StopBudget.starting(asyncio.get_running_loop().time(), self.drain_timeout)
         self.draining = True
+        self._hand_back_held()
         failure = await self._beat(min(CALL_S, budget.attempts_by - asyncio.get_running_loop().time()))
         if failure is not None:
             log.warning("the draining heartbeat was not appended (%s); stopping anyway", failure)

@@ -55,6 +55,8 @@ def promises(books: Books, event: Event) -> list[Violation]:
         return []
     if isinstance(event, TaskAssigned):
         return [v for v in (_two_holders(book, event), _over_slots(books, event), _over_key(books, book, event)) if v]
+    if isinstance(event, TaskStarted):
+        return [v for v in (_unfenced(book, event), _over_running(books, event)) if v]
     if isinstance(event, REPORTS):
         return [v for v in (_unfenced(book, event),) if v]
     return []
@@ -77,10 +79,29 @@ def _over_slots(books: Books, event: TaskAssigned) -> Violation | None:
         why = "never joined" if seat is None else "has left"
         return _violation("over-slots", event, f"task {event.task_id} assigned to agent {event.agent_id}, which "
                           f"{why} queue {event.queue} (no slots)")
-    holding = len(seat.holding - {event.task_id}) + 1
-    if holding > seat.slots:
-        return _violation("over-slots", event, f"agent {event.agent_id} holds {holding} tasks of queue "
-                          f"{event.queue} with {seat.slots} slots (assigned {event.task_id})")
+    others = seat.holding - {event.task_id}
+    holding, bound = len(others) + 1, seat.slots + seat.prefetch
+    if holding <= bound:
+        return None
+    q, book = books.queue(event.queue), books.task(event.queue, event.task_id)
+    unstarted = [q.tasks[t].rank for t in others if t in q.tasks and q.tasks[t].state is TaskState.assigned]
+    # One over the bound is the promise for a task that outranks every unstarted one held.
+    if seat.prefetch and holding == bound + 1 and book is not None and all(book.rank < r for r in unstarted):
+        return None
+    ahead = f" and prefetch {seat.prefetch}" if seat.prefetch else ""
+    return _violation("over-slots", event, f"agent {event.agent_id} holds {holding} tasks of queue "
+                      f"{event.queue} with {seat.slots} slots{ahead} (assigned {event.task_id})")
+
+
+def _over_running(books: Books, event: TaskStarted) -> Violation | None:
+    seat = books.seat(event.queue, event.agent_id)
+    if seat is None:
+        return None
+    q = books.queue(event.queue)
+    running = sum(1 for t in seat.holding - {event.task_id} if t in q.tasks and q.tasks[t].state is TaskState.running)
+    if running + 1 > seat.slots:
+        return _violation("over-running", event, f"agent {event.agent_id} started {event.task_id} while running "
+                          f"{running} tasks of queue {event.queue} with {seat.slots} slots")
     return None
 
 

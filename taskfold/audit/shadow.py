@@ -52,6 +52,7 @@ class Seat:
     slots: int
     active: bool = True
     holding: set[str] = field(default_factory=set)
+    prefetch: int = 0  # attempts it may hold beyond its slots, not yet started (AgentJoined v2)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TaskBook:
     not_before: int | None = None
     concurrency_key: str | None = None
     concurrency_limit: int = 1
+    rank: int = 0  # priority rank, 0 = critical
     waiting_on: set[str] = field(default_factory=set)
     runs_anyway: bool = False  # on_dependency_failure: run
     may_follow: bool = False  # dependencies_may_follow: an unknown dependency is not (yet) an error
@@ -165,7 +167,7 @@ class Books:
                 self._workflow(q, event)
             case AgentJoined():
                 seat = q.seats.get(event.agent_id)
-                q.seats[event.agent_id] = Seat(event.slots, True, seat.holding if seat else set())
+                q.seats[event.agent_id] = Seat(event.slots, True, seat.holding if seat else set(), event.prefetch)
             case AgentLeft():
                 self._leave(q, event)
             case _:
@@ -184,7 +186,7 @@ class Books:
         book = TaskBook(task_id=task_id, queue=event.queue, state=TaskState.blocked, submitted_at=event.occurred_at,
                         changed_at=event.occurred_at, timeout_ms=spec.timeout_ms, max_attempts=spec.max_attempts,
                         backoff=spec.backoff, not_before=spec.not_before, concurrency_key=spec.concurrency_key,
-                        concurrency_limit=spec.concurrency_limit,
+                        concurrency_limit=spec.concurrency_limit, rank=spec.priority.rank,
                         runs_anyway=spec.on_dependency_failure == DependencyFailurePolicy.run,
                         may_follow=spec.dependencies_may_follow)
         q.tasks[task_id] = book
@@ -214,7 +216,8 @@ class Books:
         for node in event.nodes:
             spec = TaskSubmitted(event_id=event.event_id, queue=event.queue, occurred_at=event.occurred_at,
                                  actor=event.actor, task_id=ids[node.node], task_type=node.task_type,
-                                 timeout_ms=node.timeout_ms, max_attempts=node.max_attempts)
+                                 timeout_ms=node.timeout_ms, max_attempts=node.max_attempts,
+                                 priority=node.priority)
             self._admit(q, event, ids[node.node], [ids[d] for d in node.depends_on if d in ids], spec)
 
     # task events
@@ -230,7 +233,8 @@ class Books:
             case TaskCompleted():
                 self._finish(q, book, TaskState.completed, at)
             case TaskFailed():
-                self._end_attempt(q, book, at, "backoff" if event.retryable else "never")
+                retry: Retry = "free" if event.handed_back else "backoff" if event.retryable else "never"
+                self._end_attempt(q, book, at, retry)
             case TaskTimedOut():
                 self._end_attempt(q, book, at, "backoff")
             case TaskLeaseExpired():

@@ -19,6 +19,10 @@ from taskfold.cli.render import JsonLines, status_console
 from taskfold.config import Settings
 from taskfold.ops.probes import ProbeServer, bind, url_of
 
+# Measured (README, Agents): covers one log hop at a quick agent's rate, and small enough that
+# a prefetched task starts long before the worker's start_within_ms.
+DEFAULT_PREFETCH = 4
+
 
 def agent(
     target: str = typer.Argument(None, help="your agent as module:attribute (an Agent), e.g. myapp.agents:agent"),
@@ -27,6 +31,8 @@ def agent(
     queue: list[str] = typer.Option([], "--queue", "-q", help="queue=slots to serve (repeatable; default demo=4)"),
     label: list[str] = typer.Option([], "--label", help="key=value label of the agent (repeatable)"),
     capability: list[str] = typer.Option([], "--capability", help="capability the agent has (repeatable)"),
+    prefetch: int = typer.Option(DEFAULT_PREFETCH, min=0, max=10_000,
+                                 help="per queue: tasks held ahead beyond the slots, started as slots free"),
     heartbeat_interval: float = typer.Option(1.0, min=0.05, help="seconds between heartbeats"),
     drain_timeout: float = typer.Option(30.0, min=0.0, help="seconds to let running tasks finish on SIGTERM/Ctrl-C"),
     bootstrap: str = typer.Option(None, help="broker (default: TASKFOLD_BOOTSTRAP or the running `taskfold dev`)"),
@@ -52,7 +58,8 @@ def agent(
             the_agent = demo_agent(
                 agent_id or f"demo-{socket.gethostname()}-{os.getpid()}", _queues(queue or ["demo=4"]),
                 labels=dict(_pair(item, "--label") for item in label), capabilities=capability,
-                heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout)
+                heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout,
+                prefetch=prefetch)
         else:
             the_agent = _load(target)
     except ValueError as exc:

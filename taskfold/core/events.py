@@ -205,6 +205,7 @@ class TaskFailed(Event):
     agent_id: str
     error: str
     retryable: bool = True
+    handed_back: bool = False  # v2: an unstarted attempt given back by its holder, uncharged
 
 
 class TaskLeaseExpired(Event):
@@ -247,6 +248,7 @@ class AgentJoined(Event):
     slots: Annotated[int, Field(ge=1, le=10_000)]
     capabilities: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
+    prefetch: Annotated[int, Field(ge=0, le=10_000)] = 0  # v2: attempts held beyond slots, not yet started
 
 
 class AgentLeft(Event):

@@ -109,10 +109,16 @@ class Reporter:
         """TaskCancelled: the agent stopped an attempt whose cancel was requested."""
         return TaskCancelled(**self._attempt(key, CANCELLED, correlation_id))
 
-    def joined(self, queue: str, slots: int, capabilities: Iterable[str], labels: Mapping[str, str]) -> AgentJoined:
-        """AgentJoined for one queue, with that queue's slots."""
+    def joined(self, queue: str, slots: int, capabilities: Iterable[str], labels: Mapping[str, str],
+               prefetch: int = 0) -> AgentJoined:
+        """AgentJoined for one queue, with that queue's slots and prefetch depth."""
         return AgentJoined(**self._envelope(queue, str(uuid.uuid4())), agent_id=self.agent_id, slots=slots,
-                           capabilities=sorted(set(capabilities)), labels=dict(labels))
+                           capabilities=sorted(set(capabilities)), labels=dict(labels), prefetch=prefetch)
+
+    def handed_back(self, key: AttemptKey, correlation_id: str | None = None) -> TaskFailed:
+        """TaskFailed(handed_back) for an attempt this agent holds and never started: not charged."""
+        return TaskFailed(**self._attempt(key, OUTCOME, correlation_id), error="agent draining: unstarted attempt "
+                          "handed back", retryable=True, handed_back=True)
 
     def left(self, queue: str, reason: LeaveReason = LeaveReason.drained) -> AgentLeft:
         """AgentLeft for one queue."""

@@ -247,6 +247,7 @@ class Member:
     agent_id: str
     slots: int
     capabilities: frozenset[str] = frozenset()
+    prefetch: int = 0  # attempts it may hold beyond its slots, assigned ahead (AgentJoined v2)
     labels: tuple[tuple[str, str], ...] = ()
     active: bool = True
     holding: frozenset[str] = frozenset()

@@ -131,7 +131,7 @@ def test_poison_reasons_are_unchanged(data: Any, reason: str, event_type: str | 
     assert _poison(data()) == (reason, event_type)
 
 
-MISMATCH = "TaskFailed record does not match TaskFailed.v1.avsc: "
+MISMATCH = "TaskFailed record does not match TaskFailed.v2.avsc: "
 SURROGATE = "cannot encode TaskFailed: 'utf-8' codec can't encode character '\\ud800' in position 0: surrogates not allowed"
 
 

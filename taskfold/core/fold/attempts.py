@@ -16,7 +16,7 @@ from taskfold.core.events import (
     TaskTimedOut,
 )
 from taskfold.core.fold.lifecycle import end_attempt, finish, put
-from taskfold.core.state import ACCEPTED, QueueState, Task, TaskState, Verdict, rejected, replaced
+from taskfold.core.state import ACCEPTED, Member, QueueState, Task, TaskState, Verdict, rejected, replaced
 
 Step = tuple[QueueState, Verdict]
 AttemptEvent = TaskStarted | TaskCompleted | TaskFailed | TaskLeaseExpired | TaskTimedOut | TaskCancelled
@@ -63,8 +63,9 @@ def _seat_problem(state: QueueState, task: Task, event: TaskAssigned) -> str | N
         return f"agent {event.agent_id} has not joined queue {event.queue}"
     if not member.active:
         return f"agent {event.agent_id} has left queue {event.queue}"
-    if len(member.holding) >= member.slots:
-        return f"agent {event.agent_id} holds {len(member.holding)} of its {member.slots} slots in queue {event.queue}"
+    room = seat_room(state, member, task)
+    if room is not None:
+        return room
     if task.required_capabilities and (missing := sorted(task.required_capabilities - member.capabilities)):
         return f"agent {event.agent_id} lacks required capabilities {missing}"
     if task.labels:
@@ -77,6 +78,31 @@ def _seat_problem(state: QueueState, task: Task, event: TaskAssigned) -> str | N
         if running >= task.concurrency_limit:
             return f"concurrency key {task.concurrency_key!r} is at its limit ({running} of {task.concurrency_limit})"
     return None
+
+
+def seat_room(state: QueueState, member: Member, task: Task) -> str | None:
+    """Why the seat has no room for the task, or None: held < slots + prefetch, one more for a
+    task of strictly higher priority than every unstarted one it holds (a seat with prefetch).
+
+    A task with a concurrency key takes a free slot only (held < slots): it then runs at once,
+    so the key counts running tasks, never prefetched ones.
+    """
+    held, slots = len(member.holding), member.slots
+    where = f"agent {member.agent_id} holds {held} of its {slots} slots"
+    if task.concurrency_key is not None:
+        return None if held < slots else f"{where}: a task with a concurrency key takes a free slot, not prefetch"
+    bound = slots + member.prefetch
+    if held < bound:
+        return None
+    if member.prefetch and held == bound and _outranks_unstarted(state, member, task):
+        return None
+    ahead = f" and prefetch {member.prefetch}" if member.prefetch else ""
+    return f"{where}{ahead} in queue {task.queue}"
+
+
+def _outranks_unstarted(state: QueueState, member: Member, task: Task) -> bool:
+    ranks = [state.tasks[t].priority.rank for t in member.holding if state.tasks[t].state == TaskState.assigned]
+    return all(task.priority.rank < rank for rank in ranks)
 
 
 def fence(task: Task | None, event: AttemptEvent) -> str | None:
@@ -127,6 +153,11 @@ def fail(state: QueueState, event: TaskFailed) -> Step:
     if problem:
         return state, rejected(problem)
     retry = "backoff" if event.retryable else "never"
+    if event.handed_back:
+        if task.state == TaskState.running:  # type: ignore[union-attr]
+            return state, rejected(f"attempt {event.attempt} of task {event.task_id} has started: only an unstarted "
+                                   "attempt can be handed back")
+        retry = "free"  # given back unstarted by its holder: neither the task's fault nor the agent's
     return end_attempt(state, task, event, error=event.error, retry=retry), ACCEPTED  # type: ignore[arg-type]
 
 

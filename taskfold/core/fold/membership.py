@@ -17,7 +17,7 @@ def join(state: QueueState, event: AgentJoined) -> Step:
     holding = seat.holding if seat is not None else frozenset()
     seen = seat.event_ids if seat is not None else frozenset()
     seat = Member(
-        agent_id=event.agent_id, slots=event.slots, capabilities=frozenset(event.capabilities),
+        agent_id=event.agent_id, slots=event.slots, prefetch=event.prefetch, capabilities=frozenset(event.capabilities),
         labels=tuple(sorted(event.labels.items())), active=True, holding=holding,
         joined_at=event.occurred_at, left_at=None, event_ids=seen | {event.event_id},
     )

@@ -31,7 +31,7 @@ from taskfold.core.scheduling.fleet import quarantined, record, trip_reason
 from taskfold.core.scheduling.liveness import silence_ms
 from taskfold.core.scheduling.model import Fleet, QueuePolicy
 from taskfold.core.scheduling.strategies import Context, Option, rank, scorer
-from taskfold.core.state import Member, QueueState, Task
+from taskfold.core.state import Member, QueueState, Task, TaskState
 
 ASSIGN_INDEX = 0  # derived_event_id index of a TaskAssigned; timers use 1, 2 and 3
 FIRST_LOOK = 64  # waiting tasks ordered at first in a round; grows eightfold when passed
@@ -57,8 +57,10 @@ def decide(
     if not round_.has_room():
         return decisions  # a backlog with every seat busy: skip sorting the whole queue
     for task in round_.waiting():
-        if not round_.has_room():
-            break  # every seat is full, silent or cooling: nothing more can be placed
+        if not round_.has_room(task.priority.rank):
+            # Every seat is full, silent or cooling for this priority, so for every later task
+            # too (the line is in priority order): a full prefetch must not scan the backlog.
+            break
         if round_.key_full(task):
             continue
         fits = round_.fits(task)
@@ -81,6 +83,7 @@ class Fit:
     problem: str | None = None
     waitable: bool = False  # the problem passes with time: busy, silent, cooling down
     probe: bool = False  # the task would be the agent's one probe after a quarantine
+    tier: int = 0  # 0: a free slot, 1: prefetch room, 2: one over the bound (strictly higher priority)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class _Round:
     seats: list[Member] = field(init=False)
     load: dict[str, int] = field(init=False)
     keys: dict[str, int] = field(init=False)
+    unstarted: dict[str, int] = field(init=False)  # agent -> best (smallest) priority rank it holds unstarted
     taken: set[str] = field(default_factory=set)
     sticky: dict[str, str] = field(default_factory=dict)  # session -> agent, for this round
     probes: set[str] = field(default_factory=set)
@@ -104,6 +108,9 @@ class _Round:
         self.seats = sorted((m for m in self.state.members.values() if m.active), key=lambda m: m.agent_id)
         self.load = {m.agent_id: len(m.holding) for m in self.seats}
         self.keys = {key: len(held) for key, held in self.state.holders.items()}
+        tasks = self.state.tasks
+        self.unstarted = {m.agent_id: min((tasks[t].priority.rank for t in m.holding
+                                           if tasks[t].state == TaskState.assigned), default=99) for m in self.seats}
         self.cursor = self.fleet.cursor
 
     def book_pending(self, assigned: TaskAssigned) -> None:
@@ -120,6 +127,7 @@ class _Round:
         if agent.quarantined_until is not None and agent.probe_task is None:
             self.probes.add(agent_id)  # the first assignment of a quarantined agent is its probe
         self.load[agent_id] = self.load.get(agent_id, 0) + 1
+        self.unstarted[agent_id] = min(self.unstarted.get(agent_id, 99), task.priority.rank)
         if task.concurrency_key is not None:
             self.keys[task.concurrency_key] = self.keys.get(task.concurrency_key, 0) + 1
         if task.session_id is not None:
@@ -149,9 +157,13 @@ class _Round:
         key = task.concurrency_key
         return key is not None and self.keys.get(key, 0) >= task.concurrency_limit
 
-    def has_room(self) -> bool:
-        """True when some seat could take some task right now."""
-        return any(self._seat_problem(seat)[0] is None for seat in self.seats)
+    def has_room(self, rank: int = 0) -> bool:
+        """True when some seat could take a task of that priority rank (or better) right now."""
+        return any(self._seat_problem(seat)[0] is None and self._room(seat, rank) for seat in self.seats)
+
+    def _room(self, seat: Member, rank: int) -> bool:
+        held, bound = self.load[seat.agent_id], seat.slots + seat.prefetch
+        return held < bound or (seat.prefetch > 0 and held == bound and rank < self.unstarted.get(seat.agent_id, 99))
 
     def fits(self, task: Task) -> list[Fit]:
         """Every active seat judged for the task, by agent id."""
@@ -161,8 +173,29 @@ class _Round:
             problem, waitable, probe = match_problem(seat, task), False, False
             if problem is None:
                 problem, waitable, probe = self._seat_problem(seat)
-            fits.append(Fit(seat.agent_id, self.load[seat.agent_id], seat.slots, problem, waitable, probe))
-        return fits
+            tier = self._tier(seat, task)
+            if problem is None and tier is None:
+                problem, waitable = _busy(self.load[seat.agent_id], seat), True
+            fits.append(Fit(seat.agent_id, self.load[seat.agent_id], seat.slots, problem, waitable, probe, tier or 0))
+        best = min((f.tier for f in fits if f.problem is None), default=0)
+        # Slots first, then prefetch; one over the bound only when every seat's prefetch is full.
+        return [f if f.problem is not None or f.tier == best else
+                Fit(f.agent_id, f.load, f.slots, f"has room only in a lower tier ({f.tier} > {best})", True, f.probe,
+                    f.tier) for f in fits]
+
+    def _tier(self, seat: Member, task: Task) -> int | None:
+        """Where the task would sit on the seat, as the fold's `seat_room` bounds it; None for no room."""
+        held = self.load[seat.agent_id]
+        if held < seat.slots:
+            return 0
+        if task.concurrency_key is not None:
+            return None  # a keyed task takes a free slot only: the key counts running tasks
+        bound = seat.slots + seat.prefetch
+        if held < bound:
+            return 1
+        if seat.prefetch and held == bound and task.priority.rank < self.unstarted.get(seat.agent_id, 99):
+            return 2
+        return None
 
     def _seat_problem(self, seat: Member) -> tuple[str | None, bool, bool]:
         """(problem, waitable, probe) for the seat whatever the task."""
@@ -178,8 +211,8 @@ class _Round:
         if probe and seat.agent_id in self.probes:
             return "on probation: its probe task was just decided and must end first", True, False
         held = self.load[seat.agent_id]
-        if held >= seat.slots:
-            return f"busy: holds {held} of {seat.slots} slots", True, probe
+        if held >= seat.slots + seat.prefetch + (1 if seat.prefetch else 0):
+            return _busy(held, seat), True, probe
         return None, False, probe
 
     def choose(self, task: Task, fits: list[Fit]) -> tuple[str, str, dict[str, float]] | None:
@@ -216,6 +249,11 @@ class _Round:
     def _waited_out(self, task: Task) -> bool:
         since = task.due_at if task.due_at is not None else task.submitted_at
         return self.now_ms - since >= self.policy.session_fallback_ms
+
+
+def _busy(held: int, seat: Member) -> str:
+    ahead = f" and prefetch {seat.prefetch}" if seat.prefetch else ""
+    return f"busy: holds {held} of {seat.slots} slots{ahead}"
 
 
 def match_problem(seat: Member, task: Task) -> str | None:

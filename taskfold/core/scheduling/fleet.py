@@ -59,6 +59,8 @@ def observe(
             return _assigned(fleet, after, event)
         case TaskCompleted():
             return _put(fleet, _completed(record(fleet, event.agent_id), before, event, policy))
+        case TaskFailed() if event.handed_back:  # given back unstarted: no sample, like a drain
+            return _put(fleet, _no_sample(record(fleet, event.agent_id), event.task_id))
         case TaskFailed() | TaskTimedOut() | TaskLeaseExpired():
             kind = FAILURE_KINDS[type(event)]
             failed = _failure(record(fleet, event.agent_id), event.task_id, event.occurred_at, policy, kind)

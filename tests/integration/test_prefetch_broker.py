@@ -1,0 +1,64 @@
+"""Assign ahead on the real broker (issue 12): strict priority against a full prefetch, and a
+prefetched task whose start lease runs out runs once only."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskfold.core.events import TaskAssigned, TaskCompleted, TaskStarted
+from taskfold.core.state import TaskState
+
+from tests.integration.test_e2e_scheduling import FAST, Run, run  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_no_low_task_starts_on_an_agent_while_a_critical_one_waits_for_it(run: Run) -> None:  # noqa: F811
+    run.cluster.worker("worker-1", *FAST)
+    agents = ["p-1", "p-2"]
+    for agent in agents:
+        run.cluster.agent(agent, "-q", "adv=1", "--prefetch", "2")
+    await run.agents_joined("adv", agents)
+    # Fill every slot and prefetch (2 × (1 + 2)) with long low tasks, then submit criticals.
+    await run.submit("adv", 6, "sleep", prefix="low", priority="low", payload='{"ms": 1500}')
+    await run.watcher.wait_for(lambda ledger: sum(t.state.in_flight for t in ledger.state("adv").tasks.values()) == 6,
+                               60, "every slot and prefetch held by a low task")
+    await run.submit("adv", 4, "sleep", prefix="crit", priority="critical", payload='{"ms": 2000}')
+    await run.all_terminal("adv", 10, timeout=120)
+    entries = [(e, v) for e, v in run.watcher.entries if e.queue == "adv" and v.accepted]
+    for agent in agents:
+        waiting: set[str] = set()  # critical tasks assigned to the agent and not started yet
+        for event, _ in entries:
+            if isinstance(event, TaskAssigned) and event.agent_id == agent and event.task_id.startswith("crit"):
+                waiting.add(event.task_id)
+            elif isinstance(event, TaskStarted) and event.agent_id == agent:
+                assert not (event.task_id.startswith("low") and waiting), \
+                    f"{event.task_id} started on {agent} while {sorted(waiting)} waited for it"
+                waiting.discard(event.task_id)
+    # Stronger, and what the one-over-the-bound rule is for: once the lows already running
+    # when the criticals came are started, every critical starts before any other low.
+    starts = [e.task_id for e, _ in entries if isinstance(e, TaskStarted)]
+    assert all(t.startswith("low") for t in starts[:2]) and all(t.startswith("crit") for t in starts[2:6]), starts
+    completed = {e.task_id for e in run.accepted(TaskCompleted)}
+    assert len(completed) == 10
+    run.audited()
+
+
+async def test_a_prefetched_task_whose_start_lease_expires_runs_once_only(run: Run) -> None:  # noqa: F811
+    run.cluster.worker("worker-1", *FAST, "--start-within-ms", "1500")
+    run.cluster.agent("slow", "-q", "exp=1", "--prefetch", "2")
+    await run.agents_joined("exp", ["slow"])
+    await run.submit("exp", 1, "sleep", prefix="long", priority="critical", payload='{"ms": 2500}')
+    await run.watcher.wait_for(lambda ledger: getattr(ledger.state("exp").task("long-0"), "state", None) == TaskState.running,
+                               60, "the long task running")
+    await run.submit("exp", 1, "echo", prefix="ahead", priority="low")
+    # Held unstarted behind the long task past start_within_ms: the worker takes it back; it is
+    # assigned again (only this agent serves the queue) and must still run exactly once.
+    await run.all_terminal("exp", 2, timeout=90)
+    assigned = [e for e in run.accepted(TaskAssigned) if e.task_id == "ahead-0"]
+    started = [e for e in run.accepted(TaskStarted) if e.task_id == "ahead-0"]
+    all_starts = [e for e, _ in run.watcher.entries if isinstance(e, TaskStarted) and e.task_id == "ahead-0"]
+    assert len(assigned) >= 2, "the prefetched attempt lost its start lease and was assigned again"
+    assert len(started) == 1 == len(all_starts), "it ran once only"
+    assert run.watcher.ledger.state("exp").task("ahead-0").state == TaskState.completed
+    run.audited()
