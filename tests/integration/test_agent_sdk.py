@@ -26,6 +26,8 @@ from taskfold.core.edge import now_ms
 from taskfold.core.events import Event
 from taskfold.core.fold import Ledger
 from taskfold.log.eventlog import EventLog, Recorded, entry_of
+from taskfold.log.records import RawRecord
+from taskfold.log.writer import LogWriter
 from taskfold.core.state import TaskState, Verdict
 from taskfold.core.telemetry import Heartbeat, ProgressChunk
 from taskfold.core.testing import Events
@@ -199,7 +201,7 @@ async def test_failures_are_reported_never_fatal(broker: Broker, topics: TopicNa
 
 
 async def test_an_attempt_whose_start_could_not_be_appended_runs_again_at_the_next_heartbeat(
-        broker: Broker, topics: TopicNames) -> None:
+        broker: Broker, topics: TopicNames, monkeypatch: pytest.MonkeyPatch) -> None:
     # The agent holds the attempt in the log but runs nothing: without reconciliation its
     # heartbeats would renew the lease forever and the task would never move.
     agent = new_agent(topics, broker, queues={"emails": 1})
@@ -210,16 +212,18 @@ async def test_an_attempt_whose_start_could_not_be_appended_runs_again_at_the_ne
         runs.append(task.attempt)
         return "sent"
 
-    original = agent._append
+    original = LogWriter.append
     failed: list[str] = []
 
-    async def flaky_append(event: Event) -> None:
-        if event.event_type == "TaskStarted" and not failed:
-            failed.append(event.event_id)
+    async def flaky_append(writer: LogWriter, topic: str, records: list[RawRecord], **kwargs: Any) -> Any:
+        # The agent's first append holding a TaskStarted fails, as a broker gone away would.
+        starts = [decode_any(r.value) for r in records if dict(r.headers).get("type") == b"TaskStarted"]
+        if starts and not failed:
+            failed.append(starts[0].event_id)
             raise ConnectionError("broker unreachable (injected)")
-        await original(event)
+        return await original(writer, topic, records, **kwargs)
 
-    agent._append = flaky_append  # type: ignore[method-assign]
+    monkeypatch.setattr(LogWriter, "append", flaky_append)
     async with Probe(broker, topics) as probe, serving(agent, broker):
         e = Events(queue="emails", seed="reconcile")
         await probe.append(e.submit("t1", task_type="send"), e.assign("t1", "agent-1", at=now_ms()))
