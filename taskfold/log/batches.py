@@ -22,7 +22,8 @@ from aiokafka.record.memory_records import MemoryRecords
 from taskfold.broker import clients, compat
 
 FETCH_BYTES = 4 << 20
-FETCH_WAIT_MS = 1  # never 0: Tansu answers a Fetch with max_wait 0 with no partitions at all
+FETCH_WAIT_MS = 200  # never 0 (Tansu then answers with no partitions); a short wait can run out before a
+# Fetch of a partition with thousands of batches has listed them, and return nothing
 
 
 @dataclass(frozen=True, slots=True)
