@@ -82,6 +82,8 @@ class ClusterSettings(BaseSettings):
     static_membership: bool = Field(default=False, description="workers join with group.instance.id "
                                     "<prefix><worker id>@<host>: a restart within the session keeps its partitions")
     append_timeout_s: float = Field(default=30.0, gt=0, le=600, description="longest wait for the acks of one append")
+    append_window_ms: float = Field(default=5.0, ge=0, le=1000, description="how long an agent gathers its "
+                                    "reports, and a gateway its concurrent writes, into one append (one batch)")
     events_retention_allowed: bool = Field(default=False, description="accept an existing events topic that "
                                            "deletes records (retention.ms/bytes not -1)")
     security_protocol: SecurityProtocol | None = Field(default=None, description="default: from the SASL and "

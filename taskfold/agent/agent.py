@@ -40,6 +40,7 @@ from taskfold.agent.stopping import BEAT_TIMEOUT_S, CALL_S, MIN_STOP_S, StopBudg
 from taskfold.broker.topics import TopicNames
 from taskfold.core.events import Event, LeaveReason
 from taskfold.core.fold import Ledger
+from taskfold.log.coalesce import append_window_s
 from taskfold.log.eventlog import EventLog, Poison, entry_of
 from taskfold.log.records import ConsumedRecord, RawRecord
 from taskfold.core.state import Task
@@ -120,7 +121,7 @@ class Agent:
         self._run_task = asyncio.current_task()
         target = await connect(bootstrap, self.topics, self.tansu)
         self.topics, self._bootstrap = target.topics, target.bootstrap
-        self._log = EventLog(target.bootstrap, target.topics, tansu=target.tansu)
+        self._log = EventLog(target.bootstrap, target.topics, tansu=target.tansu, window_s=append_window_s())
         self.results.connect(lambda: EventLog(target.bootstrap, target.topics, tansu=target.tansu))
         try:
             with signal_handlers(self._on_signal, handle_signals):
@@ -264,7 +265,7 @@ class Agent:
 
     async def _attempt(self, ctx: TaskContext, task: Task) -> None:
         """Report start, run the handler, flush its progress, report the outcome."""
-        key, correlation = ctx.key, task.correlation_id
+        key, correlation, start = ctx.key, task.correlation_id, None
         try:
             handler = self.handlers.get(task.task_type)
             if handler is None:
@@ -272,22 +273,17 @@ class Agent:
                 outcome = AttemptEnd("failed", retryable=False, error=(
                     f"no handler for task type {task.task_type!r} on agent {self.agent_id} (it handles: {known})"))
             else:
-                start = None
                 if ctx.stop_reason is None:
-                    # Not awaited before the handler runs: the start travels in the
-                    # producer's linger window, so a quick attempt's start and outcome
-                    # share one batch. Batches are what a Tansu Fetch scans (one per
-                    # batch in the partition), so this halves the agent's cost to every
-                    # reader. The outcome is appended only once the start has landed.
-                    start = asyncio.ensure_future(self._append(self.reporter.started(key, correlation)))
+                    # Submitted, not awaited: it waits out the report window
+                    # (taskfold.log.coalesce), so a quick attempt's start and outcome, and
+                    # other attempts' reports, share one produce: one batch. Batches are
+                    # what a Tansu Fetch scans. The outcome goes `after` it: it never lands
+                    # without its start, and a start that failed fails the report.
+                    start = self._log.submit([self.reporter.started(key, correlation)])  # type: ignore[union-attr]
                     log.info("started %s (%s)", key, task.task_type)
-                try:
-                    outcome = await run_attempt(handler, ctx, grace_s=self.cancel_grace)
-                finally:
-                    if start is not None:
-                        await start  # a start that could not be appended fails the attempt's report
+                outcome = await run_attempt(handler, ctx, grace_s=self.cancel_grace)
             await self._progress.flush()  # type: ignore[union-attr]
-            await self._report(self.reporter.outcome(key, outcome, correlation), outcome.kind)
+            await self._report(self.reporter.outcome(key, outcome, correlation), outcome.kind, after=start)
             self._reported.add(key)
         except Exception:
             # The log is unreachable: the lease will expire and the task go back.
@@ -298,14 +294,11 @@ class Agent:
             if not self.draining:
                 self._run_held(key.queue)
 
-    async def _report(self, event: Event | None, counter: str) -> None:
-        if event is not None:
-            await self._append(event)
+    async def _report(self, event: Event | None, counter: str, after: asyncio.Future | None = None) -> None:
+        if event is not None or after is not None:
+            await self._log.append([event] if event is not None else [], after=after)  # type: ignore[union-attr]
         self.stats[counter] += 1
         log.info("%s %s", counter, event.task_id if event is not None else "(revoked, not reported)")  # type: ignore[union-attr]
-
-    async def _append(self, event: Event) -> None:
-        await self._log.append([event])  # type: ignore[union-attr]
 
     async def _heartbeats(self) -> None:
         failures = 0

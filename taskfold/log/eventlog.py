@@ -6,6 +6,7 @@ queue, so one queue's events keep one total order (ARCHITECTURE §2).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from taskfold.broker.topics import TopicNames
 from taskfold.core.edge import now_ms
 from taskfold.core.events import Event
 from taskfold.core.fold.placement import Where, stamp
+from taskfold.log.coalesce import Coalescer
 from taskfold.log.reader import LogReader
 from taskfold.log.records import ConsumedRecord, Position, RawRecord, poison_record
 from taskfold.log.writer import LogWriter
@@ -134,11 +136,15 @@ class CutRule:
 class EventLog:
     """Appends and reads the `events` topic and sets poison aside on the `poison` topic."""
 
-    def __init__(self, bootstrap: str, topics: TopicNames | None = None, *, tansu: bool = False) -> None:
+    def __init__(self, bootstrap: str, topics: TopicNames | None = None, *, tansu: bool = False,
+                 window_s: float | None = None) -> None:
+        """With `window_s`, appends made within that window share one produce (taskfold.log.coalesce)."""
         self.topics = topics or TopicNames()
         self.writer = LogWriter(bootstrap, tansu=tansu)
         self.reader = LogReader(bootstrap, tansu=tansu)
         self.poison_count = 0
+        self.coalescer: Coalescer[RawRecord, Position] | None = (
+            None if window_s is None else Coalescer(self._append_now, window_s))
 
     async def start(self) -> None:
         """Connect the writer and the reader."""
@@ -147,6 +153,8 @@ class EventLog:
 
     async def stop(self) -> None:
         """Flush and disconnect."""
+        if self.coalescer is not None:
+            await self.coalescer.close()
         await self.writer.stop()
         await self.reader.stop()
 
@@ -157,12 +165,31 @@ class EventLog:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def append(self, events: Sequence[Event]) -> list[Position]:
-        """Append events (key = queue, headers type/task/agent) and wait for acks."""
-        records = []
-        for event in events:
-            value, headers = encode_event(event)
-            records.append(RawRecord(key=event.queue, value=value, headers=headers))
+    async def append(self, events: Sequence[Event], *, after: asyncio.Future[Any] | None = None) -> list[Position]:
+        """Append events (key = queue, headers type/task/agent) and wait for acks.
+
+        Coalescing, the events share a produce with the appends of the same window; with
+        `after` (a `submit` of this log) they land only once that append has, never without it.
+        """
+        if self.coalescer is None and after is None:
+            return await self._append_now([_record(event) for event in events])
+        return await self.submit(events, after=after)
+
+    def submit(self, events: Sequence[Event], *, after: asyncio.Future[Any] | None = None
+               ) -> asyncio.Future[list[Position]]:
+        """Start appending events; the future gives their positions. Encoding errors raise here,
+        so one bad event never fails the other appends of its window."""
+        records = [_record(event) for event in events]
+        if self.coalescer is None:
+            return asyncio.ensure_future(self._append_after(records, after))
+        return self.coalescer.submit(records, after=after)
+
+    async def _append_after(self, records: list[RawRecord], after: asyncio.Future[Any] | None) -> list[Position]:
+        if after is not None:
+            await after
+        return await self._append_now(records)
+
+    async def _append_now(self, records: list[RawRecord]) -> list[Position]:
         return await self.writer.append(self.topics.events, records)
 
     async def end_offsets(self) -> dict[int, int]:
@@ -200,3 +227,8 @@ class EventLog:
                                topic=self.topics.events, position=poison.position, quarantined_at=now_ms())
         (position,) = await self.writer.append(self.topics.poison, [record])
         return position
+
+
+def _record(event: Event) -> RawRecord:
+    value, headers = encode_event(event)
+    return RawRecord(key=event.queue, value=value, headers=headers)

@@ -25,7 +25,10 @@ from taskfold.broker.topics import TopicNames
 from taskfold.core.edge import now_ms
 from taskfold.core.events import Event
 from taskfold.core.fold import Ledger
+from taskfold.log.batches import read_batches
 from taskfold.log.eventlog import EventLog, Recorded, entry_of
+from taskfold.log.records import RawRecord
+from taskfold.log.writer import LogWriter
 from taskfold.core.state import TaskState, Verdict
 from taskfold.core.telemetry import Heartbeat, ProgressChunk
 from taskfold.core.testing import Events
@@ -199,7 +202,7 @@ async def test_failures_are_reported_never_fatal(broker: Broker, topics: TopicNa
 
 
 async def test_an_attempt_whose_start_could_not_be_appended_runs_again_at_the_next_heartbeat(
-        broker: Broker, topics: TopicNames) -> None:
+        broker: Broker, topics: TopicNames, monkeypatch: pytest.MonkeyPatch) -> None:
     # The agent holds the attempt in the log but runs nothing: without reconciliation its
     # heartbeats would renew the lease forever and the task would never move.
     agent = new_agent(topics, broker, queues={"emails": 1})
@@ -210,16 +213,18 @@ async def test_an_attempt_whose_start_could_not_be_appended_runs_again_at_the_ne
         runs.append(task.attempt)
         return "sent"
 
-    original = agent._append
+    original = LogWriter.append
     failed: list[str] = []
 
-    async def flaky_append(event: Event) -> None:
-        if event.event_type == "TaskStarted" and not failed:
-            failed.append(event.event_id)
+    async def flaky_append(writer: LogWriter, topic: str, records: list[RawRecord], **kwargs: Any) -> Any:
+        # The agent's first append holding a TaskStarted fails, as a broker gone away would.
+        starts = [decode_any(r.value) for r in records if dict(r.headers).get("type") == b"TaskStarted"]
+        if starts and not failed:
+            failed.append(starts[0].event_id)
             raise ConnectionError("broker unreachable (injected)")
-        await original(event)
+        return await original(writer, topic, records, **kwargs)
 
-    agent._append = flaky_append  # type: ignore[method-assign]
+    monkeypatch.setattr(LogWriter, "append", flaky_append)
     async with Probe(broker, topics) as probe, serving(agent, broker):
         e = Events(queue="emails", seed="reconcile")
         await probe.append(e.submit("t1", task_type="send"), e.assign("t1", "agent-1", at=now_ms()))
@@ -520,3 +525,23 @@ async def test_demo_agent_cli_runs_the_demo_handlers_and_drains_on_sigterm(broke
     assert [c.seq for c in probe.chunks if c.task_id == "stream"] == list(range(7))
     assert "flaky failure" in flaked.error and flaked.retryable
     assert "left its queues" in stderr.decode()
+
+
+async def test_a_quick_attempts_start_and_outcome_land_in_one_batch(broker: Broker, topics: TopicNames) -> None:
+    # A Tansu Fetch lists every batch of the partition: a quick attempt's two reports share one
+    # produce (the report window), the start first, instead of the outcome waiting for its ack.
+    agent = new_agent(topics, broker, queues={"emails": 1})
+
+    @agent.handler("send")
+    async def send(task: TaskContext) -> str:
+        return "sent"
+
+    async with Probe(broker, topics) as probe, serving(agent, broker):
+        e = Events(queue="emails", seed="one-batch")
+        await probe.append(e.submit("t1", task_type="send"), e.assign("t1", "agent-1", at=now_ms()))
+        completed, verdict = await probe.outcome("t1", "TaskCompleted", "TaskFailed")
+        count = len(await probe.log.reader.partitions(topics.events))
+    assert completed.event_type == "TaskCompleted" and verdict.accepted, (completed, verdict)
+    batches = await read_batches(broker.bootstrap, topics.events, queue_partition("emails", count))
+    reports = [b.types for b in batches if "TaskStarted" in b.types or "TaskCompleted" in b.types]
+    assert reports == [("TaskStarted", "TaskCompleted")], [b.types for b in batches]

@@ -7,6 +7,7 @@ appended to the broker and judged by the gateway's own projection (no scheduler 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from projections.gateway.deps import Runtime
 from projections.live import LiveProjection
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
+from taskfold.log.batches import read_batches
 from taskfold.log.eventlog import EventLog
 
 TOKENS = "sub-tok:submitter,adm-tok:admin,aud-tok:auditor"
@@ -286,3 +288,16 @@ async def test_metrics_count_queue_depths_from_the_fold_without_a_queues_view(br
             assert (await client.post("/v1/tasks", json={"queue": "bare", "task_type": "t"})).status_code == 201
         metrics = (await client.get("/metrics")).text
     assert 'taskfold_queue_tasks{queue="bare",state="queued"} 3.0' in metrics
+
+
+async def test_concurrent_submits_share_one_append(gateway, broker: Broker, topics: TopicNames) -> None:
+    # One produce per append window (taskfold.log.coalesce): a Tansu Fetch lists every batch.
+    client, rt = gateway
+    bodies = [{"queue": "emails", "task_type": "send", "task_id": f"c-{i}"} for i in range(8)]
+    answers = await asyncio.gather(*(client.post("/v1/tasks", json=body) for body in bodies))
+    assert [a.status_code for a in answers] == [201] * 8, [a.text for a in answers]
+    partition = int(answers[0].json()["position"].split(":")[0])
+    batches = await read_batches(broker.bootstrap, topics.events, partition)
+    submits = [b for b in batches if "TaskSubmitted" in b.types]
+    assert sum(b.size for b in submits) == 8 and len(submits) <= 2, [b.types for b in batches]
+    assert rt.log.coalescer is not None and rt.log.coalescer.rounds <= 2
