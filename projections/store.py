@@ -95,6 +95,10 @@ class Store:
                 count += 1
             it.next() if not reverse else it.prev()
 
+    def raw_get(self, table: str, key: bytes) -> bytes | None:
+        """The bytes of a row written with `Batch.raw`, or None."""
+        return self._db.get(row_key(table, "") + key)
+
     def raw_scan(self, table: str) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) bytes of a table whose rows are not JSON-by-us (the fold's rows)."""
         head = row_key(table, "")
@@ -125,6 +129,11 @@ class Store:
         if self.read_only:
             raise StoreError(f"the store at {self.path} is open read-only")
         return Batch(self)
+
+    def drop(self, table: str) -> None:
+        """Delete every row of a table (one range deletion)."""
+        head = row_key(table, "")
+        self._db.delete_range(head, head[:-1] + b"\x01")
 
     def _commit(self, writes: dict[bytes, bytes | None]) -> None:
         wb = WriteBatch(raw_mode=True)
