@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 
 from projections.store import Store
 from taskfold.core import foldrows
-from taskfold.core.events import Event, TaskSubmitted
+from taskfold.core.events import Event, TaskSubmitted, WorkflowSubmitted
 from taskfold.core.fold import Where, evolve
+from taskfold.core.policies import workflow_task_id
 from taskfold.core.scheduling.fleet import observe
 from taskfold.core.scheduling.model import Fleet, QueuePolicy
 from taskfold.core.state import Member, QueueState, Task, Verdict
@@ -113,7 +114,11 @@ class WorkingSet:
     def _recall(self, queue: foldrows.Queue, event: Event) -> foldrows.Queue:
         """The queue with every stored task the fold may read for `event` back in memory."""
         state = queue.state
-        wanted = foldrows.affected_tasks(state, event)
+        # Dependents are not needed: the fold skips a dependent that is not blocked, and one
+        # that left memory is finished. A leaving agent's holdings are in flight, in memory.
+        wanted = {event.task} if event.task is not None else set()
+        if isinstance(event, WorkflowSubmitted):
+            wanted.update(workflow_task_id(event.workflow_id, node.node) for node in event.nodes)
         if isinstance(event, TaskSubmitted):
             wanted.update(event.depends_on)
             key = event.idempotency_key

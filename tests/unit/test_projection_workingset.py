@@ -12,6 +12,8 @@ from projections.projector import EVENTS, Projector
 from projections.store import Store
 from projections.views import all_views
 from projections.workingset import FOLD_KEYS
+from taskfold.core.events import WorkflowNode, WorkflowSubmitted
+from taskfold.core.policies import workflow_task_id
 from taskfold.core.testing import Events
 from taskfold.log.eventlog import Recorded
 
@@ -36,7 +38,17 @@ def history() -> list:
         e.submit("t5"), e.cancel("t5"), e.cancel("t5"),
         e.assign("t2", "a"), e.start("t2", "a"), e.leave("a", reason="lost"),
         e.submit("t6", idempotency_key="k1"),
+        flow("w-1"), e.cancel(workflow_task_id("wf", "b")), e.cancel(workflow_task_id("wf", "a")),
+        flow("w-2"),  # rejected: the workflow's tasks exist, though they left memory
+        flow("w-1"),  # the same event again: a duplicate
     ]
+
+
+def flow(event_id: str) -> WorkflowSubmitted:
+    """Workflow `wf`: node b depends on node a."""
+    return WorkflowSubmitted(event_id=event_id, queue="q", occurred_at=5_000, actor="test", workflow_id="wf",
+                             nodes=[WorkflowNode(node="a", task_type="x"),
+                                    WorkflowNode(node="b", task_type="x", depends_on=["a"])])
 
 
 def everything(store: Store, *, but: str = FOLD_KEYS) -> dict[bytes, bytes]:
@@ -63,6 +75,8 @@ def test_batched_rows_without_finished_tasks_equal_one_by_one_with_all(tmp_path:
         assert everything(batched.store) == everything(one_by_one.store), size
         batched.store.close()
     assert "rejected: task t1 was already submitted" in expected
+    assert any(v.startswith("rejected: workflow wf was already submitted") for v in expected)
+    assert expected[-1] == "duplicate: event already applied"
     assert any(v.startswith("duplicate: idempotency key 'k1'") for v in expected)
 
 
