@@ -19,6 +19,9 @@ from rocksdict import AccessType, Options, Rdict, WriteBatch
 SEP = "\x00"
 OFFSETS = "_offsets"  # key "topic:partition" -> next offset the rows reflect
 META = "_meta"  # store-wide facts: format, what the store was built up to
+# RocksDB's memtable (default 64 MB, two of them while one flushes): most of a rebuild's
+# resident memory. A rebuild writes in big batches, so smaller memtables cost little.
+WRITE_BUFFER_BYTES = 16 << 20
 _STAGED = object()  # marks a put whose value is encoded at commit
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # json.dumps builds one per call
 
@@ -46,6 +49,7 @@ class Store:
             raise StoreError(f"no projection store at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
         options.create_if_missing(not read_only)
         access = AccessType.read_only() if read_only else AccessType.read_write()
         try:
