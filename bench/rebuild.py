@@ -1,6 +1,7 @@
 """Projection rebuild speed: N events appended to a real broker, then rebuilt from offset 0.
 
     .venv/bin/python bench/rebuild.py [--events 1000000] [--queues 10] [--agents 20] [--views all|none]
+                                      [--profile rebuild.prof]
 
 Starts its own broker (TASKFOLD_BOOTSTRAP, a container or Tansu, as the tests do), appends
 a realistic mix in big batches (waves of submit/assign/start/complete per queue, about 7%
@@ -116,7 +117,7 @@ async def append(bootstrap: str, tansu: bool, topics: TopicNames, args: argparse
     return count, time.perf_counter() - started
 
 
-def measure(bootstrap: str, tansu: bool, prefix: str, store: str, views: str) -> None:
+def measure(bootstrap: str, tansu: bool, prefix: str, store: str, views: str, profile: str = "") -> None:
     """In the child: rebuild the store and print the report as JSON."""
     from projections.rebuild import rebuild
 
@@ -125,7 +126,14 @@ def measure(bootstrap: str, tansu: bool, prefix: str, store: str, views: str) ->
         from projections.views import all_views
         chosen = list(all_views())
     cpu = time.process_time()
-    report = asyncio.run(rebuild(bootstrap, TopicNames(prefix), store, chosen, tansu=tansu))
+    work = rebuild(bootstrap, TopicNames(prefix), store, chosen, tansu=tansu)
+    if profile:  # cProfile of the whole child: pstats.Stats(path).sort_stats("cumtime")
+        import cProfile
+        with cProfile.Profile() as profiler:
+            report = asyncio.run(work)
+        profiler.dump_stats(profile)
+    else:
+        report = asyncio.run(work)
     cpu = time.process_time() - cpu
     print(json.dumps({
         "events": report.events, "poison": report.poison, "verdicts": report.verdicts,
@@ -149,7 +157,7 @@ async def run(args: argparse.Namespace) -> dict:
         store = work / "store"
         child = subprocess.run(
             [sys.executable, __file__, "--child", broker.bootstrap, str(int(broker.is_tansu)), topics.prefix,
-             str(store), args.views], capture_output=True, text=True, check=False)
+             str(store), args.views, args.profile], capture_output=True, text=True, check=False)
         if child.returncode != 0:
             raise SystemExit(f"the rebuild failed:\n{child.stderr}")
         result = json.loads(child.stdout.strip().splitlines()[-1])
@@ -171,8 +179,8 @@ async def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        bootstrap, tansu, prefix, store, views = sys.argv[2:7]
-        measure(bootstrap, tansu == "1", prefix, store, views)
+        bootstrap, tansu, prefix, store, views, profile = sys.argv[2:8]
+        measure(bootstrap, tansu == "1", prefix, store, views, profile)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -181,6 +189,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--views", choices=["all", "none"], default="all",
                         help="all: projections.views.all_views(); none: the fold and offsets only")
+    parser.add_argument("--profile", default="", metavar="PATH",
+                        help="write a cProfile of the rebuild child there (its figures are then not comparable)")
     args = parser.parse_args()
     out = asyncio.run(run(args))
     print(f"rebuilt {out['events']:,} events ({out['queues']} queues, {out['agents']} agents, "

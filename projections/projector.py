@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from projections.store import Batch, Store
 from projections.view import Change, Telemetry, View, position_key
+from projections.workingset import FOLD, WorkingSet
 from taskfold.core import foldrows
 from taskfold.core.fold.placement import stamp
 from taskfold.log.eventlog import Poison, Recorded
 from taskfold.core.scheduling.model import QueuePolicy
 
-FOLD = "_fold"
 POISON = "poison"  # table: position -> reason, for every undecodable record seen
 EVENTS, PROGRESS, HEARTBEATS = "events", "progress", "heartbeats"  # topic roles
 # 2: verdicts judge where a record sits (misrouted, clock skew) and the time index leaves
@@ -50,7 +50,8 @@ class Projector:
     """Applies records of `events`, `progress` and `heartbeats` to a set of views."""
 
     def __init__(self, store: Store, views: Sequence[View],
-                 policy: Callable[[str], QueuePolicy] = lambda queue: DEFAULT_POLICY) -> None:
+                 policy: Callable[[str], QueuePolicy] = lambda queue: DEFAULT_POLICY, *,
+                 keep_finished: bool = True) -> None:
         self.store = store
         self.views = list(views)
         self.policy = policy
@@ -60,15 +61,20 @@ class Projector:
             raise StoreFormatError(
                 f"the store at {store.path} has format {fmt}, this version writes {STORE_FORMAT}; "
                 "rebuild it with `taskfold replay --rebuild`")
-        stored = foldrows.read(store.raw_scan(FOLD))
-        self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
+        # keep_finished=False (a rebuild): finished tasks live in the store only (see WorkingSet).
+        self.fold = WorkingSet(store, keep_finished=keep_finished)
         self.offsets = {role: store.offsets(role) for role in (EVENTS, PROGRESS, HEARTBEATS)}
         self.counts: Counter = Counter(store.meta("counts") or {})
         self.seconds = 0.0  # time spent applying, for events/s
 
+    @property
+    def queues(self) -> dict[str, foldrows.Queue]:
+        """Every queue's fold and fleet."""
+        return self.fold.queues
+
     def queue(self, name: str) -> foldrows.Queue:
         """A queue's fold and fleet (empty if never seen)."""
-        return self.queues.get(name, foldrows.Queue())
+        return self.fold.queue(name)
 
     def next_offset(self, topic: str, partition: int) -> int:
         """The next offset of a topic's partition that the rows do not reflect yet."""
@@ -101,6 +107,7 @@ class Projector:
                 applied.append(entry)
             else:
                 applied.append(self._event(entry, batch))
+        self.fold.flush(batch)
         for partition, next_offset in touched.items():
             batch.offset(topic, partition, next_offset)
         batch.put("_meta", "counts", dict(self.counts))
@@ -113,10 +120,7 @@ class Projector:
     def _event(self, entry: Recorded, batch: Batch) -> Change:
         event = entry.event
         where = entry.where
-        step = foldrows.step(self.queue(event.queue), event, self.policy(event.queue), where)
-        self.queues[event.queue] = step.after
-        for key, value in step.writes:
-            batch.raw(FOLD, key, value)
+        step = self.fold.fold(event, self.policy(event.queue), where)
         self.counts["events"] += 1
         self.counts[step.verdict.outcome] += 1
         change = Change(entry.partition, entry.offset, event, step.verdict, step.before, step.after,

@@ -7,11 +7,14 @@ Protocol:
    half-built store.
 3. Read `events` from the beginning, keep what the cut keeps (`CutRule`, the same rule as
    `EventLog.read`) and apply every fetched batch with one `Projector.apply`, which is
-   one RocksDB write batch (that is what makes a rebuild fast).
+   one RocksDB write batch (that is what makes a rebuild fast). The projector keeps only
+   unfinished tasks in memory (`keep_finished=False`, see `projections.workingset`), so the
+   working set does not grow with history; finished ones are read back from the store.
 4. Then `progress` and `heartbeats` the same way. Events go first because telemetry is
    about them (a chunk of a started attempt, a beat of a joined agent); a view must not
    make its rows depend on how the live run interleaved the topics.
-5. Record in meta `built_to` what the store reflects, close it, and swap it in for the
+5. Drop the working set's key index (`_fold_keys`), so the store equals a live one row for
+   row; record in meta `built_to` what the store reflects, close it, and swap it in for the
    target (the old store is wiped).
 
 Telemetry under a cut: each progress and heartbeat partition is cut like an events
@@ -38,6 +41,7 @@ from projections.live import telemetry_of
 from projections.projector import EVENTS, HEARTBEATS, PROGRESS, Projector
 from projections.store import META, Store, StoreError
 from projections.view import Telemetry, View
+from projections.workingset import FOLD_KEYS
 from taskfold.broker.topics import TopicNames
 from taskfold.log.eventlog import Cut, CutRule, Recorded, occurred_at
 from taskfold.log.reader import LogReader
@@ -103,7 +107,7 @@ async def rebuild(bootstrap: str, topics: TopicNames, path: Path | str, views: S
     started = time.perf_counter()
     store = Store(building)
     try:
-        projector = Projector(store, views)
+        projector = Projector(store, views, keep_finished=False)  # finished tasks: in the store only
         report = RebuildReport(target)
         async with LogReader(bootstrap, tansu=tansu) as reader:
             with _growing_heap():
@@ -222,6 +226,7 @@ class _Tracker:
 
 
 def _finish(store: Store, projector: Projector, report: RebuildReport) -> None:
+    store.drop(FOLD_KEYS)  # the rebuild's own index of finished tasks: a live store has none
     batch = store.batch()
     batch.put(META, BUILT_TO, report.built_to)
     batch.commit()

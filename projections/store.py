@@ -19,6 +19,9 @@ from rocksdict import AccessType, Options, Rdict, WriteBatch
 SEP = "\x00"
 OFFSETS = "_offsets"  # key "topic:partition" -> next offset the rows reflect
 META = "_meta"  # store-wide facts: format, what the store was built up to
+# RocksDB's memtable (default 64 MB, two of them while one flushes): most of a rebuild's
+# resident memory. A rebuild writes in big batches, so smaller memtables cost little.
+WRITE_BUFFER_BYTES = 16 << 20
 _STAGED = object()  # marks a put whose value is encoded at commit
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # json.dumps builds one per call
 
@@ -46,6 +49,7 @@ class Store:
             raise StoreError(f"no projection store at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
         options.create_if_missing(not read_only)
         access = AccessType.read_only() if read_only else AccessType.read_write()
         try:
@@ -95,6 +99,10 @@ class Store:
                 count += 1
             it.next() if not reverse else it.prev()
 
+    def raw_get(self, table: str, key: bytes) -> bytes | None:
+        """The bytes of a row written with `Batch.raw`, or None."""
+        return self._db.get(row_key(table, "") + key)
+
     def raw_scan(self, table: str) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) bytes of a table whose rows are not JSON-by-us (the fold's rows)."""
         head = row_key(table, "")
@@ -125,6 +133,11 @@ class Store:
         if self.read_only:
             raise StoreError(f"the store at {self.path} is open read-only")
         return Batch(self)
+
+    def drop(self, table: str) -> None:
+        """Delete every row of a table (one range deletion)."""
+        head = row_key(table, "")
+        self._db.delete_range(head, head[:-1] + b"\x01")
 
     def _commit(self, writes: dict[bytes, bytes | None]) -> None:
         wb = WriteBatch(raw_mode=True)
