@@ -1,6 +1,7 @@
 """A scheduler worker restarted on a queue with long history (issue 12 target 6).
 
     .venv/bin/python bench/restart.py [--tasks 100000] [--partitions 6] [--worker-args "--tick-ms 50"]
+        [--restarts clean,killed,fresh] [--keep]
 
 Starts its own broker (as the tests pick one), appends `--tasks` finished tasks to one
 queue in big batches (submit, assign, start, complete; about 3% fail once and are retried;
@@ -237,8 +238,9 @@ async def run(args: argparse.Namespace) -> dict:
             print(f"first start folded the history: the first probe completed after {first_s:.1f} s",
                   file=sys.stderr)
             runs = []
-            for how, name in (("clean", "worker-1"), ("killed", "worker-1"), ("fresh", "worker-fresh")):
-                runs.append(await restart(cluster, log, name, how, args))
+            names = {"clean": "worker-1", "killed": "worker-1", "fresh": "worker-fresh"}
+            for how in args.restarts.split(","):
+                runs.append(await restart(cluster, log, names[how], how, args))
                 print(f"  {how}: {runs[-1]}", file=sys.stderr)
         return {"bench": "restart", "tasks": args.tasks, "events": appended, "partitions": args.partitions,
                 "append_events_per_second": round(appended / append_s), "first_start_to_probe_done_s": round(first_s, 1),
@@ -258,6 +260,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000, help="finished tasks of history")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--worker-args", default="--tick-ms 50", help="extra `taskfold worker` arguments")
+    parser.add_argument("--restarts", default="clean,killed,fresh", help="which restarts to measure, in order")
     parser.add_argument("--keep", action="store_true", help="keep the state directory and the process logs")
     args = parser.parse_args()
     out = asyncio.run(run(args))
