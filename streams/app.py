@@ -236,6 +236,14 @@ def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topi
         if mine:
             options.report(f"revoked partitions {sorted(mine)}")
 
+    @app.on_partitions_assigned.connect
+    async def note_assigned(sender: object, assigned: set, **kwargs: object) -> None:
+        # The moment the group handed us partitions: faust's start and join end here, and
+        # table recovery (then `ready`) begins; bench/restart.py times the two apart.
+        mine = sorted(tp.partition for tp in assigned if tp.topic == topics.events)
+        if mine:
+            options.report(f"assigned partitions {mine}")
+
     async def rebuild() -> None:
         # After recovery the table holds exactly the rows of the partitions we now own.
         queues = scheduler.load(table.items())
