@@ -19,7 +19,7 @@ from aiokafka import errors as Errors
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
-from taskfold.broker import clients, compat
+from taskfold.broker import clients, highwater
 
 FETCH_BYTES = 4 << 20
 FETCH_WAIT_MS = 200  # never 0 (Tansu then answers with no partitions); a short wait can run out before a
@@ -48,7 +48,7 @@ async def read_batches(bootstrap: str, topic: str, partition: int, *, start: int
     try:
         tp = TopicPartition(topic, partition)
         if end is None:
-            end = (await compat.end_offsets(consumer, [tp], timeout=timeout_s))[tp]
+            end = (await highwater.end_offsets(consumer, [tp], timeout=timeout_s))[tp]
         out: list[Batch] = []
         offset, deadline = start, time.monotonic() + timeout_s
         while offset < end:
