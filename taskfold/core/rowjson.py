@@ -20,6 +20,8 @@ from typing import Any, Union
 from immutables import Map
 from pydantic import BaseModel
 
+from taskfold.core.state import created
+
 ROW_FORMAT = 1  # bump when a row's JSON changes incompatibly
 
 
@@ -116,8 +118,52 @@ def decode(cls: type, raw: bytes) -> Any:
     body = json.loads(raw)
     if body.pop("_v", None) != ROW_FORMAT:
         raise RowFormatError(f"{cls.__name__} row is not in format {ROW_FORMAT}: {raw[:80]!r}")
-    hints, names = _hints(cls), _fields(cls)
-    return cls(**{name: _typed(hints[name], value) for name, value in body.items() if name in names})
+    readers = _row_readers(cls)
+    kwargs = {}
+    for name, value in body.items():
+        if name in readers:
+            read = readers[name]
+            kwargs[name] = value if read is None or value is None else read(value)
+    return created(cls, kwargs)
+
+
+@functools.cache
+def _row_readers(cls: type) -> dict[str, Callable[[Any], Any] | None]:
+    """Each field's conversion from JSON, decided once per class (None: the JSON value as is).
+
+    A restart reads every stored row; judging each field's annotation per row with
+    typing.get_origin/get_args cost about 0.08 ms a row.
+    """
+    hints = _hints(cls)
+    return {name: _from_json(hints[name]) for name in _fields(cls)}
+
+
+def _from_json(hint: Any) -> Callable[[Any], Any] | None:
+    """`_typed` for one annotation, as a function chosen once; None where `_typed` returns the value.
+
+    Callers pass None through (an Optional field, or a JSON null): `_typed` does the same.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        return _from_json(inner)
+    if hint in (int, str, bool, Any):
+        return None
+    if origin is frozenset and args[0] is str:
+        return frozenset
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] is str:
+        return tuple
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and typing.get_args(args[0]) == (str, str):
+        return _pairs_back
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint
+    if hint is float:
+        return float
+    return functools.partial(_typed, hint)
+
+
+def _pairs_back(value: list[list[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((a, b) for a, b in value)
 
 
 def plain(value: Any) -> Any:
