@@ -27,28 +27,16 @@ import uvicorn
 
 from projections.gateway.app import GatewayConfig, create_app, open_runtime
 from taskfold.ops import logs
+from taskfold.ops.probes import bound, url_of
 
 log = logging.getLogger("taskfold.gateway")
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on host:port (port 0: a free one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
+    """A listening-ready TCP socket on host:port (port 0: a free one), inherited by uvicorn's workers."""
+    sock = bound(host, port)
     sock.set_inheritable(True)
     return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    """http://host:port of a bound socket."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class _Server(uvicorn.Server):

@@ -17,7 +17,8 @@ from taskfold.agent.demo import demo_agent
 from taskfold.agent.process import RepeatFilter
 from taskfold.cli.render import JsonLines, status_console
 from taskfold.config import Settings
-from taskfold.ops.probes import ProbeServer, bind, url_of
+from taskfold.cli.probes import probe_socket
+from taskfold.ops.probes import ProbeServer, url_of
 
 # Measured (README, Agents): covers one log hop at a quick agent's rate, and small enough that
 # a prefetched task starts long before the worker's start_within_ms.
@@ -76,13 +77,7 @@ def agent(
 def _probes(host: str | None, port: int | None) -> socket.socket | None:
     """The probes' socket (bound now: a port in use is refused before the agent joins), or None when off."""
     settings = Settings()
-    host, port = host or settings.http_host, settings.agent_http_port if port is None else port
-    if port is None:
-        return None
-    try:
-        return bind(host, port)
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}", param_hint="--http-port") from None
+    return probe_socket(host or settings.http_host, settings.agent_http_port if port is None else port)
 
 
 async def _serve(the_agent: Agent, bootstrap: str | None, console: Console | JsonLines,

@@ -15,7 +15,8 @@ from taskfold.cli.connect import resolve
 from taskfold.cli.supervision import sigterm_unwinds
 from taskfold.config import Settings
 from taskfold.ops import logs
-from taskfold.ops.probes import bind, url_of
+from taskfold.cli.probes import probe_socket
+from taskfold.ops.probes import url_of
 
 
 def worker(
@@ -52,8 +53,8 @@ def worker(
         name = claim_worker_id(settings.state_dir, worker_id)
     except (ValueError, RuntimeError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    probes = _probes(http_host or settings.http_host,
-                     settings.worker_http_port if http_port is None else http_port)
+    probes = probe_socket(http_host or settings.http_host,
+                          settings.worker_http_port if http_port is None else http_port)
 
     def report(line: str) -> None:
         logs.status(f"taskfold worker {name}: {line}", logger="taskfold.worker", worker=name)
@@ -76,16 +77,6 @@ def _run(target, default_partitions: int, options, loglevel: str, probes) -> Non
     run_worker(target.bootstrap, target.topics, tansu=target.tansu, partitions=partitions,
                options=options, loglevel=loglevel, probes=probes)
     options.report("stopped")
-
-
-def _probes(host: str, port: int | None):  # noqa: ANN202 - a bound socket, or None when off
-    """The probes' socket, bound now so that a port in use is refused before anything starts."""
-    if port is None:
-        return None
-    try:
-        return bind(host, port)
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}", param_hint="--http-port") from None
 
 
 async def _events_partitions(target, default: int) -> int:

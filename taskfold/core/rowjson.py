@@ -69,23 +69,39 @@ def _row_layout(cls: type) -> tuple[Callable[[Any], tuple], tuple[str, ...], tup
 
 def _to_json(hint: Any) -> Callable[[Any], Any] | None:
     """What `plain` does to a value of this annotation, decided once per field; None for a scalar."""
+    return _conversions(hint)[0]
+
+
+def _from_json(hint: Any) -> Callable[[Any], Any] | None:
+    """What `_typed` does to a JSON value of this annotation, decided once per field; None:
+    the value as it is. Callers pass None through (an Optional field, or a JSON null), as `_typed` does."""
+    return _conversions(hint)[1]
+
+
+def _conversions(hint: Any) -> tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]:
+    """(to JSON, from JSON) for one annotation: the fast paths of `plain` and `_typed`."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return _to_json(inner[0]) if len(inner) == 1 else plain  # None is a scalar: never converted
-    if hint in (str, int, float, bool, type(None)):
-        return None
-    if origin is frozenset and args[0] is str:
-        return sorted
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] is str:
-        return list
+        # None is a scalar: never converted.
+        return _conversions(inner[0]) if len(inner) == 1 else (plain, functools.partial(_typed, hint))
+    if hint in (str, int, bool, type(None)):
+        return None, None
+    if hint is float:
+        return None, float
+    if hint is Any:
+        return plain, None
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis and typing.get_args(args[0]) == (str, str):
-        return _pairs
+        return _pairs, _pairs_back
+    if (origin, args) == (frozenset, (str,)):
+        return sorted, frozenset
+    if (origin, args) == (tuple, (str, Ellipsis)):
+        return list, tuple
     if isinstance(hint, type) and issubclass(hint, Enum):
-        return _enum_value
+        return _enum_value, hint
     if isinstance(hint, type) and issubclass(hint, BaseModel):
-        return _model_json
-    return plain
+        return _model_json, hint.model_validate
+    return plain, functools.partial(_typed, hint)
 
 
 def _pairs(value: tuple[tuple[str, str], ...]) -> list[list[str]]:
@@ -136,30 +152,6 @@ def _row_readers(cls: type) -> dict[str, Callable[[Any], Any] | None]:
     """
     hints = _hints(cls)
     return {name: _from_json(hints[name]) for name in _fields(cls)}
-
-
-def _from_json(hint: Any) -> Callable[[Any], Any] | None:
-    """`_typed` for one annotation, as a function chosen once; None where `_typed` returns the value.
-
-    Callers pass None through (an Optional field, or a JSON null): `_typed` does the same.
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        (inner,) = [a for a in args if a is not type(None)]
-        return _from_json(inner)
-    if hint in (int, str, bool, Any):
-        return None
-    if origin is frozenset and args[0] is str:
-        return frozenset
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] is str:
-        return tuple
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and typing.get_args(args[0]) == (str, str):
-        return _pairs_back
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return hint
-    if hint is float:
-        return float
-    return functools.partial(_typed, hint)
 
 
 def _pairs_back(value: list[list[str]]) -> tuple[tuple[str, str], ...]:

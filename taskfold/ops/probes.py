@@ -38,13 +38,23 @@ class Readiness:
     detail: Mapping[str, object] = field(default_factory=dict)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A bound, listening TCP socket on host:port (port 0: a free one); OSError names the cause."""
+def bound(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one), not yet listening; OSError names the cause."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket on host:port (port 0: a free one)."""
+    sock = bound(host, port)
+    try:
         sock.listen(64)
     except OSError:
         sock.close()
