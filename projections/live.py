@@ -92,6 +92,7 @@ class LiveProjection:
         # fetches quickly only while a caller waits on it (settings.DemandWait).
         self._demand = DemandWait(WRITE_PATH_FETCH_WAIT_MS, fetch_max_wait_ms(True)) if tansu else None
         self._waiting = 0
+        self._last_wait_done = float("-inf")  # loop time when the last wait on the projection ended
         self._readers = {role: LogReader(bootstrap, tansu=tansu, auto_offset_reset=offset_reset(role))
                          for role in self._names}
         self._tasks: list[asyncio.Task] = []
@@ -259,11 +260,16 @@ class LiveProjection:
             yield
         finally:
             self._waiting -= 1
+            loop = asyncio.get_running_loop()
+            self._last_wait_done = loop.time()
             self._fit_fetch_wait()
+            if self._demand is not None and not self._waiting:
+                loop.call_later(self._demand.linger_s + 0.01, self._fit_fetch_wait)
 
     def _fit_fetch_wait(self) -> None:
         if self._demand is not None:
-            self._readers[EVENTS].set_fetch_wait(self._demand.wait_ms(self._waiting))
+            idle_s = asyncio.get_running_loop().time() - self._last_wait_done
+            self._readers[EVENTS].set_fetch_wait(self._demand.wait_ms(self._waiting, idle_s))
 
 
 __all__ = ["LiveProjection", "PoisonSeen", "telemetry_of"]

@@ -131,16 +131,17 @@ class DemandWait:
 
     short_ms: int
     long_ms: int
+    linger_s: float = 1.0  # stay short this long after the last wait: a client's next write follows soon
 
-    def wait_ms(self, waiting: int) -> int:
-        """The max_wait of the next Fetch while `waiting` callers wait on this reader's progress.
+    def wait_ms(self, waiting: int, idle_s: float = float("inf")) -> int:
+        """The next Fetch's max_wait with `waiting` callers waiting, the last one done `idle_s` ago.
 
         Each Tansu Fetch that finds records lists every batch of the partition (BROKER.md),
         so a reader that nobody waits on should fetch rarely and take many batches at once:
         in a burst, the gateway's 20 ms events reader sent more Fetches than any other
         reader of the partition (bench/fetchcount.py). Latency is bought only when asked for.
         """
-        return self.short_ms if waiting > 0 else self.long_ms
+        return self.short_ms if waiting > 0 or idle_s < self.linger_s else self.long_ms
 
 
 def set_fetch_max_wait(consumer: Any, wait_ms: int) -> None:

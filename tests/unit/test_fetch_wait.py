@@ -1,11 +1,14 @@
 """Fetch waits that fit the demand: a tailing reader fetches quickly only while a caller waits on it."""
 
+import asyncio
+
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from projections.live import WRITE_PATH_FETCH_WAIT_MS, LiveProjection
 from projections.projector import EVENTS
 from taskfold.broker import settings
+from taskfold.broker.settings import DemandWait
 from taskfold.broker.topics import TopicNames
 
 
@@ -14,6 +17,9 @@ def test_demand_wait_is_short_only_while_someone_waits() -> None:
     assert rule.wait_ms(0) == 100
     assert rule.wait_ms(1) == 20
     assert rule.wait_ms(7) == 20
+    lingering = settings.DemandWait(short_ms=20, long_ms=100, linger_s=1.0)
+    assert lingering.wait_ms(0, idle_s=0.5) == 20  # a client's next write usually follows soon
+    assert lingering.wait_ms(0, idle_s=1.5) == 100
 
 
 async def test_set_fetch_max_wait_reaches_the_next_fetch_and_refuses_zero() -> None:
@@ -39,8 +45,13 @@ async def test_the_events_reader_fetches_quickly_only_during_a_wait(tmp_path) ->
             seen.append(events._settings["fetch_max_wait_ms"])
             return True
 
+        live._demand = DemandWait(WRITE_PATH_FETCH_WAIT_MS, idle, linger_s=0.05)
         await live.wait_for(waited, timeout=5)
         assert seen == [WRITE_PATH_FETCH_WAIT_MS]
-        assert events._settings["fetch_max_wait_ms"] == idle
+        assert events._settings["fetch_max_wait_ms"] == WRITE_PATH_FETCH_WAIT_MS  # lingering
+        deadline = asyncio.get_running_loop().time() + 5
+        while events._settings["fetch_max_wait_ms"] != idle:
+            assert asyncio.get_running_loop().time() < deadline, "the reader never went back to the long wait"
+            await asyncio.sleep(0.01)
     finally:
         live.store.close()
