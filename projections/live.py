@@ -27,6 +27,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from projections.store import Store
 from projections.view import Change, Telemetry, View
+from taskfold.broker.settings import DemandWait, fetch_max_wait_ms
 from taskfold.broker.topics import TopicNames
 from taskfold.config import ClusterSettings
 from taskfold.log.eventlog import Poison, entry_of
@@ -86,10 +87,13 @@ class LiveProjection:
         self.projector.listeners.append(self._settle)
         self._names = {EVENTS: topics.events, PROGRESS: topics.progress, HEARTBEATS: topics.heartbeats}
         # Read-your-write waits for the events reader: on Tansu a parked Fetch is not woken
-        # by new data, so its max wait is the latency floor of every write (BROKER.md).
-        quick = {"fetch_max_wait_ms": WRITE_PATH_FETCH_WAIT_MS} if tansu else {}
-        self._readers = {role: LogReader(bootstrap, tansu=tansu, auto_offset_reset=offset_reset(role),
-                                         **(quick if role == EVENTS else {}))
+        # by new data, so its max wait is the latency floor of every write (BROKER.md). Each
+        # Fetch that finds records costs the broker a listing of the partition, so the reader
+        # fetches quickly only while a caller waits on it (settings.DemandWait).
+        self._demand = DemandWait(WRITE_PATH_FETCH_WAIT_MS, fetch_max_wait_ms(True)) if tansu else None
+        self._waiting = 0
+        self._last_wait_done = float("-inf")  # loop time when the last wait on the projection ended
+        self._readers = {role: LogReader(bootstrap, tansu=tansu, auto_offset_reset=offset_reset(role))
                          for role in self._names}
         self._tasks: list[asyncio.Task] = []
         self._waiters: dict[tuple[int, int], list[asyncio.Future[Change]]] = {}
@@ -200,7 +204,8 @@ class LiveProjection:
         future: asyncio.Future[Change] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            with self._demanded():
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
         finally:
             waiting = self._waiters.get(key)
             if waiting is not None and future in waiting:
@@ -243,7 +248,28 @@ class LiveProjection:
         async def _wait() -> None:
             async with self._applied:
                 await self._applied.wait_for(predicate)
-        await asyncio.wait_for(_wait(), timeout)
+        with self._demanded():
+            await asyncio.wait_for(_wait(), timeout)
+
+    @contextlib.contextmanager
+    def _demanded(self):  # noqa: ANN202 - a context manager
+        """While inside, the events reader fetches with the short wait (Tansu only)."""
+        self._waiting += 1
+        self._fit_fetch_wait()
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+            loop = asyncio.get_running_loop()
+            self._last_wait_done = loop.time()
+            self._fit_fetch_wait()
+            if self._demand is not None and not self._waiting:
+                loop.call_later(self._demand.linger_s + 0.01, self._fit_fetch_wait)
+
+    def _fit_fetch_wait(self) -> None:
+        if self._demand is not None:
+            idle_s = asyncio.get_running_loop().time() - self._last_wait_done
+            self._readers[EVENTS].set_fetch_wait(self._demand.wait_ms(self._waiting, idle_s))
 
 
 __all__ = ["LiveProjection", "PoisonSeen", "telemetry_of"]

@@ -125,6 +125,35 @@ def fetch_max_wait_ms(broker: BrokerLike | bool) -> int:
     return int(override)
 
 
+@dataclass(frozen=True)
+class DemandWait:
+    """A tailing reader's Fetch max_wait on Tansu: short while a caller waits on it, long otherwise."""
+
+    short_ms: int
+    long_ms: int
+    linger_s: float = 1.0  # stay short this long after the last wait: a client's next write follows soon
+
+    def wait_ms(self, waiting: int, idle_s: float = float("inf")) -> int:
+        """The next Fetch's max_wait with `waiting` callers waiting, the last one done `idle_s` ago.
+
+        Each Tansu Fetch that finds records lists every batch of the partition (BROKER.md),
+        so a reader that nobody waits on should fetch rarely and take many batches at once:
+        in a burst, the gateway's 20 ms events reader sent more Fetches than any other
+        reader of the partition (bench/fetchcount.py). Latency is bought only when asked for.
+        """
+        return self.short_ms if waiting > 0 or idle_s < self.linger_s else self.long_ms
+
+
+def set_fetch_max_wait(consumer: Any, wait_ms: int) -> None:
+    """Change a consumer's max_wait from its next Fetch on (aiokafka reads it per request)."""
+    if wait_ms < 1:  # Tansu answers max_wait 0 with no partitions
+        raise ValueError(f"a fetch max_wait must be >= 1 ms, got {wait_ms}")
+    consumer._fetch_max_wait_ms = wait_ms  # what start() hands the fetcher
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        fetcher._fetch_max_wait_ms = wait_ms
+
+
 def consumer_settings(
     broker: BrokerLike | bool, *, group_id: str | None = None, fast: bool = False
 ) -> dict[str, Any]:

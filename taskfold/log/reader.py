@@ -21,7 +21,7 @@ from aiokafka.structs import ConsumerRecord
 
 from taskfold.broker import clients
 from taskfold.broker.highwater import end_offsets as highwater_end_offsets
-from taskfold.broker.settings import consumer_settings
+from taskfold.broker.settings import consumer_settings, set_fetch_max_wait
 from taskfold.log.contiguity import Contiguity
 from taskfold.log.records import ConsumedRecord
 
@@ -68,6 +68,12 @@ class LogReader:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def set_fetch_wait(self, wait_ms: int) -> None:
+        """The Fetch max_wait of the running `batches` from its next Fetch on, and of later ones."""
+        self._settings["fetch_max_wait_ms"] = wait_ms
+        if self._live is not None:
+            set_fetch_max_wait(self._live, wait_ms)
 
     def _consumer(self) -> AIOKafkaConsumer:
         return clients.consumer(self.bootstrap, **self._settings)
