@@ -297,7 +297,9 @@ class Agent:
             # The slot frees once the outcome is handed to the log, not once it is
             # acknowledged: the next start follows it in the same round or a later one.
             self._reported.add(key)
-            self._free(key, outcome_sent)
+            # An outcome behind a start already refused will be refused too: chaining the
+            # next start to it would refuse that one as well, and so on down the held queue.
+            self._free(key, None if start is not None and _failed(start) else outcome_sent)
             await outcome_sent
             self.stats[outcome.kind] += 1
             log.info("%s %s", outcome.kind, key.task_id if report is not None else f"{key} (revoked, not reported)")
@@ -406,3 +408,8 @@ class Agent:
             if not jobs:
                 break
             await asyncio.wait(jobs, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+
+
+def _failed(append: asyncio.Future) -> bool:
+    """Whether a submitted append has already failed (or was cancelled)."""
+    return append.done() and (append.cancelled() or append.exception() is not None)
