@@ -230,14 +230,21 @@ class Agent:
                                                   self.prefetch)
                     self._spawn(self._report(joined, "rejoined"))
 
-    def _run_held(self, queue: str) -> None:
-        """Start held attempts of the queue while fewer than its slots run: highest priority, then arrival."""
+    def _run_held(self, queue: str, freed_by: asyncio.Future | None = None) -> None:
+        """Start held attempts of the queue while fewer than its slots run: highest priority, then arrival.
+
+        `freed_by` is the submitted, maybe unacknowledged, outcome that freed a slot: the
+        first attempt started goes `after` it, so the log never shows that slot running twice.
+        """
         while sum(1 for k in self._attempts if k.queue == queue) < self.slots[queue]:
             held = [k for k in self._held if k.queue == queue]
             if not held:
                 return
             key = min(held, key=lambda k: (self._held[k].priority.rank, self._held[k].arrival, k.task_id))
-            self._start(key, self._held.pop(key))
+            # A settled outcome needs no chain; a failed one must not refuse every later start.
+            after = freed_by if freed_by is not None and not freed_by.done() else None
+            self._start(key, self._held.pop(key), after)
+            freed_by = None
 
     def _hand_back_held(self) -> None:
         """Draining: give back every attempt held and not started, at once and uncharged."""
@@ -245,11 +252,11 @@ class Agent:
             self._spawn(self._report(self.reporter.handed_back(key, task.correlation_id), "handed_back"))
         self._held.clear()
 
-    def _start(self, key: AttemptKey, task: Task) -> None:
+    def _start(self, key: AttemptKey, task: Task, after: asyncio.Future | None = None) -> None:
         ctx = TaskContext(key, task, self.agent_id, self.reporter, self._progress.put,  # type: ignore[union-attr]
                           self.results)
         self._attempts[key] = ctx
-        self._spawn(self._attempt(ctx, task))
+        self._spawn(self._attempt(ctx, task, after))
 
     def _spawn(self, coro) -> None:  # noqa: ANN001
         job = asyncio.create_task(coro)
@@ -263,9 +270,9 @@ class Agent:
             self.stats["report_errors"] += 1
             log.error("could not append a report: %s", job.exception())
 
-    async def _attempt(self, ctx: TaskContext, task: Task) -> None:
-        """Report start, run the handler, flush its progress, report the outcome."""
-        key, correlation, start = ctx.key, task.correlation_id, None
+    async def _attempt(self, ctx: TaskContext, task: Task, after: asyncio.Future | None = None) -> None:
+        """Report start (`after` the outcome that freed the slot), run the handler, flush its progress, report the outcome."""
+        key, correlation, start, outcome_sent = ctx.key, task.correlation_id, None, None
         try:
             handler = self.handlers.get(task.task_type)
             if handler is None:
@@ -279,26 +286,40 @@ class Agent:
                     # other attempts' reports, share one produce: one batch. Batches are
                     # what a Tansu Fetch scans. The outcome goes `after` it: it never lands
                     # without its start, and a start that failed fails the report.
-                    start = self._log.submit([self.reporter.started(key, correlation)])  # type: ignore[union-attr]
+                    start = self._log.submit([self.reporter.started(key, correlation)],  # type: ignore[union-attr]
+                                             after=after)
                     log.info("started %s (%s)", key, task.task_type)
                 outcome = await run_attempt(handler, ctx, grace_s=self.cancel_grace)
             await self._progress.flush()  # type: ignore[union-attr]
-            await self._report(self.reporter.outcome(key, outcome, correlation), outcome.kind, after=start)
+            report = self.reporter.outcome(key, outcome, correlation)  # None: revoked, not reported
+            outcome_sent = self._log.submit([report] if report is not None else [],  # type: ignore[union-attr]
+                                            after=start)
+            # The slot frees once the outcome is handed to the log, not once it is
+            # acknowledged: the next start follows it in the same round or a later one.
             self._reported.add(key)
+            # An outcome behind a start already refused will be refused too: chaining the
+            # next start to it would refuse that one as well, and so on down the held queue.
+            self._free(key, None if start is not None and _failed(start) else outcome_sent)
+            await outcome_sent
+            self.stats[outcome.kind] += 1
+            log.info("%s %s", outcome.kind, key.task_id if report is not None else f"{key} (revoked, not reported)")
         except Exception:
             # The log is unreachable: the lease will expire and the task go back.
+            self._reported.discard(key)  # run again by `_reconcile` if the log still says we hold it
             self.stats["report_errors"] += 1
             log.exception("attempt %s could not be reported", key)
         finally:
-            self._attempts.pop(key, None)
-            if not self.draining:
-                self._run_held(key.queue)
+            self._free(key, outcome_sent)
 
-    async def _report(self, event: Event | None, counter: str, after: asyncio.Future | None = None) -> None:
-        if event is not None or after is not None:
-            await self._log.append([event] if event is not None else [], after=after)  # type: ignore[union-attr]
+    def _free(self, key: AttemptKey, outcome: asyncio.Future | None) -> None:
+        """The attempt no longer takes a slot: start the next one held, after its outcome."""
+        if self._attempts.pop(key, None) is not None and not self.draining:
+            self._run_held(key.queue, outcome)
+
+    async def _report(self, event: Event, counter: str) -> None:
+        await self._log.append([event])  # type: ignore[union-attr]
         self.stats[counter] += 1
-        log.info("%s %s", counter, event.task_id if event is not None else "(revoked, not reported)")  # type: ignore[union-attr]
+        log.info("%s %s", counter, event.task_id)
 
     async def _heartbeats(self) -> None:
         failures = 0
@@ -387,3 +408,8 @@ class Agent:
             if not jobs:
                 break
             await asyncio.wait(jobs, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+
+
+def _failed(append: asyncio.Future) -> bool:
+    """Whether a submitted append has already failed (or was cancelled)."""
+    return append.done() and (append.cancelled() or append.exception() is not None)

@@ -21,7 +21,7 @@ def _agent_with_held(priorities: list[Priority]) -> tuple[Agent, list[AttemptKey
     ledger, _ = fold(events)
     agent = Agent("a1", {"q": 1}, prefetch=len(priorities))
     started: list[AttemptKey] = []
-    agent._start = lambda key, task: (started.append(key), agent._attempts.__setitem__(key, None))  # type: ignore[method-assign]
+    agent._start = lambda key, task, after=None: (started.append(key), agent._attempts.__setitem__(key, None))  # type: ignore[method-assign]
     state = ledger.state("q")
     agent._act_all([Run(AttemptKey("q", f"t{i}", 1), state.task(f"t{i}")) for i in range(len(priorities))])
     return agent, started, events
