@@ -183,6 +183,7 @@ class Processor:
         """
         out: list[Processed] = []
         last: dict[str, int] = {}  # queue -> index in `out` of its last folded record
+        self.counts["runs"] += 1  # records / runs: how much a run batches
         self.scheduler.rows.deferring = True
         try:
             for index, record in enumerate(records):

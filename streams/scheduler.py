@@ -194,6 +194,7 @@ class RowBatch:
         self.pending: dict[bytes, bytes | None] = {}
         self.held: set[bytes] = set()  # task and seat rows of the batch
         self.deferring = False  # False: every event's rows are written at once (tests, replays)
+        self.batches = 0  # batches written (each closed by one offset row)
 
     def add(self, partition: int, offset: int, writes: list[foldrows.Write], state_keys: frozenset[bytes],
             accepted: bool) -> None:
@@ -213,6 +214,7 @@ class RowBatch:
             return None
         partition, offset = self.partition, self.next
         self.write(list(self.pending.items()) + [foldrows.offset_write(partition, offset)])
+        self.batches += 1
         self.pending.clear()
         self.held.clear()
         self.partition = self.next = None
