@@ -2,7 +2,7 @@
 
 `build()` wires the pieces and returns them; `create_app()` returns only the app. Tests
 call the same function with a memory store and a recording outbox. The faust parts stay
-thin: the agent hands each record to `Processor.on_record`, the timer calls `on_tick`,
+thin: the agent hands each run of buffered records to `Processor.on_records`, the timer calls `on_tick`,
 and the rebalance hooks drop the revoked queues and rebuild the owned ones from the
 table once it is recovered.
 """
@@ -16,7 +16,10 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import weakref
+
 import faust
+import faust.streams as faust_streams
 from aiokafka import TopicPartition
 
 from streams import faustcompat, patches, sendguard
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 
 TABLE = "rows"
 RELAY_TABLE = "relay"
+# A run: what faust has buffered, up to this many records or this long since the last run.
+RUN_RECORDS = 500
+RUN_WITHIN_S = 0.005
 
 
 def relay_topic(topics: TopicNames) -> str:
@@ -169,8 +175,9 @@ def build(
     events = _raw_topic(app, topics.events, partitions=partitions)
 
     async def schedule(stream: faust.StreamT) -> None:
-        async for record in stream.events():
-            yield await processor.on_record(_consumed(record))
+        async for run in stream.take_events(RUN_RECORDS, within=RUN_WITHIN_S):
+            for processed in await processor.on_records([_consumed(r) for r in run], _entering(run)):
+                yield processed
 
     agent = app.agent(events, name="scheduler")(schedule)
     relay_agent, relay_table, relay_work = _relay(app, faust_outbox.notes, out, partitions, options, clock_ms,
@@ -210,6 +217,19 @@ def _owned(app: faust.App, topic: str) -> set[int] | None:
 def _ms(seconds: float | None) -> int | None:
     """faust's record timestamp (seconds, from the broker's milliseconds) back in milliseconds."""
     return None if seconds is None else round(seconds * 1000)
+
+
+def _entering(run: Sequence[faust.EventT]) -> Callable[[int], None]:
+    """Makes record i of a run faust's current event, so its rows go to its changelog partition.
+
+    take_events fills its buffer in another task, so the agent's task has no current
+    event of its own; faust reads it from this context variable when a table row is set.
+    """
+
+    def entering(index: int) -> None:
+        faust_streams._current_event.set(weakref.ref(run[index]))
+
+    return entering
 
 
 def _consumed(record: faust.EventT) -> ConsumedRecord:

@@ -1,17 +1,23 @@
-"""One record of `events` in, events to append out: the work behind the thin faust agent.
+"""A run of records of `events` in, events to append out: the work behind the thin faust agent.
 
-Per record (the protocol, in order):
+The agent hands over what faust has buffered (a run); per record (the protocol, in order):
 
 1. Decode the value. Undecodable bytes are copied to the `poison` topic with the reason,
    counted, and skipped; they never stop the worker.
-2. Fold the event into its queue's state, observe it into the fleet, persist the rows it
-   changed, and settle it if it was one of our pending appends. Send the dependency
-   relay's notes of the task rows it concerns (streams/relay.py).
-3. If the event may have made room (a submit, a completion, a new seat...), decide for
-   that queue and append the assignments (key = queue); under load at most every
-   `decide_every_s`, and not before the partition has been read to its end once since
-   it was assigned, so a restarted worker does not re-decide what the log already holds.
-   Decisions stay pending until read back: a decision counts only once the log has it.
+2. Fold the event into its queue's state, observe it into the fleet, hold back the rows
+   it changed (streams/scheduler.py `RowBatch`: each row written once per run, the
+   offset row last), and settle it if it was one of our pending appends. Send the
+   dependency relay's notes of the task rows it concerns (streams/relay.py).
+
+Then, once per run:
+
+3. Write the rows held back.
+4. Decide each queue where an event may have made room (a submit, a completion, a new
+   seat...), and append all the run's assignments in one call (key = queue); under load
+   at most every `decide_every_s`, and not before the partition has been read to its end
+   once since it was assigned, so a restarted worker does not re-decide what the log
+   already holds. Decisions stay pending until read back: a decision counts only once
+   the log has it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from schemas.codec import PoisonMessage
@@ -139,38 +145,84 @@ class Processor:
     _dirty: set[str] = field(default_factory=set)  # queues where an event may have made room
     _decided_at: dict[str, float] = field(default_factory=dict)
 
-    def _should_decide(self, partition: int, event: Event, applied: Applied) -> bool:
+    def _mark(self, event: Event, applied: Applied) -> None:
+        """Mark the event's queue if the event may have made room."""
+        if _may_open_room(event, applied):
+            self._dirty.add(event.queue)
+
+    def _should_decide(self, partition: int, queue: str) -> bool:
         """Decide now? Only where room may have opened, once caught up, and batched under load.
 
         decide() looks at the whole queue, so running it after every record of a burst
         costs O(backlog) each time. A queue is marked when an event may allow a new
-        assignment; it is decided when the partition is read to the fetched end, or at
-        most every `decide_every_s` while records keep coming. The timer decides anyway.
+        assignment; it is decided at the end of a run when the partition is read to the
+        fetched end, or at most every `decide_every_s` while records keep coming. The
+        timer decides anyway.
         """
-        if _may_open_room(event, applied):
-            self._dirty.add(event.queue)
-        if event.queue not in self._dirty or not (self.ready() and self.catch_up.settled(partition)):
+        if queue not in self._dirty or not (self.ready() and self.catch_up.settled(partition)):
             return False
         now = self.monotonic()
-        if self.catch_up.caught_up(partition) or now - self._decided_at.get(event.queue, 0.0) >= self.decide_every_s:
-            self._dirty.discard(event.queue)
-            self._decided_at[event.queue] = now
+        if self.catch_up.caught_up(partition) or now - self._decided_at.get(queue, 0.0) >= self.decide_every_s:
+            self._dirty.discard(queue)
+            self._decided_at[queue] = now
             return True
         return False
 
     async def on_record(self, record: ConsumedRecord) -> Processed:
-        """Process one record of `events` (steps 1-3 above)."""
-        start = self.scheduler.missing(record.partition, record.offset)
-        if start is not None and self.backfill is not None:
-            await self._fill(record.partition, start, record.offset)
-        folded = await self._fold(record)
-        if isinstance(folded, Processed):
-            return folded
-        event, applied = folded
-        appended: list[Event] = []
-        if self._should_decide(record.partition, event, applied):
-            appended = await self._append(lambda: self.scheduler.decide(event.queue, self.clock_ms()), "decisions")
-        return Processed(record.partition, record.offset, event, applied.verdict, None, applied.ours, tuple(appended))
+        """Process one record of `events` (a run of one)."""
+        (processed,) = await self.on_records([record])
+        return processed
+
+    async def on_records(self, records: Sequence[ConsumedRecord],
+                         entering: Callable[[int], None] = lambda index: None) -> list[Processed]:
+        """Process a run of records as one round: fold each, write rows once, decide once, append once.
+
+        `entering(i)` is called before record i is folded, after the rows of an earlier
+        partition were written (faust sends a row's changelog record to the partition of
+        the event it holds for current, so the agent sets it there).
+        """
+        out: list[Processed] = []
+        last: dict[str, int] = {}  # queue -> index in `out` of its last folded record
+        self.counts["runs"] += 1  # records / runs: how much a run batches
+        self.scheduler.rows.deferring = True
+        try:
+            for index, record in enumerate(records):
+                if self.scheduler.rows.partition not in (None, record.partition):
+                    self.scheduler.flush()
+                entering(index)
+                start = self.scheduler.missing(record.partition, record.offset)
+                if start is not None and self.backfill is not None:
+                    await self._fill(record.partition, start, record.offset)
+                folded = await self._fold(record)
+                if isinstance(folded, Processed):
+                    out.append(folded)
+                    continue
+                event, applied = folded
+                self._mark(event, applied)
+                last[event.queue] = len(out)
+                out.append(Processed(record.partition, record.offset, event, applied.verdict, None, applied.ours))
+            self.scheduler.flush()
+        finally:
+            self.scheduler.rows.deferring = False
+        await self._round(out, last)
+        return out
+
+    async def _round(self, out: list[Processed], last: dict[str, int]) -> None:
+        """Decide each queue of the run that may have room, and append every decision in one produce."""
+        due = [q for q in sorted(last) if self._should_decide(out[last[q]].partition, q)]
+        if not due:
+            return
+        by_queue: dict[str, list[Event]] = {}
+
+        def decide_all() -> list[Event]:
+            for queue in due:
+                by_queue[queue] = self.scheduler.decide(queue, self.clock_ms())
+            return [e for q in due for e in by_queue[q]]
+
+        if await self._append(decide_all, "decisions"):
+            for queue in due:
+                i = last[queue]
+                out[i] = replace(out[i], appended=tuple(by_queue[queue]))
 
     async def _fold(self, record: ConsumedRecord) -> Processed | tuple[Event, Applied]:
         """Steps 1 and 2: decode (poison aside) and fold."""

@@ -58,6 +58,7 @@ class Scheduler:
         self.actor = actor
         self.queues: dict[str, foldrows.Queue] = {}
         self.applied: dict[int, int] = {}  # partition -> next offset the rows do not reflect yet
+        self.rows = RowBatch(store)  # rows held back until the end of a run (see RowBatch)
 
     def queue(self, name: str) -> foldrows.Queue:
         """The owned queue's state (empty when never seen)."""
@@ -87,8 +88,9 @@ class Scheduler:
             # worker that takes the partition over can tell whether its consumer skipped
             # records (see `missing`). A rejection leaves no other trace, and must not be
             # judged again.
-            writes.append(foldrows.offset_write(partition, offset))
-        self._write(writes)
+            self.rows.add(partition, offset, writes, _state_keys(event.queue, done), verdict.accepted)
+        else:
+            self.rows.write(writes)
         if done.writes or event.queue in self.queues:  # a misrouted stray adds no queue we do not own
             self.queues[event.queue] = done.after
         return Applied(verdict, ours, tuple(notes_of(done.after.state, done.tasks, done.before.state)))
@@ -96,19 +98,16 @@ class Scheduler:
     def skip(self, partition: int, offset: int) -> None:
         """Record that the record at (partition, offset) was handled without folding (poison)."""
         self.applied[partition] = max(self.applied.get(partition, 0), offset + 1)
-        self._write([foldrows.offset_write(partition, offset)])
+        self.rows.add(partition, offset, [], frozenset(), accepted=False)
 
     def missing(self, partition: int, offset: int) -> int | None:
         """The first offset the rows do not reflect, if the record at `offset` comes after a gap."""
         start = self.applied.get(partition, 0)
         return start if offset > start else None
 
-    def _write(self, writes: Iterable[foldrows.Write]) -> None:
-        for key, value in writes:
-            if value is None:
-                self.store.pop(key, None)
-            else:
-                self.store[key] = value
+    def flush(self) -> int | None:
+        """Write the rows held back (the offset row last); returns their partition, if any."""
+        return self.rows.flush()
 
     def decide(self, queue: str, now_ms: int) -> list[Event]:
         """The assignments to append for a queue now; they are pending from here on."""
@@ -156,4 +155,82 @@ class Scheduler:
         for name in names:
             del self.queues[name]
         self.applied = {p: o for p, o in self.applied.items() if gone is not None and p not in gone}
+        self.rows.discard(gone)
         self.pending.forget(names if gone is not None else None)
+
+
+def _state_keys(queue: str, done: foldrows.Step) -> frozenset[bytes]:
+    """The keys of the task and seat rows a step changed (the fold's rows, not the fleet's)."""
+    keys = [foldrows.key(queue, foldrows.TASK, t.task_id) for t in done.tasks]
+    keys += [foldrows.key(queue, foldrows.SEAT, m.agent_id) for m in done.seats]
+    return frozenset(keys)
+
+
+class RowBatch:
+    """The rows of a run of events of one partition, written once each, the offset row last.
+
+    A crash loses a suffix of the changelog, so what survives must be a state some replay
+    from the surviving offset row turns into the right one. Per event that holds because
+    its marking row comes last (foldrows.event_writes). Across events it holds while the
+    events of a batch change disjoint task and seat rows: the survivors are then the rows
+    of a prefix of the events plus part of one, and the replay from the batch's start
+    takes the whole ones for duplicates and applies the rest, as it would per event. So
+    a batch is written out (rows, then its offset row) before an event that:
+
+    1. sits in another partition (its changelog partition is the event's partition);
+    2. changes a task or seat row the batch already holds (a task assigned, then started);
+    3. was not accepted: it leaves no row, only the offset row, which must land before any
+       later row could make the replay judge it on a later state (a rejected cancel of a
+       task submitted just after it would pass). Such an event is written out at once.
+
+    Fleet rows (agent records, sessions, the cursor) are the scheduler's memory, not the
+    fold's; a batch keeps the last value of each and writes it once.
+    """
+
+    def __init__(self, store: RowStore) -> None:
+        self.store = store
+        self.partition: int | None = None
+        self.next: int | None = None  # the offset row's value once the batch is written
+        self.pending: dict[bytes, bytes | None] = {}
+        self.held: set[bytes] = set()  # task and seat rows of the batch
+        self.deferring = False  # False: every event's rows are written at once (tests, replays)
+        self.batches = 0  # batches written (each closed by one offset row)
+
+    def add(self, partition: int, offset: int, writes: list[foldrows.Write], state_keys: frozenset[bytes],
+            accepted: bool) -> None:
+        """Take in one event's rows (marking row last) read at (partition, offset)."""
+        if partition != self.partition or not accepted or not self.held.isdisjoint(state_keys):
+            self.flush()
+        self.partition, self.next = partition, offset
+        for key, value in writes:
+            self.pending[key] = value
+        self.held |= state_keys
+        if not accepted or not self.deferring:
+            self.flush()
+
+    def flush(self) -> int | None:
+        """Write the batch's rows, then its offset row; returns the partition written."""
+        if self.partition is None or self.next is None:
+            return None
+        partition, offset = self.partition, self.next
+        self.write(list(self.pending.items()) + [foldrows.offset_write(partition, offset)])
+        self.batches += 1
+        self.pending.clear()
+        self.held.clear()
+        self.partition = self.next = None
+        return partition
+
+    def write(self, writes: Iterable[foldrows.Write]) -> None:
+        """Write rows to the store now (None deletes)."""
+        for key, value in writes:
+            if value is None:
+                self.store.pop(key, None)
+            else:
+                self.store[key] = value
+
+    def discard(self, partitions: set[int] | None) -> None:
+        """Drop a batch of a revoked partition (all when None): its records are read again."""
+        if partitions is None or self.partition in partitions:
+            self.pending.clear()
+            self.held.clear()
+            self.partition = self.next = None
