@@ -1,12 +1,15 @@
 """A scheduler worker restarted on a queue with long history (issue 12 target 6).
 
     .venv/bin/python bench/restart.py [--tasks 100000] [--partitions 6] [--worker-args "--tick-ms 50"]
-        [--restarts clean,killed,fresh] [--keep]
+        [--restarts clean,killed,fresh] [--keep] [--fold-history]
 
 Starts its own broker (as the tests pick one), appends `--tasks` finished tasks to one
 queue in big batches (submit, assign, start, complete; about 3% fail once and are retried;
-timestamps in the past), then starts a worker and one demo agent serving that queue
-(`-q queue=1`) and waits until a probe task completes: the worker has folded the history.
+timestamps in the past) with the worker state a worker that folded them leaves on the log
+(row and relay changelogs, committed offsets: bench/restart_history.py; `--fold-history`
+lets the first worker fold the events itself instead, about a thousand a second), then
+starts a worker and one demo agent serving that queue (`-q queue=1`) and waits until a
+probe task completes: the worker has the history.
 Then, three times, it stops the worker, appends a probe while it is down, starts it again
 and measures process start -> the worker's "assigned partitions ..." line (faust start and
 group join) -> its "ready: partitions ..." line (table recovery, `Scheduler.load`) -> the
@@ -53,6 +56,9 @@ from taskfold.log.eventlog import EventLog, Recorded
 from taskfold.log.records import RawRecord
 from taskfold.log.wire import encode_event
 from taskfold.log.writer import LogWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import restart_history  # noqa: E402
 
 QUEUE = "restart-q"
 HISTORY_AGENT = "history-agent"
@@ -227,7 +233,13 @@ async def run(args: argparse.Namespace) -> dict:
     cluster = LocalCluster(broker.bootstrap, topics, broker.is_tansu, work / "state", log_dir=work)
     try:
         await ensure_topics(broker.bootstrap, topics, partitions=args.partitions)
-        appended, append_s = await append_history(broker.bootstrap, broker.is_tansu, topics, args.tasks)
+        if args.fold_history:
+            appended, append_s = await append_history(broker.bootstrap, broker.is_tansu, topics, args.tasks)
+        else:
+            started = time.perf_counter()
+            appended = await restart_history.build(broker.bootstrap, broker.is_tansu, topics, args.partitions,
+                                                   history(args.tasks))
+            append_s = time.perf_counter() - started
         async with EventLog(broker.bootstrap, topics, tansu=broker.is_tansu) as log:
             begun = time.time()
             cluster.spawn("worker", "worker", "--worker-id", "worker-1", *shlex.split(args.worker_args))
@@ -262,6 +274,8 @@ def main() -> None:
     parser.add_argument("--worker-args", default="--tick-ms 50", help="extra `taskfold worker` arguments")
     parser.add_argument("--restarts", default="clean,killed,fresh", help="which restarts to measure, in order")
     parser.add_argument("--keep", action="store_true", help="keep the state directory and the process logs")
+    parser.add_argument("--fold-history", action="store_true",
+                        help="let the first worker fold the history (slow) instead of appending its worker state")
     args = parser.parse_args()
     out = asyncio.run(run(args))
     print(f"worker restart with {out['tasks']:,} finished tasks ({out['events']:,} events) on one queue, "

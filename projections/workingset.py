@@ -17,13 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from projections.store import Store
-from taskfold.core import foldrows
-from taskfold.core.events import Event, TaskSubmitted, WorkflowSubmitted
+from taskfold.core import foldrows, workingset
+from taskfold.core.events import Event
 from taskfold.core.fold import Where, evolve
-from taskfold.core.policies import workflow_task_id
 from taskfold.core.scheduling.fleet import observe
 from taskfold.core.scheduling.model import Fleet, QueuePolicy
-from taskfold.core.state import Member, QueueState, Task, Verdict
+from taskfold.core.state import Member, Task, Verdict
 
 FOLD = "_fold"
 FOLD_KEYS = "_fold_keys"  # queue NUL idempotency key -> id of a task that left memory
@@ -113,36 +112,20 @@ class WorkingSet:
 
     def _recall(self, queue: foldrows.Queue, event: Event) -> foldrows.Queue:
         """The queue with every stored task the fold may read for `event` back in memory."""
-        state = queue.state
-        # Dependents are not needed: the fold skips a dependent that is not blocked, and one
-        # that left memory is finished. A leaving agent's holdings are in flight, in memory.
-        wanted = {event.task} if event.task is not None else set()
-        if isinstance(event, WorkflowSubmitted):
-            wanted.update(workflow_task_id(event.workflow_id, node.node) for node in event.nodes)
-        if isinstance(event, TaskSubmitted):
-            wanted.update(event.depends_on)
-            key = event.idempotency_key
-            if key is not None and key not in state.idempotency:
-                owner = self.store.raw_get(FOLD_KEYS, f"{event.queue}{SEP}{key}".encode())
-                if owner is not None:
-                    wanted.add(owner.decode())
-        missing = [tid for tid in wanted if tid not in state.tasks]
+        # The rule is the fold's, shared with the scheduler (taskfold.core.workingset); the
+        # keys of tasks that left memory are in table _fold_keys here.
+        missing = workingset.wanted(queue.state, event, lambda key: self._key_owner(event.queue, key))
         back = [t for tid in missing if (t := self._stored_task(event.queue, tid)) is not None]
         if not back:
             return queue
         self._touched.setdefault(event.queue, set()).update(t.task_id for t in back)
-        return foldrows.Queue(_with(state, back), queue.fleet)
+        return foldrows.Queue(workingset.recalled(queue.state, back), queue.fleet)
+
+    def _key_owner(self, name: str, key: str) -> str | None:
+        owner = self.store.raw_get(FOLD_KEYS, f"{name}{SEP}{key}".encode())
+        return None if owner is None else owner.decode()
 
     def _stored_task(self, name: str, task_id: str) -> Task | None:
         raw = self.store.raw_get(FOLD, foldrows.key(name, foldrows.TASK, task_id))
         return None if raw is None else foldrows.decode(Task, raw)
 
-
-def _with(state: QueueState, back: list[Task]) -> QueueState:
-    """The state with finished tasks put back, and their idempotency keys."""
-    tasks, keys = state.tasks.mutate(), state.idempotency.mutate()
-    for task in back:
-        tasks[task.task_id] = task
-        if task.idempotency_key is not None and task.idempotency_key not in keys:
-            keys[task.idempotency_key] = task.task_id
-    return replace(state, tasks=tasks.finish(), idempotency=keys.finish())

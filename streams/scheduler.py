@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 from streams.pending import Pending
 from streams.relay import Note, notes_of, notes_of_replay
-from taskfold.core import foldrows
+from taskfold.core import foldrows, workingset
 from taskfold.core.events import Event
 from taskfold.broker.topics import queue_partition
 from taskfold.core.fold.placement import Where
 from taskfold.core.scheduling.decide import decide
 from taskfold.core.scheduling.model import QueuePolicy
 from taskfold.core.scheduling.timers import expirations
-from taskfold.core.state import Verdict, duplicate
+from taskfold.core.state import Task, Verdict, duplicate
 
 RowStore = MutableMapping[bytes, bytes]
 
@@ -49,8 +49,12 @@ class Scheduler:
         heartbeats: Mapping[str, int] | None = None,
         pending: Pending | None = None,
         actor: str = "scheduler",
+        keep_finished: bool = False,
     ) -> None:
         self.store = store
+        # Finished tasks leave memory once their rows are written and come back from the
+        # store when an event names them (taskfold.core.workingset); True keeps them all.
+        self.keep_finished = keep_finished
         self.partitions = partitions
         self.policy = policy
         self.heartbeats = heartbeats if heartbeats is not None else {}
@@ -76,11 +80,12 @@ class Scheduler:
         ours = self.pending.settle(event.event_id)
         if partition is not None and offset is not None and offset < self.applied.get(partition, 0):
             # The notes sent for it may have died with the worker that folded it: send them again.
-            notes = tuple(notes_of_replay(self.queue(event.queue).state, event))
+            notes = tuple(notes_of_replay(self._recalled(event, replay=True)[0].state, event))
             return Applied(duplicate(f"offset {partition}:{offset} is already in the rows"), ours, notes)
         where = Where(partition, self.partitions, timestamp) if partition is not None else None
         # Slim: no changelog record of ours carries a payload or a result (see foldrows.slim).
-        done = foldrows.slimmed(foldrows.step(self.queue(event.queue), event, self.policy(event.queue), where))
+        before, recalled = self._recalled(event)
+        done = foldrows.slimmed(foldrows.step(before, event, self.policy(event.queue), where))
         verdict, writes = done.verdict, list(done.writes)
         if partition is not None and offset is not None:
             self.applied[partition] = offset + 1
@@ -92,7 +97,7 @@ class Scheduler:
         else:
             self.rows.write(writes)
         if done.writes or event.queue in self.queues:  # a misrouted stray adds no queue we do not own
-            self.queues[event.queue] = done.after
+            self.queues[event.queue] = self._evicted(done.after, [*recalled, *(t.task_id for t in done.tasks)])
         return Applied(verdict, ours, tuple(notes_of(done.after.state, done.tasks, done.before.state)))
 
     def skip(self, partition: int, offset: int) -> None:
@@ -141,9 +146,43 @@ class Scheduler:
                 out += self.decide(name, now_ms)
         return out
 
+    def _recalled(self, event: Event, replay: bool = False) -> tuple[foldrows.Queue, list[str]]:
+        """The event's queue with the stored tasks the fold may read for it back in memory, and their ids.
+
+        A replay gives the notes of every task the event settled (`notes_of_replay`), so it
+        reads back the event's dependents too; the index of dependents is complete.
+        """
+        current = self.queue(event.queue)
+        if self.keep_finished:
+            return current, []
+        state = current.state
+        ids = workingset.wanted(state, event)
+        if replay:
+            ids = sorted({*ids, *(t for t in foldrows.affected_tasks(state, event) if t not in state.tasks)})
+        back = [task for tid in ids if (task := self._stored_task(event.queue, tid)) is not None]
+        if not back:
+            return current, []
+        return foldrows.Queue(workingset.recalled(state, back), current.fleet), [t.task_id for t in back]
+
+    def _stored_task(self, queue: str, task_id: str) -> Task | None:
+        """A task's row as the rows will have it: held back in this run, else stored (None if it never had one)."""
+        raw = self.rows.get(foldrows.key(queue, foldrows.TASK, task_id))
+        return None if raw is None else foldrows.decode(Task, raw)
+
+    def _evicted(self, queue: foldrows.Queue, ids: list[str]) -> foldrows.Queue:
+        """The queue without the finished tasks among `ids` (their rows are written or held in `rows`)."""
+        if self.keep_finished:
+            return queue
+        state = workingset.without(queue.state, ids)
+        return queue if state is queue.state else foldrows.Queue(state, queue.fleet)
+
     def load(self, items: Iterable[tuple[bytes, bytes]]) -> int:
-        """Rebuild the owned queues from stored rows (after table recovery); returns the queue count."""
-        stored = foldrows.read(items)
+        """Rebuild the owned queues from stored rows (after table recovery); returns the queue count.
+
+        Finished tasks are not decoded: only their idempotency keys, arrivals and
+        dependencies go into the indexes, and they are read back when an event names them.
+        """
+        stored = foldrows.read(items, keep_finished=self.keep_finished)
         self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
         self.applied = dict(stored.offsets)
         return len(self.queues)
@@ -219,6 +258,13 @@ class RowBatch:
         self.held.clear()
         self.partition = self.next = None
         return partition
+
+    def get(self, key: bytes) -> bytes | None:
+        """A row as it stands once the batch is written: a task that finished earlier in the run
+        has left memory before its row reached the store."""
+        if key in self.pending:
+            return self.pending[key]
+        return self.store.get(key)
 
     def write(self, writes: Iterable[foldrows.Write]) -> None:
         """Write rows to the store now (None deletes)."""

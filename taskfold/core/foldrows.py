@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any
 
 from immutables import Map
 
+from taskfold.core import workingset
 from taskfold.core.events import AgentJoined, AgentLeft, Event, WorkflowSubmitted
 from taskfold.core.fold import Where, evolve
 from taskfold.core.policies import workflow_task_id
@@ -63,13 +64,18 @@ class QueueRows:
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     sessions: dict[str, Session] = field(default_factory=dict)
     cursor: int = 0
+    finished: dict[str, workingset.Finished] = field(default_factory=dict)  # task id -> what the indexes need
 
-    def add(self, kind: str, ident: str, raw: bytes) -> None:
-        """Take in one stored row."""
+    def add(self, kind: str, ident: str, raw: bytes, keep_finished: bool = True) -> None:
+        """Take in one stored row; without `keep_finished`, a finished task only feeds the indexes."""
         if kind == CURSOR:
             self.cursor = int(json.loads(raw)["cursor"])
         elif kind == TASK:
-            self.tasks.append(decode(Task, raw))
+            left = None if keep_finished else workingset.finished_row(raw)
+            if left is not None:
+                self.finished[ident] = left
+            else:
+                self.tasks.append(decode(Task, raw))
         elif kind == SEAT:
             self.seats.append(decode(Member, raw))
         elif kind == AGENT:
@@ -86,7 +92,7 @@ class QueueRows:
             if task.state.in_flight and task.agent_id is not None:
                 held.setdefault(task.agent_id, set()).add(task.task_id)
         seats = [replace(m, holding=frozenset(held.get(m.agent_id, ()))) for m in self.seats]
-        return rebuild(self.tasks, seats)
+        return rebuild(self.tasks, seats, self.finished)
 
     def fleet(self) -> Fleet:
         """The queue's fleet."""
@@ -101,15 +107,19 @@ class Stored:
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to apply
 
 
-def read(items: Iterable[tuple[bytes, bytes]]) -> Stored:
-    """Stored rows grouped by queue, and the offset row of each partition."""
+def read(items: Iterable[tuple[bytes, bytes]], keep_finished: bool = True) -> Stored:
+    """Stored rows grouped by queue, and the offset row of each partition.
+
+    Without `keep_finished`, finished tasks stay in the store: only what the state's
+    indexes need of them is read (taskfold.core.workingset).
+    """
     stored = Stored()
     for raw_key, raw in items:
         queue, kind, ident = parse_key(raw_key)
         if kind == OFFSET and not queue:
             stored.offsets[int(ident)] = int(json.loads(raw)["next"])
         else:
-            stored.queues.setdefault(queue, QueueRows()).add(kind, ident, raw)
+            stored.queues.setdefault(queue, QueueRows()).add(kind, ident, raw, keep_finished)
     return stored
 
 
@@ -285,13 +295,21 @@ def step(before: Queue, event: Event, policy: QueuePolicy, where: Where | None =
 
 # The fold's state from its rows, and the rows an event touched
 
-def rebuild(tasks: Iterable[Task], members: Iterable[Member]) -> QueueState:
-    """The QueueState whose rows are these tasks and seats."""
+def rebuild(tasks: Iterable[Task], members: Iterable[Member],
+            finished: Mapping[str, workingset.Finished] | None = None) -> QueueState:
+    """The QueueState whose rows are these tasks and seats; `finished` tasks (by id) feed its
+    indexes only, and stay out of its task map."""
     task_map: dict[str, Task] = {}
     idempotency: dict[str, str] = {}
     holders: dict[str, set[str]] = {}
     dependents: dict[str, set[str]] = {}
     arrivals = 0
+    for task_id, left in (finished or {}).items():
+        arrivals = max(arrivals, left.arrival + 1)
+        if left.idempotency_key is not None:
+            idempotency[left.idempotency_key] = task_id
+        for dependency in left.depends_on:
+            dependents.setdefault(dependency, set()).add(task_id)
     for task in tasks:
         task_map[task.task_id] = task
         arrivals = max(arrivals, task.arrival + 1)
