@@ -268,8 +268,9 @@ def _hooks(app: faust.App, table: faust.types.TableT, processor: Processor, topi
         # After recovery the table holds exactly the rows of the partitions we now own.
         queues = scheduler.load(table.items())
         owned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events)
-        tasks = sum(len(q.state.tasks) for q in scheduler.queues.values())
-        options.report(f"ready: partitions {owned}, {queues} queues, {tasks} tasks")
+        held = sum(len(q.state.tasks) for q in scheduler.queues.values())
+        options.report(f"ready: partitions {owned}, {queues} queues, {scheduler.stored_tasks} tasks"
+                       f" ({held} in memory)")
 
     table.on_recover(rebuild)
 

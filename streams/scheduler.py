@@ -63,6 +63,7 @@ class Scheduler:
         self.queues: dict[str, foldrows.Queue] = {}
         self.applied: dict[int, int] = {}  # partition -> next offset the rows do not reflect yet
         self.rows = RowBatch(store)  # rows held back until the end of a run (see RowBatch)
+        self.stored_tasks = 0  # task rows the last load found, finished ones included
 
     def queue(self, name: str) -> foldrows.Queue:
         """The owned queue's state (empty when never seen)."""
@@ -183,6 +184,7 @@ class Scheduler:
         dependencies go into the indexes, and they are read back when an event names them.
         """
         stored = foldrows.read(items, keep_finished=self.keep_finished)
+        self.stored_tasks = sum(len(q.tasks) + len(q.finished) for q in stored.queues.values())
         self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
         self.applied = dict(stored.offsets)
         return len(self.queues)

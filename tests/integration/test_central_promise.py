@@ -5,7 +5,9 @@ One log on a real broker, read three ways:
 
 1. a fresh fold: every entry through the shared `Ledger`, at the position the reader gave;
 2. the scheduler: the same records through `streams.scheduler.Scheduler` into a row table,
-   then a second scheduler rebuilt from nothing but those rows (a worker after a restart);
+   then a second scheduler rebuilt from nothing but those rows (a worker after a restart),
+   which holds the unfinished tasks in memory and reads finished ones from the rows
+   (taskfold.core.workingset);
 3. the projections: `projections.rebuild` into an empty store, then its fold rows, its
    task rows and the verdicts it recorded.
 
@@ -27,7 +29,7 @@ from projections.views import all_views
 from streams.scheduler import Scheduler
 from taskfold.broker.harness import Broker
 from taskfold.broker.topics import TopicNames
-from taskfold.core import foldrows
+from taskfold.core import foldrows, workingset
 from taskfold.core.events import Event
 from taskfold.core.fold import Ledger, fold
 from taskfold.core.state import TaskState
@@ -68,8 +70,10 @@ async def test_scheduler_rows_a_projection_rebuild_and_a_fresh_fold_agree(
             applied = scheduler.apply(entry.event, entry.partition, entry.offset, entry.timestamp)
             scheduler_verdicts[str(entry.position)] = applied.verdict.outcome
         assert (await fold_log(log)).ledger.queues == fresh.queues  # the CLI's replay is this fold
+    scheduler.flush()
     restarted = Scheduler({}, partitions=partitions)
     restarted.load(table.items())
+    stored = foldrows.read(table.items()).queues
     await rebuild(broker.bootstrap, topics, tmp_path / "store", all_views(), tansu=broker.is_tansu)
     store = Store(tmp_path / "store", read_only=True)
     try:
@@ -85,7 +89,9 @@ async def test_scheduler_rows_a_projection_rebuild_and_a_fresh_fold_agree(
     assert all(fresh.state(q).member(f"{q}-agent-9").holding for q in QUEUES)  # the late work was taken
     assert set(restarted.queues) == set(projected) == set(fresh.queues)
     for queue, state in fresh.queues.items():
-        assert restarted.queue(queue).state == foldrows.slim_state(state), queue  # the scheduler keeps no payloads
+        slim = foldrows.slim_state(state)  # the scheduler keeps no payloads
+        assert stored[queue].state() == slim, queue  # every task's row, finished ones too
+        assert restarted.queue(queue).state == workingset.without(slim, list(slim.tasks)), queue
         assert projected[queue].state() == state, queue
         assert restarted.queue(queue).fleet == projected[queue].fleet(), queue
     # The tasks view recorded one verdict per event it concerns, each the fresh fold's.
