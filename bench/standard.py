@@ -360,8 +360,11 @@ async def taskfold_run(args: argparse.Namespace, mode: str, queue: str, log: Eve
     specs = run_specs(args, mode)
     tag = tag or queue
     with Sampler(processes) as sampler:
+        # Counted from before the first submit: in steady mode most tasks complete while
+        # the rest are still being submitted.
+        before = back.completed_in.get(queue, 0)
         submit_s = await submit(log, queue, specs, args, mode, tag)
-        completed = await wait_completed(back, queue, len(specs), args)
+        completed = await wait_completed(back, queue, len(specs), args, before)
     tagged = [Spec(f"{tag}-{s.task_id}", s.priority) for s in specs]
     result = {"system": "taskfold", "mode": mode, **common(args, len(specs)), "submit_s": round(submit_s, 2),
               "completed": completed, **rounded(measures(back.timings(tagged))), "processes": sampler.report()}
@@ -385,9 +388,10 @@ def readback_rate(back: Readback, tagged: list[Spec]) -> dict[str, float]:
     return {"tasks_per_s_readback": len(ids) / max(span_ms / 1000, 1e-3)}
 
 
-async def wait_completed(back: Readback, queue: str, n: int, args: argparse.Namespace) -> int:
-    """Wait until n more tasks of `queue` completed, or --stall-s pass without one more, or --timeout; how many did."""
-    before = back.completed_in.get(queue, 0)
+async def wait_completed(back: Readback, queue: str, n: int, args: argparse.Namespace, before: int | None = None) -> int:
+    """Wait until n more tasks of `queue` than `before` (default: now) completed, or --stall-s pass without
+    one more, or --timeout; how many did."""
+    before = back.completed_in.get(queue, 0) if before is None else before
     count = lambda: back.completed_in.get(queue, 0) - before  # noqa: E731
     deadline = time.monotonic() + args.timeout
     while count() < n:
