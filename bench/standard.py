@@ -67,7 +67,8 @@ STEADY_STEP_S = 0.002
 HANDLERS = {"echo": ("echo", "null", 0), "sleep5": ("sleep", '{"ms": 5}', 5)}  # task type, payload, Celery ms
 MEASURES = ("completed", "tasks_per_s", "tasks_per_s_readback", "cpu_ms_per_task", "machine_cpu_ms_per_task", "broker_cpu_share",
             "start_p50_ms", "start_p95_ms", "start_p99_ms", "start_max_ms",
-            "complete_p50_ms", "complete_p95_ms", "complete_p99_ms", "complete_max_ms", "priority_inversions")
+            "complete_p50_ms", "complete_p95_ms", "complete_p99_ms", "complete_max_ms", "priority_inversions",
+            "waiting_inversions", "seat_inversions")
 
 
 class Sampler:
@@ -139,6 +140,7 @@ class Readback:
     ledger: Ledger = field(default_factory=Ledger)
     submitted: dict[str, int] = field(default_factory=dict)
     started: dict[str, int] = field(default_factory=dict)
+    started_on: dict[str, str] = field(default_factory=dict)  # task -> agent of its accepted start
     finished: dict[str, int] = field(default_factory=dict)
     completed_in: dict[str, int] = field(default_factory=dict)  # queue -> tasks completed
     read_at: dict[str, int] = field(default_factory=dict)  # task -> wall ms when the driver read its completion
@@ -179,6 +181,7 @@ class Readback:
             self.assigned[event.task_id] = (event.occurred_at, event.agent_id)
         elif isinstance(event, TaskStarted):
             self.started.setdefault(event.task_id, event.occurred_at)
+            self.started_on.setdefault(event.task_id, event.agent_id)
         elif isinstance(event, TaskCompleted):
             self.finished[event.task_id] = event.occurred_at
             self.read_at[event.task_id] = time.time_ns() // 1_000_000
@@ -219,6 +222,29 @@ class Readback:
                     next_assign.append(min(later))
         med = lambda xs: float(statistics.median(xs)) if xs else float("nan")  # noqa: E731
         return {"hop_assign_to_start_ms": med(to_start), "hop_complete_to_next_assign_ms": med(next_assign)}
+
+    def waiting(self, specs: list[Spec], first: str = "critical", last: str = "low") -> dict[str, int]:
+        """Priority inversions that could have been avoided (priority_inversions also counts a low task
+        that started before the critical one was even submitted, as in a burst submitted in batches):
+
+        - waiting_inversions: (critical, low) pairs where the low task started after the critical one
+          was submitted and before it started, on any agent;
+        - seat_inversions: the same, counting only a low task started on the agent the critical one
+          was assigned to, after that assignment (the rule of issue 12: none)."""
+        crit = [s.task_id for s in specs if s.priority == first and s.task_id in self.started]
+        lows = sorted((self.started[s.task_id], self.started_on[s.task_id]) for s in specs
+                      if s.priority == last and s.task_id in self.started)
+        waiting = seat = 0
+        for task in crit:
+            begin, end = self.submitted[task], self.started[task]
+            at, agent = self.assigned.get(task, (end, ""))
+            for started, on in lows:
+                if started >= end:
+                    break
+                if started > begin:
+                    waiting += 1
+                    seat += on == agent and started > at
+        return {"waiting_inversions": waiting, "seat_inversions": seat}
 
     def timings(self, specs: list[Spec]) -> list[Timing]:
         """Each spec's Timing in ns (the log's readings are ms)."""
@@ -369,6 +395,7 @@ async def taskfold_run(args: argparse.Namespace, mode: str, queue: str, log: Eve
     result = {"system": "taskfold", "mode": mode, **common(args, len(specs)), "submit_s": round(submit_s, 2),
               "completed": completed, **rounded(measures(back.timings(tagged))), "processes": sampler.report()}
     result.update(back.hops(tag))
+    result.update(back.waiting(tagged))
     result.update(rounded({**sampler.per_task(len(specs)), **readback_rate(back, tagged)}))
     cpu = {name: p["cpu_s"] for name, p in result["processes"].items()}
     result["broker_cpu_share"] = round(cpu.get("broker", 0.0) / max(sum(cpu.values()), 1e-9), 3)
