@@ -21,6 +21,7 @@ from taskfold.core import foldrows
 from taskfold.core.fold.placement import stamp
 from taskfold.log.eventlog import Poison, Recorded
 from taskfold.core.scheduling.model import QueuePolicy
+from taskfold.core.state import Task
 
 POISON = "poison"  # table: position -> reason, for every undecodable record seen
 EVENTS, PROGRESS, HEARTBEATS = "events", "progress", "heartbeats"  # topic roles
@@ -51,7 +52,7 @@ class Projector:
 
     def __init__(self, store: Store, views: Sequence[View],
                  policy: Callable[[str], QueuePolicy] = lambda queue: DEFAULT_POLICY, *,
-                 keep_finished: bool = True) -> None:
+                 keep_finished: bool = True, keys_in_store: bool = False) -> None:
         self.store = store
         self.views = list(views)
         self.policy = policy
@@ -62,7 +63,7 @@ class Projector:
                 f"the store at {store.path} has format {fmt}, this version writes {STORE_FORMAT}; "
                 "rebuild it with `taskfold replay --rebuild`")
         # keep_finished=False (a rebuild): finished tasks live in the store only (see WorkingSet).
-        self.fold = WorkingSet(store, keep_finished=keep_finished)
+        self.fold = WorkingSet(store, keep_finished=keep_finished, keys_in_store=keys_in_store)
         self.offsets = {role: store.offsets(role) for role in (EVENTS, PROGRESS, HEARTBEATS)}
         self.counts: Counter = Counter(store.meta("counts") or {})
         self.seconds = 0.0  # time spent applying, for events/s
@@ -73,8 +74,17 @@ class Projector:
         return self.fold.queues
 
     def queue(self, name: str) -> foldrows.Queue:
-        """A queue's fold and fleet (empty if never seen)."""
+        """A queue's fold and fleet (empty if never seen). Finished tasks may be in the store
+        only: look a task up with `task`, not in the state's task map."""
         return self.fold.queue(name)
+
+    def task(self, queue: str, task_id: str) -> Task | None:
+        """A task of a queue, in memory or stored (None if the queue never had it)."""
+        return self.fold.task(queue, task_id)
+
+    def key_owner(self, queue: str, key: str) -> str | None:
+        """The task holding an idempotency key in a queue, in memory or stored."""
+        return self.fold.key_owner(queue, key)
 
     def next_offset(self, topic: str, partition: int) -> int:
         """The next offset of a topic's partition that the rows do not reflect yet."""

@@ -107,7 +107,8 @@ async def rebuild(bootstrap: str, topics: TopicNames, path: Path | str, views: S
     started = time.perf_counter()
     store = Store(building)
     try:
-        projector = Projector(store, views, keep_finished=False)  # finished tasks: in the store only
+        # finished tasks and their idempotency keys: in the store only
+        projector = Projector(store, views, keep_finished=False, keys_in_store=True)
         report = RebuildReport(target)
         async with LogReader(bootstrap, tansu=tansu) as reader:
             with _growing_heap():

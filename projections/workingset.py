@@ -47,10 +47,14 @@ def _seat_changed(old: Member | None, new: Member) -> bool:
 class WorkingSet:
     """Queues folded in memory; rows staged per batch; finished tasks optionally in the store only."""
 
-    def __init__(self, store: Store, *, keep_finished: bool = True) -> None:
+    def __init__(self, store: Store, *, keep_finished: bool = True, keys_in_store: bool = False) -> None:
         self.store = store
         self.keep_finished = keep_finished
-        stored = foldrows.read(store.raw_scan(FOLD))
+        # A rebuild moves the idempotency keys of finished tasks to table _fold_keys too (and
+        # drops it at the end); a live projection keeps them in memory, as the scheduler does,
+        # so its store stays row for row what a rebuild leaves.
+        self.keys_in_store = keys_in_store
+        stored = foldrows.read(store.raw_scan(FOLD), keep_finished=keep_finished)
         self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
         self._rows: dict[bytes, Task | Member] = {}  # staged task and seat rows, last one wins
         self._fleets: dict[str, Fleet] = {}  # a queue's fleet when the batch began
@@ -104,7 +108,7 @@ class WorkingSet:
         for task in gone:
             del tasks[task.task_id]
             key = task.idempotency_key
-            if key is not None and keys.get(key) == task.task_id:
+            if self.keys_in_store and key is not None and keys.get(key) == task.task_id:
                 del keys[key]
                 batch.raw(FOLD_KEYS, f"{name}{SEP}{key}".encode(), task.task_id.encode())
         state = replace(state, tasks=tasks.finish(), idempotency=keys.finish())
@@ -114,12 +118,32 @@ class WorkingSet:
         """The queue with every stored task the fold may read for `event` back in memory."""
         # The rule is the fold's, shared with the scheduler (taskfold.core.workingset); the
         # keys of tasks that left memory are in table _fold_keys here.
-        missing = workingset.wanted(queue.state, event, lambda key: self._key_owner(event.queue, key))
+        missing = workingset.wanted(queue.state, event, lambda key: self._key_owner(event.queue, key)
+                                    if self.keys_in_store else None)
+        owner = queue.state.idempotency.get(key) if (key := vars(event).get("idempotency_key")) else None
+        if owner is not None and owner not in queue.state.tasks and owner not in missing:
+            # The fold needs only the key; the gateway answers a duplicate by key with the
+            # task that holds it (writes.judge, admission.conflict_after), from `after`.
+            missing.append(owner)
         back = [t for tid in missing if (t := self._stored_task(event.queue, tid)) is not None]
         if not back:
             return queue
         self._touched.setdefault(event.queue, set()).update(t.task_id for t in back)
         return foldrows.Queue(workingset.recalled(queue.state, back), queue.fleet)
+
+    def task(self, name: str, task_id: str) -> Task | None:
+        """A task of a queue as the fold has it: in memory, else its stored row (None if never seen)."""
+        task = self.queue(name).state.task(task_id)
+        if task is None and not self.keep_finished:
+            task = self._stored_task(name, task_id)
+        return task
+
+    def key_owner(self, name: str, key: str) -> str | None:
+        """The id of the task that holds an idempotency key in a queue, in memory or stored."""
+        owner = self.queue(name).state.idempotency.get(key)
+        if owner is None and self.keys_in_store:
+            owner = self._key_owner(name, key)
+        return owner
 
     def _key_owner(self, name: str, key: str) -> str | None:
         owner = self.store.raw_get(FOLD_KEYS, f"{name}{SEP}{key}".encode())

@@ -49,7 +49,7 @@ def _refuse_unknown(projector: Any, items: Sequence[Item], field) -> None:  # no
     batch = {event.task_id for event, _ in items}
 
     def known(task_id: str) -> bool:
-        return task_id in batch or any(q.state.task(task_id) is not None for q in projector.queues.values())
+        return task_id in batch or any(projector.task(name, task_id) is not None for name in projector.queues)
 
     problems = []
     for index, (event, _) in enumerate(items):
@@ -67,9 +67,8 @@ def _refuse_conflicts(rt: Runtime, projector: Any, items: Sequence[Item], field)
         key = event.idempotency_key
         if key is None:
             continue
-        state = projector.queue(event.queue).state
-        used_by = state.idempotency.get(key)
-        task = state.task(used_by) if used_by is not None else None
+        used_by = projector.key_owner(event.queue, key)
+        task = projector.task(event.queue, used_by) if used_by is not None else None
         original = submitted_request(rt, task) if task is not None else first.get((event.queue, key))
         if original is None:
             first[(event.queue, key)] = event

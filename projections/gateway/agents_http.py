@@ -106,7 +106,7 @@ def held(rt: Runtime, agent_id: str, states: frozenset[TaskState] = ASSIGNED) ->
 def _locate(rt: Runtime, agent_id: str, task_id: str, queue: str | None) -> Task:
     names = [queue] if queue is not None else list(_seats(rt, agent_id, active=False))
     for name in names:
-        task = rt.live.projector.queue(name).state.task(task_id)
+        task = rt.live.projector.task(name, task_id)
         if task is not None:
             return task
     where = f"queue {queue}" if queue else f"any queue agent {agent_id} has joined"

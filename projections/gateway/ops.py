@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from projections import queries
+from projections.workingset import FOLD
+from taskfold.core import foldrows
 from projections.gateway.deps import Runtime, RuntimeDep
 from projections.gateway.errors import error_body
 
@@ -107,7 +109,7 @@ class ProjectionCollector:
         poison.add_metric([], counts.get("poison", 0))
         yield poison
         depth = GaugeMetricFamily("taskfold_queue_tasks", "tasks per queue and state", labels=["queue", "state"])
-        for name, states in _queue_states(store, projector):
+        for name, states in _queue_states(store):
             for state, n in sorted(states.items()):
                 if n:
                     depth.add_metric([name, state], n)
@@ -124,15 +126,16 @@ class ProjectionCollector:
         return self._rate
 
 
-def _queue_states(store, projector) -> Iterator[tuple[str, dict[str, int]]]:  # noqa: ANN001
-    """(queue, {state: tasks}): the queues view's counters, or a count over the fold without that view."""
+def _queue_states(store) -> Iterator[tuple[str, dict[str, int]]]:  # noqa: ANN001
+    """(queue, {state: tasks}): the queues view's counters, or a count over the fold's rows without that view."""
     rows = queries.list_queues(store)
     if rows:
         for row in rows:
             yield row["queue"], row["states"]
         return
-    for name in sorted(projector.queues):
-        yield name, dict(Counter(t.state.value for t in projector.queues[name].state.tasks.values()))
+    stored = foldrows.read(store.raw_scan(FOLD)).queues  # finished tasks are in the store only
+    for name in sorted(stored):
+        yield name, dict(Counter(t.state.value for t in stored[name].tasks))
 
 
 class GatewayMetrics:

@@ -106,7 +106,7 @@ class Source:
 
     def terminal(self) -> TaskState | None:
         """The task's state when it is terminal now, else None."""
-        task = self.rt.live.projector.queue(self.queue).state.task(self.task_id) if self.task_id else None
+        task = self.rt.live.projector.task(self.queue, self.task_id) if self.task_id else None
         return task.state if task is not None and task.state.terminal else None
 
     async def drained(self, timeout: float) -> None:

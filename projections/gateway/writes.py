@@ -252,10 +252,10 @@ def queue_of(rt: Runtime, task_id: str, queue: str | None = None) -> str:
     if projector is None:
         raise read_only_error()
     if queue is not None:
-        if projector.queue(queue).state.task(task_id) is None:
+        if projector.task(queue, task_id) is None:
             raise ApiError(404, "not_found", f"queue {queue} has no task {task_id}")
         return queue
-    holders = sorted(name for name, q in projector.queues.items() if q.state.task(task_id) is not None)
+    holders = sorted(name for name in projector.queues if projector.task(name, task_id) is not None)
     if not holders:
         raise ApiError(404, "not_found", f"no task {task_id}")
     if len(holders) > 1:

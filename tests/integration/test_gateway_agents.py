@@ -161,9 +161,10 @@ async def test_the_shell_agent_example_serves_tasks_with_curl_alone(running: tup
             agent.kill()
             await agent.wait()
     assert agent.returncode == 0, out.decode()
-    state = gw.rt.live.projector.queue("shellq").state
-    results = {t: json.loads(state.task(t).result) for t in ("s-1", "s-2")
-               if state.task(t).state == TaskState.completed}
+    projector = gw.rt.live.projector
+    state = projector.queue("shellq").state
+    results = {t: json.loads(projector.task("shellq", t).result) for t in ("s-1", "s-2")
+               if projector.task("shellq", t).state == TaskState.completed}
     assert results == {"s-1": {"echo": {"greet": "hello"}, "agent": "shell-1"},
                        "s-2": {"echo": [1, 2], "agent": "shell-1"}}, out.decode()
     assert not state.member("shell-1").active, "it left the queue on the way out"
