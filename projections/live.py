@@ -18,9 +18,9 @@ import contextlib
 import gc
 import logging
 from collections import OrderedDict
-from dataclasses import replace
 from collections.abc import Sequence
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
 
 from projections.projector import EVENTS, HEARTBEATS, PROGRESS, Item, PoisonSeen, Projector

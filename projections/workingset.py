@@ -116,14 +116,13 @@ class WorkingSet:
 
     def _recall(self, queue: foldrows.Queue, event: Event) -> foldrows.Queue:
         """The queue with every stored task the fold may read for `event` back in memory."""
-        # The rule is the fold's, shared with the scheduler (taskfold.core.workingset); the
-        # keys of tasks that left memory are in table _fold_keys here.
-        missing = workingset.wanted(queue.state, event, lambda key: self._key_owner(event.queue, key)
-                                    if self.keys_in_store else None)
-        owner = queue.state.idempotency.get(key) if (key := vars(event).get("idempotency_key")) else None
+        # The rule is the fold's, shared with the scheduler (taskfold.core.workingset). The
+        # owner of a submit's key comes back whether the key is in memory or in _fold_keys:
+        # the gateway answers a duplicate by key with that task, from `after` (writes.judge,
+        # admission.conflict_after).
+        missing = workingset.wanted(queue.state, event)
+        owner = self.key_owner(event.queue, key) if (key := vars(event).get("idempotency_key")) else None
         if owner is not None and owner not in queue.state.tasks and owner not in missing:
-            # The fold needs only the key; the gateway answers a duplicate by key with the
-            # task that holds it (writes.judge, admission.conflict_after), from `after`.
             missing.append(owner)
         back = [t for tid in missing if (t := self._stored_task(event.queue, tid)) is not None]
         if not back:

@@ -19,10 +19,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from projections import queries
-from projections.workingset import FOLD
-from taskfold.core import foldrows
 from projections.gateway.deps import Runtime, RuntimeDep
 from projections.gateway.errors import error_body
+from projections.workingset import FOLD
+from taskfold.core import foldrows
 
 router = APIRouter(tags=["ops"])
 

@@ -13,8 +13,8 @@ from taskfold.core.fold import fold
 from taskfold.core.reports import AttemptKey
 from taskfold.core.testing import Events
 from taskfold.log.coalesce import Coalescer
+from tests.unit.waiting import until
 
-DEADLINE_S = 5.0
 
 
 class ScriptedLog:
@@ -42,15 +42,6 @@ class NoProgress:
 
     def put(self, *_: object) -> None:
         return None
-
-
-async def until(condition, what: str) -> None:  # noqa: ANN001
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.001)
 
 
 def started(log: ScriptedLog) -> list[str]:

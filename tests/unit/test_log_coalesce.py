@@ -9,8 +9,8 @@ import pytest
 from taskfold.core.testing import Events
 from taskfold.log.coalesce import Coalescer, NotAppended
 from taskfold.log.eventlog import EventLog
+from tests.unit.waiting import until
 
-DEADLINE_S = 5.0
 
 
 class Sink:
@@ -36,16 +36,6 @@ class Sink:
             return [f"at:{item}" for item in items]
         finally:
             self.in_flight -= 1
-
-
-async def until(condition, what: str) -> None:  # noqa: ANN001
-    """Wait for condition() with a deadline, yielding to the loop (no sleeps as synchronisation)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0)
 
 
 async def test_appends_within_the_window_go_out_in_one_call_in_submission_order() -> None:
