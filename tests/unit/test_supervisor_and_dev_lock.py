@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,12 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 
 from taskfold.broker.topics import TopicNames
 from taskfold.cli.cluster import LocalCluster
 from taskfold.config import Settings
 from taskfold.broker.connection import DevLock, DevRunning
-from taskfold.cli.supervision import RestartPolicy, Supervisor, exit_text, last_lines
+from taskfold.cli.supervision import RestartPolicy, Supervisor, exit_text, last_lines, sigterm_unwinds
 
 
 class Clock:
@@ -111,3 +114,21 @@ def test_a_second_lock_is_refused_naming_the_holder(tmp_path: Path) -> None:
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_a_sigterm_during_an_event_loop_callback_unwinds_the_start_up() -> None:
+    # The handler runs wherever the main thread is; inside a callback, asyncio drops any
+    # exception but KeyboardInterrupt and SystemExit, and the start-up carried on.
+    async def starting() -> str:
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(5)
+        return "the start-up went on"
+
+    before = signal.getsignal(signal.SIGTERM)
+    began = time.monotonic()
+    try:
+        with pytest.raises(typer.Exit) as stopped, sigterm_unwinds():
+            asyncio.run(starting())
+    finally:
+        signal.signal(signal.SIGTERM, before)  # the handler ignores further SIGTERMs; not in pytest
+    assert stopped.value.exit_code == 0 and time.monotonic() - began < 2
