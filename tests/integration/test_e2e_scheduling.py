@@ -42,6 +42,21 @@ class Run:
             return all(a in members and members[a].active for a in agents)
         await self.watcher.wait_for(seated, timeout, f"agents {agents} joined {queue}")
 
+    async def warmed(self, queue: str, agents: list[str], timeout: float = 60) -> list[str]:
+        """Quick tasks until each agent has completed one: the scheduler assigns ahead only
+        once it knows an agent's run time (`ahead_bound`). Returns the warm-up task ids."""
+        ids: list[str] = []
+        for round_ in range(10):
+            done = {e.agent_id for e in self.accepted(TaskCompleted) if e.queue == queue}
+            if set(agents) <= done:
+                return ids
+            batch = await self.submit(queue, len(agents), prefix=f"warm{round_}")
+            ids += batch
+            await self.watcher.wait_for(
+                lambda l: all(getattr(l.state(queue).task(t), "state", None) in TERMINAL for t in batch),
+                timeout, f"warm-up tasks {batch} done")
+        raise AssertionError(f"after 10 rounds of warm-up tasks not every agent of {agents} completed one")
+
     async def all_terminal(self, queue: str, n: int, timeout: float) -> None:
         def done(ledger: Ledger) -> bool:
             tasks = ledger.state(queue).tasks

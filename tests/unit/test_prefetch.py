@@ -85,6 +85,13 @@ def test_a_started_attempt_cannot_be_handed_back():
                                               "attempt can be handed back")
 
 
+def _warm(e: Events, agent: str, run_ms: int = 5) -> list:
+    """One quick task run on the agent: decide assigns ahead only once it knows the run time."""
+    task, at = f"warm-{agent}", 1_000
+    return [e.submit(task), e.assign(task, agent), e.start(task, agent, at=at),
+            e.complete(task, agent, at=at + run_ms)]
+
+
 def _decide(events, now=None):
     state, fleet, _ = replay(events, POLICY)
     now = now or max(ev.occurred_at for ev in events) + 1
@@ -93,7 +100,7 @@ def _decide(events, now=None):
 
 def test_decide_fills_slots_then_prefetch_in_priority_order():
     e = Events()
-    events = [e.join("a1", prefetch=2), e.join("a2", prefetch=2)]
+    events = [e.join("a1", prefetch=2), e.join("a2", prefetch=2), *_warm(e, "a1"), *_warm(e, "a2")]
     events += [e.submit(f"t{i}", priority=p) for i, p in enumerate([Priority.low] * 4 + [Priority.high] * 2)]
     decisions = _decide(events)
     assert [d.task_id for d in decisions] == ["t4", "t5", "t0", "t1", "t2", "t3"]
@@ -104,8 +111,9 @@ def test_decide_fills_slots_then_prefetch_in_priority_order():
 
 def test_decide_puts_a_critical_task_one_over_a_full_prefetch():
     e = Events()
-    events = _lows_held(e, "a1", 3) + [e.submit("c1", priority=Priority.critical),
-                                       e.submit("c2", priority=Priority.critical)]
+    events = _warm(e, "a1") + _lows_held(e, "a1", 3) + [e.submit("c1", priority=Priority.critical),
+                                                         e.submit("c2", priority=Priority.critical)]
+    events.insert(0, events.pop(4))  # the join first
     decisions = _decide(events)
     assert [(d.task_id, d.agent_id) for d in decisions] == [("c1", "a1")]  # c2 is not higher than c1
     _, _, verdicts = replay([*events, *decisions], POLICY)
@@ -117,7 +125,8 @@ def test_decide_puts_a_critical_task_one_over_a_full_prefetch():
        st.integers(min_value=1, max_value=3), st.integers(min_value=0, max_value=3))
 def test_decide_never_exceeds_the_fold_bound_and_the_audit_agrees(tasks, slots, prefetch):
     e = Events()
-    events = [e.join("a1", slots=slots, prefetch=prefetch), e.join("a2", slots=slots, prefetch=prefetch)]
+    events = [e.join("a1", slots=slots, prefetch=prefetch), e.join("a2", slots=slots, prefetch=prefetch),
+              *_warm(e, "a1"), *_warm(e, "a2")]
     events += [e.submit(f"t{i}", priority=p, **({"concurrency_key": "k", "concurrency_limit": 2} if keyed else {}))
                for i, (p, keyed) in enumerate(tasks)]
     decisions = _decide(events)
@@ -151,3 +160,29 @@ def test_a_round_with_every_prefetch_full_does_not_judge_the_backlog(monkeypatch
     monkeypatch.setattr(module._Round, "fits", lambda self, task: judged.append(task) or real(self, task))
     assert _decide(events) == []
     assert judged == []
+
+
+def _held_ahead(run_ms: int, slots: int = 1, prefetch: int = 8, policy: QueuePolicy = POLICY) -> int:
+    e = Events()
+    events = [e.join("a1", slots=slots, prefetch=prefetch)] + (_warm(e, "a1", run_ms) if run_ms >= 0 else [])
+    events += [e.submit(f"t{i}") for i in range(30)]
+    state, fleet, _ = replay(events, policy)
+    now = max(ev.occurred_at for ev in events) + 1
+    decisions = decide(state, fleet, policy, queue="q", now_ms=now, heartbeats={"a1": now})
+    return len(decisions) - slots
+
+
+def test_decide_assigns_ahead_only_what_starts_within_half_the_start_lease():
+    assert _held_ahead(run_ms=5) == 8  # quick tasks: the whole prefetch
+    assert _held_ahead(run_ms=5_000) == 3  # 15 s of the 30 s start lease holds 3 tasks of 5 s
+    assert _held_ahead(run_ms=5_000, slots=2) == 6  # two slots start them twice as fast
+    assert _held_ahead(run_ms=20_000) == 0  # longer than half the lease: nothing ahead
+    assert _held_ahead(run_ms=5_000, policy=QueuePolicy(start_within_ms=120_000)) == 8
+    assert _held_ahead(run_ms=-1) == 0  # no run time known yet: nothing ahead
+
+
+def test_a_seat_bounded_by_its_run_time_takes_no_task_one_over_the_bound():
+    e = Events()
+    events = [e.join("a1", prefetch=4), *_warm(e, "a1", 20_000), e.submit("low-0", priority=Priority.low),
+              e.assign("low-0", "a1"), e.submit("c1", priority=Priority.critical)]
+    assert _decide(events) == []  # c1 waits for a free slot rather than behind a 20 s task

@@ -29,12 +29,15 @@ from taskfold.core.events import Candidate, TaskAssigned
 from taskfold.core.policies import derived_event_id
 from taskfold.core.scheduling.fleet import quarantined, record, trip_reason
 from taskfold.core.scheduling.liveness import silence_ms
-from taskfold.core.scheduling.model import Fleet, QueuePolicy
+from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy
 from taskfold.core.scheduling.strategies import Context, Option, rank, scorer
 from taskfold.core.state import Member, QueueState, Task, TaskState
 
 ASSIGN_INDEX = 0  # derived_event_id index of a TaskAssigned; timers use 1, 2 and 3
 FIRST_LOOK = 64  # waiting tasks ordered at first in a round; grows eightfold when passed
+# A task assigned ahead should start within this share of its start lease, so that a deep
+# prefetch never turns a slow agent's holdings into TaskLeaseExpired (a breaker failure).
+START_SHARE = 0.5
 
 
 def decide(
@@ -99,6 +102,7 @@ class _Round:
     load: dict[str, int] = field(init=False)
     keys: dict[str, int] = field(init=False)
     unstarted: dict[str, int] = field(init=False)  # agent -> best (smallest) priority rank it holds unstarted
+    ahead: dict[str, int] = field(init=False)  # agent -> how many it may hold beyond its slots now
     taken: set[str] = field(default_factory=set)
     sticky: dict[str, str] = field(default_factory=dict)  # session -> agent, for this round
     probes: set[str] = field(default_factory=set)
@@ -111,6 +115,7 @@ class _Round:
         tasks = self.state.tasks
         self.unstarted = {m.agent_id: min((tasks[t].priority.rank for t in m.holding
                                            if tasks[t].state == TaskState.assigned), default=99) for m in self.seats}
+        self.ahead = {m.agent_id: ahead_bound(m, record(self.fleet, m.agent_id), self.policy) for m in self.seats}
         self.cursor = self.fleet.cursor
 
     def book_pending(self, assigned: TaskAssigned) -> None:
@@ -162,8 +167,9 @@ class _Round:
         return any(self._seat_problem(seat)[0] is None and self._room(seat, rank) for seat in self.seats)
 
     def _room(self, seat: Member, rank: int) -> bool:
-        held, bound = self.load[seat.agent_id], seat.slots + seat.prefetch
-        return held < bound or (seat.prefetch > 0 and held == bound and rank < self.unstarted.get(seat.agent_id, 99))
+        ahead = self.ahead[seat.agent_id]
+        held, bound = self.load[seat.agent_id], seat.slots + ahead
+        return held < bound or (ahead > 0 and held == bound and rank < self.unstarted.get(seat.agent_id, 99))
 
     def fits(self, task: Task) -> list[Fit]:
         """Every active seat judged for the task, by agent id."""
@@ -175,7 +181,7 @@ class _Round:
                 problem, waitable, probe = self._seat_problem(seat)
             tier = self._tier(seat, task)
             if problem is None and tier is None:
-                problem, waitable = _busy(self.load[seat.agent_id], seat), True
+                problem, waitable = _busy(self.load[seat.agent_id], seat, self.ahead[seat.agent_id]), True
             fits.append(Fit(seat.agent_id, self.load[seat.agent_id], seat.slots, problem, waitable, probe, tier or 0))
         best = min((f.tier for f in fits if f.problem is None), default=0)
         # Slots first, then prefetch; one over the bound only when every seat's prefetch is full.
@@ -184,16 +190,17 @@ class _Round:
                     f.tier) for f in fits]
 
     def _tier(self, seat: Member, task: Task) -> int | None:
-        """Where the task would sit on the seat, as the fold's `seat_room` bounds it; None for no room."""
-        held = self.load[seat.agent_id]
+        """Where the task would sit on the seat, within the fold's `seat_room` and the time bound
+        (`ahead_bound`); None for no room."""
+        held, ahead = self.load[seat.agent_id], self.ahead[seat.agent_id]
         if held < seat.slots:
             return 0
         if task.concurrency_key is not None:
             return None  # a keyed task takes a free slot only: the key counts running tasks
-        bound = seat.slots + seat.prefetch
+        bound = seat.slots + ahead
         if held < bound:
             return 1
-        if seat.prefetch and held == bound and task.priority.rank < self.unstarted.get(seat.agent_id, 99):
+        if ahead and held == bound and task.priority.rank < self.unstarted.get(seat.agent_id, 99):
             return 2
         return None
 
@@ -210,9 +217,9 @@ class _Round:
             return f"on probation: probe task {agent.probe_task} must end first", True, False
         if probe and seat.agent_id in self.probes:
             return "on probation: its probe task was just decided and must end first", True, False
-        held = self.load[seat.agent_id]
-        if held >= seat.slots + seat.prefetch + (1 if seat.prefetch else 0):
-            return _busy(held, seat), True, probe
+        held, ahead = self.load[seat.agent_id], self.ahead[seat.agent_id]
+        if held >= seat.slots + ahead + (1 if ahead else 0):
+            return _busy(held, seat, ahead), True, probe
         return None, False, probe
 
     def choose(self, task: Task, fits: list[Fit]) -> tuple[str, str, dict[str, float]] | None:
@@ -251,9 +258,27 @@ class _Round:
         return self.now_ms - since >= self.policy.session_fallback_ms
 
 
-def _busy(held: int, seat: Member) -> str:
-    ahead = f" and prefetch {seat.prefetch}" if seat.prefetch else ""
-    return f"busy: holds {held} of {seat.slots} slots{ahead}"
+def ahead_bound(seat: Member, agent: AgentRecord, policy: QueuePolicy) -> int:
+    """How many attempts the seat may hold beyond its slots in this round.
+
+    Its announced prefetch, bounded by time: held tasks start one slot-length after another,
+    so at the agent's observed run time (latency EWMA) the last one must start within
+    START_SHARE of `start_within_ms`. Before a first completion the run time is unknown and
+    nothing is assigned ahead: quick tasks learn it in one round trip, and a long task
+    prefetched on a guess would lose its start lease and count as the agent's failure.
+    A bound the fold does not know: it only ever assigns fewer than `slots + prefetch`.
+    """
+    if not seat.prefetch or agent.latency_ewma_ms is None:
+        return 0
+    fits = seat.slots * policy.start_within_ms * START_SHARE / max(agent.latency_ewma_ms, 1.0)
+    return min(seat.prefetch, int(fits))
+
+
+def _busy(held: int, seat: Member, ahead: int) -> str:
+    if not seat.prefetch:
+        return f"busy: holds {held} of {seat.slots} slots"
+    bounded = "" if ahead == seat.prefetch else f" ({ahead} ahead at its run time)"
+    return f"busy: holds {held} of {seat.slots} slots and prefetch {seat.prefetch}{bounded}"
 
 
 def match_problem(seat: Member, task: Task) -> str | None:
