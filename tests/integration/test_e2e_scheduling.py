@@ -220,7 +220,8 @@ async def test_a_failing_agent_is_quarantined_then_probed(run: Run) -> None:
     run.cluster.worker("worker-1", *FAST, "--breaker-failures", "2", "--breaker-cooldown-ms", "1500",
                        "--strategy", "round_robin")
     run.cluster.spawn("broken", "agent", "tests.integration.broken_agent:agent")
-    run.cluster.agent("healthy", "-q", "breaker=1")
+    # No prefetch: the healthy agent must not take the whole line before the cool-down ends.
+    run.cluster.agent("healthy", "-q", "breaker=1", "--prefetch", "0")
     await run.agents_joined("breaker", ["broken", "healthy"])
     await run.submit("breaker", 40, "sleep", payload='{"ms": 50}', max_attempts=10)
     await run.all_terminal("breaker", 40, timeout=90)
