@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from taskfold.core import foldrows  # noqa: E402
 from taskfold.core.fold import evolve  # noqa: E402
 from taskfold.core.scheduling.decide import decide  # noqa: E402
+from taskfold.core.scheduling.line import Line  # noqa: E402
 from taskfold.core.scheduling.model import QueuePolicy  # noqa: E402
 from taskfold.core.state import EMPTY  # noqa: E402
 from taskfold.core.testing import Events  # noqa: E402
@@ -81,8 +82,9 @@ def scheduler_step(queue, event):
     return done.after
 
 
-def decide_us(tasks: int, agents: int, calls: int, repeat: int) -> float:
-    """Median µs of a decide round that places one task among `agents` seats, one slot free."""
+def decide_us(tasks: int, agents: int, calls: int, repeat: int, ordered: bool = False) -> float:
+    """Median µs of a decide round that places one task among `agents` seats, one slot free;
+    `ordered`: with the waiting index kept in order (`Line`), as the worker keeps it."""
     ev = Events()
     events = [ev.join(f"agent-{a:02d}", slots=1) for a in range(agents)]
     events += [ev.submit(f"task-{i}") for i in range(tasks)]
@@ -92,11 +94,12 @@ def decide_us(tasks: int, agents: int, calls: int, repeat: int) -> float:
         state = evolve(state, event)[0]
     fleet = foldrows.Queue(state).fleet
     beats = {f"agent-{a:02d}": ev.now for a in range(agents)}
+    line = Line(state.waiting) if ordered else None
     runs = []
     for _ in range(repeat):
         start = time.process_time_ns()
         for _ in range(calls):
-            made = decide(state, fleet, POLICY, queue="q", now_ms=ev.now, heartbeats=beats)
+            made = decide(state, fleet, POLICY, queue="q", now_ms=ev.now, heartbeats=beats, line=line)
         runs.append((time.process_time_ns() - start) / calls / 1000)
         assert len(made) == 1, made
     return statistics.median(runs)
@@ -115,8 +118,9 @@ def main() -> None:
     print(f"{'event':<20} {'µs/evolve':>10} {'µs/step':>10}   (medians of {args.repeat} runs, CPU time)")
     for name in sorted(folded):
         print(f"{name:<20} {folded[name]:>10.1f} {stepped[name]:>10.1f}")
-    print(f"decide, {args.agents} seats, 1 free, {args.tasks} queued: "
-          f"{decide_us(args.tasks, args.agents, args.decides, args.repeat):.1f} µs per round")
+    for ordered, how in ((False, "ordering the index"), (True, "with a kept Line")):
+        print(f"decide, {args.agents} seats, 1 free, {args.tasks} queued, {how}: "
+              f"{decide_us(args.tasks, args.agents, args.decides, args.repeat, ordered):.1f} µs per round")
 
 
 if __name__ == "__main__":

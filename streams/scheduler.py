@@ -20,6 +20,7 @@ from taskfold.core.events import Event
 from taskfold.broker.topics import queue_partition
 from taskfold.core.fold.placement import Where
 from taskfold.core.scheduling.decide import decide
+from taskfold.core.scheduling.line import Line
 from taskfold.core.scheduling.model import QueuePolicy
 from taskfold.core.scheduling.timers import expirations
 from taskfold.core.state import Task, Verdict, duplicate
@@ -61,6 +62,7 @@ class Scheduler:
         self.pending = pending or Pending()
         self.actor = actor
         self.queues: dict[str, foldrows.Queue] = {}
+        self.lines: dict[str, Line] = {}  # queue -> its waiting index in order, kept in step by apply
         self.applied: dict[int, int] = {}  # partition -> next offset the rows do not reflect yet
         self.rows = RowBatch(store)  # rows held back until the end of a run (see RowBatch)
         self.stored_tasks = 0  # task rows the last load found, finished ones included
@@ -98,7 +100,10 @@ class Scheduler:
         else:
             self.rows.write(writes)
         if done.writes or event.queue in self.queues:  # a misrouted stray adds no queue we do not own
-            self.queues[event.queue] = self._evicted(done.after, [*recalled, *(t.task_id for t in done.tasks)])
+            changed = [*recalled, *(t.task_id for t in done.tasks)]
+            self.queues[event.queue] = after = self._evicted(done.after, changed)
+            if (line := self.lines.get(event.queue)) is not None:
+                line.update(changed, after.state.waiting)
         return Applied(verdict, ours, tuple(notes_of(done.after.state, done.tasks, done.before.state)))
 
     def skip(self, partition: int, offset: int) -> None:
@@ -118,9 +123,12 @@ class Scheduler:
     def decide(self, queue: str, now_ms: int) -> list[Event]:
         """The assignments to append for a queue now; they are pending from here on."""
         current = self.queue(queue)
+        line = self.lines.get(queue)
+        if line is None or not line.matches(current.state.waiting):
+            line = self.lines[queue] = Line(current.state.waiting)
         decisions = decide(
             current.state, current.fleet, self.policy(queue), queue=queue, now_ms=now_ms,
-            heartbeats=self.heartbeats, pending=self.pending.assignments(queue), actor=self.actor,
+            heartbeats=self.heartbeats, pending=self.pending.assignments(queue), actor=self.actor, line=line,
         )
         self.pending.add(decisions)
         return list(decisions)
@@ -186,6 +194,7 @@ class Scheduler:
         stored = foldrows.read(items, keep_finished=self.keep_finished)
         self.stored_tasks = sum(len(q.tasks) + len(q.finished) for q in stored.queues.values())
         self.queues = {name: foldrows.Queue(q.state(), q.fleet()) for name, q in stored.queues.items()}
+        self.lines = {}
         self.applied = dict(stored.offsets)
         return len(self.queues)
 
@@ -195,6 +204,7 @@ class Scheduler:
         names = [q for q in self.queues if gone is None or queue_partition(q, self.partitions) in gone]
         for name in names:
             del self.queues[name]
+            self.lines.pop(name, None)
         self.applied = {p: o for p, o in self.applied.items() if gone is not None and p not in gone}
         self.rows.discard(gone)
         self.pending.forget(names if gone is not None else None)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from taskfold.core.events import Candidate, TaskAssigned
 from taskfold.core.policies import derived_event_id
 from taskfold.core.scheduling.fleet import quarantined, record, trip_reason
+from taskfold.core.scheduling.line import Line
 from taskfold.core.scheduling.liveness import silence_ms
 from taskfold.core.scheduling.model import AgentRecord, Fleet, QueuePolicy
 from taskfold.core.scheduling.strategies import Context, Option, rank, scorer
@@ -50,10 +51,15 @@ def decide(
     heartbeats: Mapping[str, int],
     pending: Sequence[TaskAssigned] = (),
     actor: str = "scheduler",
+    line: Line | None = None,
 ) -> list[TaskAssigned]:
-    """The assignments to append now, each one accepted by the fold after `pending`."""
+    """The assignments to append now, each one accepted by the fold after `pending`.
+
+    `line`, when the caller keeps one in step with `state.waiting`, saves ordering the
+    waiting index in every round (`Line`); the decisions are the same either way.
+    """
     scorer(policy.strategy)  # an unknown strategy fails before anything is decided
-    round_ = _Round(state, fleet, policy, now_ms, heartbeats)
+    round_ = _Round(state, fleet, policy, now_ms, heartbeats, line)
     for assigned in pending:
         round_.book_pending(assigned)
     decisions: list[TaskAssigned] = []
@@ -98,6 +104,7 @@ class _Round:
     policy: QueuePolicy
     now_ms: int
     heartbeats: Mapping[str, int]
+    line: Line | None = None
     seats: list[Member] = field(init=False)
     load: dict[str, int] = field(init=False)
     keys: dict[str, int] = field(init=False)
@@ -107,6 +114,7 @@ class _Round:
     sticky: dict[str, str] = field(default_factory=dict)  # session -> agent, for this round
     probes: set[str] = field(default_factory=set)
     cursor: int = field(init=False)
+    _problems: dict[str, tuple[int, tuple[str | None, bool, bool]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.seats = sorted((m for m in self.state.members.values() if m.active), key=lambda m: m.agent_id)
@@ -149,6 +157,13 @@ class _Round:
         them (tasks not due, or that no seat fits).
         """
         entries, tasks = self.state.waiting, self.state.tasks
+        if self.line is not None and self.line.matches(entries):
+            for entry in self.line.entries:
+                task_id, due_at = entry[2], entry[3]
+                # An entry the state does not hold as is would be a missed update: skip it.
+                if due_at <= self.now_ms and task_id not in self.taken and entries.get(task_id) == entry:
+                    yield tasks[task_id]
+            return
         n, seen = FIRST_LOOK, 0
         while seen < len(entries):
             line = heapq.nsmallest(n, entries.values())
@@ -205,7 +220,20 @@ class _Round:
         return None
 
     def _seat_problem(self, seat: Member) -> tuple[str | None, bool, bool]:
-        """(problem, waitable, probe) for the seat whatever the task."""
+        """(problem, waitable, probe) for the seat whatever the task.
+
+        Asked for every seat by `has_room` and `fits`, several times a round: kept until a
+        booking changes the seat's load (the only input that changes within a round).
+        """
+        held = self.load[seat.agent_id]
+        known = self._problems.get(seat.agent_id)
+        if known is not None and known[0] == held:
+            return known[1]
+        problem = self._judge_seat(seat, held)
+        self._problems[seat.agent_id] = (held, problem)
+        return problem
+
+    def _judge_seat(self, seat: Member, held: int) -> tuple[str | None, bool, bool]:
         silent = silence_ms(seat, self.heartbeats, self.now_ms)
         if silent > self.policy.lease_ms:
             return f"silent for {silent} ms (lease {self.policy.lease_ms} ms)", True, False
@@ -217,7 +245,7 @@ class _Round:
             return f"on probation: probe task {agent.probe_task} must end first", True, False
         if probe and seat.agent_id in self.probes:
             return "on probation: its probe task was just decided and must end first", True, False
-        held, ahead = self.load[seat.agent_id], self.ahead[seat.agent_id]
+        ahead = self.ahead[seat.agent_id]
         if held >= seat.slots + ahead + (1 if ahead else 0):
             return _busy(held, seat, ahead), True, probe
         return None, False, probe
