@@ -186,3 +186,13 @@ def test_a_seat_bounded_by_its_run_time_takes_no_task_one_over_the_bound():
     events = [e.join("a1", prefetch=4), *_warm(e, "a1", 20_000), e.submit("low-0", priority=Priority.low),
               e.assign("low-0", "a1"), e.submit("c1", priority=Priority.critical)]
     assert _decide(events) == []  # c1 waits for a free slot rather than behind a 20 s task
+
+
+def test_an_agent_whose_last_attempt_failed_gets_nothing_ahead_until_it_succeeds():
+    e = Events()
+    events = [e.join("a1", prefetch=4), *_warm(e, "a1"), e.submit("f1"), e.assign("f1", "a1"),
+              e.start("f1", "a1"), e.fail("f1", "a1")]
+    events += [e.submit(f"t{i}") for i in range(6)]
+    assert [d.task_id for d in _decide(events)] == ["t0"]  # its slot only (f1 waits out its backoff)
+    events += [e.assign("t0", "a1"), e.start("t0", "a1"), e.complete("t0", "a1")]
+    assert len(_decide(events)) == 1 + 4  # a success: the prefetch again

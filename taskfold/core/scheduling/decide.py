@@ -294,9 +294,12 @@ def ahead_bound(seat: Member, agent: AgentRecord, policy: QueuePolicy) -> int:
     START_SHARE of `start_within_ms`. Before a first completion the run time is unknown and
     nothing is assigned ahead: quick tasks learn it in one round trip, and a long task
     prefetched on a guess would lose its start lease and count as the agent's failure.
+    Nor is anything assigned ahead while the agent's last attempt failed: a failing agent
+    may be quarantined next, and it would still run what it holds (it does not see the
+    worker's breaker), so it holds no more than its slots.
     A bound the fold does not know: it only ever assigns fewer than `slots + prefetch`.
     """
-    if not seat.prefetch or agent.latency_ewma_ms is None:
+    if not seat.prefetch or agent.latency_ewma_ms is None or agent.consecutive_failures:
         return 0
     fits = seat.slots * policy.start_within_ms * START_SHARE / max(agent.latency_ewma_ms, 1.0)
     return min(seat.prefetch, int(fits))
