@@ -84,6 +84,9 @@ class ClusterSettings(BaseSettings):
     append_timeout_s: float = Field(default=30.0, gt=0, le=600, description="longest wait for the acks of one append")
     append_window_ms: float = Field(default=5.0, ge=0, le=1000, description="how long an agent gathers its "
                                     "reports, and a gateway its concurrent writes, into one append (one batch)")
+    append_busy_window_ms: float = Field(default=25.0, ge=0, le=1000, description="the same window while appends "
+                                         "keep coming (a round opened within the last 100 ms): more per batch "
+                                         "under load, the short window for a lone append")
     events_retention_allowed: bool = Field(default=False, description="accept an existing events topic that "
                                            "deletes records (retention.ms/bytes not -1)")
     security_protocol: SecurityProtocol | None = Field(default=None, description="default: from the SASL and "

@@ -37,7 +37,7 @@ from projections.view import View
 from projections.views import all_views
 from taskfold.broker.topics import TopicNames
 from taskfold.config import Settings
-from taskfold.log.coalesce import append_window_s
+from taskfold.log.coalesce import append_busy_window_s, append_window_s
 from taskfold.log.eventlog import EventLog
 
 log = logging.getLogger("taskfold.gateway")
@@ -156,7 +156,8 @@ async def open_runtime(config: GatewayConfig, views: Sequence[View] | None = Non
     live = LiveProjection(config.bootstrap, config.topics, config.store,
                           all_views() if views is None else views, tansu=config.tansu)
     # Concurrent writes within the append window share one produce (one batch): see taskfold.log.coalesce.
-    event_log = EventLog(config.bootstrap, config.topics, tansu=config.tansu, window_s=append_window_s())
+    event_log = EventLog(config.bootstrap, config.topics, tansu=config.tansu, window_s=append_window_s(),
+                         busy_window_s=append_busy_window_s())
     try:
         await event_log.start()
         try:

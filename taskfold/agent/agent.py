@@ -40,7 +40,7 @@ from taskfold.agent.stopping import BEAT_TIMEOUT_S, CALL_S, MIN_STOP_S, StopBudg
 from taskfold.broker.topics import TopicNames
 from taskfold.core.events import Event, LeaveReason
 from taskfold.core.fold import Ledger
-from taskfold.log.coalesce import append_window_s
+from taskfold.log.coalesce import append_busy_window_s, append_window_s
 from taskfold.log.eventlog import EventLog, Poison, entry_of
 from taskfold.log.records import ConsumedRecord, RawRecord
 from taskfold.core.state import Task
@@ -121,7 +121,8 @@ class Agent:
         self._run_task = asyncio.current_task()
         target = await connect(bootstrap, self.topics, self.tansu)
         self.topics, self._bootstrap = target.topics, target.bootstrap
-        self._log = EventLog(target.bootstrap, target.topics, tansu=target.tansu, window_s=append_window_s())
+        self._log = EventLog(target.bootstrap, target.topics, tansu=target.tansu, window_s=append_window_s(),
+                             busy_window_s=append_busy_window_s())
         self.results.connect(lambda: EventLog(target.bootstrap, target.topics, tansu=target.tansu))
         try:
             with signal_handlers(self._on_signal, handle_signals):
@@ -185,10 +186,15 @@ class Agent:
         return start
 
     async def _follow(self, log_: EventLog, partitions: list[int], start: dict[int, int]) -> None:
-        stream = log_.reader.read(log_.topics.events, partitions, start=start, live=True)
-        async with aclosing(stream) as records:
-            async for record in records:
-                self._act_all(self._fold(record))
+        stream = log_.reader.batches(log_.topics.events, partitions, start=start, live=True)
+        async with aclosing(stream) as fetches:
+            async for records in fetches:
+                # A whole fetch is folded before anything held starts: of a low and a critical
+                # assignment read together, the critical one runs first.
+                for record in records:
+                    self._act_all(self._fold(record), start_held=False)
+                for queue in sorted({k.queue for k in self._held}):
+                    self._run_held(queue)
 
     def _fold(self, record: ConsumedRecord) -> list[Action]:
         """Fold one record of our partitions; return what it calls for."""
@@ -207,12 +213,15 @@ class Agent:
         state = self.ledger.state(event.queue)
         return react(state, event, verdict, self.agent_id, self._attempts.keys() | self._held.keys(), self.draining)
 
-    def _act_all(self, actions: list[Action]) -> None:
+    def _act_all(self, actions: list[Action], start_held: bool = True) -> None:
+        """Carry the actions out; held attempts start after all of them (`start_held`), or
+        when the caller says so (after a whole fetch)."""
+        runs: set[str] = set()
         for action in actions:
             match action:
                 case Run(key, task):
                     self._held[key] = task
-                    self._run_held(key.queue)
+                    runs.add(key.queue)
                 case HandBack(key, task):
                     self._spawn(self._report(self.reporter.handed_back(key, task.correlation_id), "handed_back"))
                 case AcknowledgeCancel(key, task):
@@ -229,6 +238,9 @@ class Agent:
                     joined = self.reporter.joined(queue, self.slots[queue], self.capabilities, self.labels,
                                                   self.prefetch)
                     self._spawn(self._report(joined, "rejoined"))
+        if start_held:
+            for queue in sorted(runs):
+                self._run_held(queue)
 
     def _run_held(self, queue: str, freed_by: asyncio.Future | None = None) -> None:
         """Start held attempts of the queue while fewer than its slots run: highest priority, then arrival.

@@ -6,7 +6,10 @@ agent's reports (all its attempts') and a gateway's concurrent submits therefore
 through a `Coalescer`. Its protocol, per round:
 
 1. The first append submitted to an idle coalescer opens a round and waits `window_s`,
-   so that appends made meanwhile join it.
+   so that appends made meanwhile join it; `busy_window_s` instead when the previous
+   round opened less than `busy_within_s` ago. Under steady traffic a writer then
+   gathers more per batch (every reader pays for every batch, for ever), while a lone
+   append still waits only the short window.
 2. The round takes what is pending, in submission order. An append submitted `after`
    another that failed is failed with that cause, never appended; one whose waiter was
    cancelled before the round took it is dropped.
@@ -41,6 +44,11 @@ def append_window_s() -> float:
     return ClusterSettings().append_window_ms / 1000
 
 
+def append_busy_window_s() -> float:
+    """The configured window under steady traffic (TASKFOLD_APPEND_BUSY_WINDOW_MS), in seconds."""
+    return ClusterSettings().append_busy_window_ms / 1000
+
+
 class NotAppended(RuntimeError):
     """An append was not made because the append it must follow failed (the cause is chained)."""
 
@@ -58,9 +66,13 @@ class Coalescer(Generic[Item, Result]):
 
     append_all: Callable[[list[Item]], Awaitable[Sequence[Result]]]
     window_s: float = 0.005
+    busy_window_s: float | None = None  # the window while rounds follow each other (None: window_s)
+    busy_within_s: float = 0.1  # rounds opened closer than this are steady traffic
     rounds: int = 0  # calls of append_all made, for tests and measures
+    busy_rounds: int = 0  # rounds that waited busy_window_s
     _pending: list[_Pending[Item, Result]] = field(default_factory=list)
     _flusher: asyncio.Task[None] | None = None
+    _opened: float | None = None  # loop time the last round opened
 
     def submit(self, items: Sequence[Item], *, after: asyncio.Future[Any] | None = None
                ) -> asyncio.Future[list[Result]]:
@@ -82,7 +94,12 @@ class Coalescer(Generic[Item, Result]):
             await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def _run(self) -> None:
-        await asyncio.sleep(self.window_s)  # step 1
+        now = asyncio.get_running_loop().time()
+        busy = (self.busy_window_s is not None and self._opened is not None
+                and now - self._opened < self.busy_within_s)
+        self._opened = now
+        self.busy_rounds += busy
+        await asyncio.sleep(self.busy_window_s if busy else self.window_s)  # step 1
         while self._pending:
             taken = self._take()
             if taken:

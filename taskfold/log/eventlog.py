@@ -137,14 +137,15 @@ class EventLog:
     """Appends and reads the `events` topic and sets poison aside on the `poison` topic."""
 
     def __init__(self, bootstrap: str, topics: TopicNames | None = None, *, tansu: bool = False,
-                 window_s: float | None = None) -> None:
-        """With `window_s`, appends made within that window share one produce (taskfold.log.coalesce)."""
+                 window_s: float | None = None, busy_window_s: float | None = None) -> None:
+        """With `window_s`, appends made within that window share one produce, and within
+        `busy_window_s` under steady traffic (taskfold.log.coalesce)."""
         self.topics = topics or TopicNames()
         self.writer = LogWriter(bootstrap, tansu=tansu)
         self.reader = LogReader(bootstrap, tansu=tansu)
         self.poison_count = 0
         self.coalescer: Coalescer[RawRecord, Position] | None = (
-            None if window_s is None else Coalescer(self._append_now, window_s))
+            None if window_s is None else Coalescer(self._append_now, window_s, busy_window_s))
 
     async def start(self) -> None:
         """Connect the writer and the reader."""

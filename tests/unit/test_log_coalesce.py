@@ -123,3 +123,16 @@ async def test_an_event_that_cannot_be_encoded_fails_its_own_append_not_the_wind
         log.submit([bad])
     assert not isinstance(raised.value, NotAppended)
     assert log.coalescer is not None and log.coalescer.rounds == 0
+
+
+@pytest.mark.parametrize("busy_window_s, calls", [(None, [["a"], ["b"], ["c"]]), (0.5, [["a"], ["b", "c"]])])
+async def test_a_round_that_follows_another_closely_waits_the_busy_window(busy_window_s, calls) -> None:
+    sink = Sink()
+    coalescer = Coalescer(sink, window_s=0.005, busy_window_s=busy_window_s, busy_within_s=10.0)
+    await coalescer.append(["a"])  # a lone append: the short window
+    first = coalescer.submit(["b"])  # right after it: steady traffic
+    await asyncio.sleep(0.05)  # the scenario: the next append comes 50 ms later, past the short window
+    second = coalescer.submit(["c"])
+    assert await first == ["at:b"] and await second == ["at:c"]
+    assert sink.calls == calls
+    assert coalescer.busy_rounds == (0 if busy_window_s is None else 1)
