@@ -67,6 +67,7 @@ class Agent:
             raise ValueError(f"prefetch must be an int from 0 to {MAX_SLOTS}, not {prefetch!r}")
         self.prefetch = prefetch  # per queue: attempts held ahead, beyond the slots (AgentJoined v2)
         self._held: dict[AttemptKey, Task] = {}  # accepted, not started: run highest priority first
+        self._seen: dict[str, int] = {}  # queue -> offset of its last record folded (TaskStarted.seen)
         self.labels, self.capabilities = dict(labels or {}), sorted(set(capabilities))
         self.heartbeat_interval, self.drain_timeout, self.cancel_grace = heartbeat_interval, drain_timeout, cancel_grace
         self.topics, self.tansu = topics, tansu
@@ -200,6 +201,7 @@ class Agent:
         """Fold one record of our partitions; return what it calls for."""
         if record.key not in self.slots:
             return []  # another queue that hashes to the same partition
+        self._seen[record.key] = record.offset
         entry = entry_of(record)
         if isinstance(entry, Poison):
             self.stats["poison"] += 1
@@ -268,7 +270,8 @@ class Agent:
         ctx = TaskContext(key, task, self.agent_id, self.reporter, self._progress.put,  # type: ignore[union-attr]
                           self.results)
         self._attempts[key] = ctx
-        self._spawn(self._attempt(ctx, task, after))
+        # What it had read when it chose this attempt: the audit judges its priority by that.
+        self._spawn(self._attempt(ctx, task, after, self._seen.get(key.queue)))
 
     def _spawn(self, coro) -> None:  # noqa: ANN001
         job = asyncio.create_task(coro)
@@ -282,7 +285,8 @@ class Agent:
             self.stats["report_errors"] += 1
             log.error("could not append a report: %s", job.exception())
 
-    async def _attempt(self, ctx: TaskContext, task: Task, after: asyncio.Future | None = None) -> None:
+    async def _attempt(self, ctx: TaskContext, task: Task, after: asyncio.Future | None = None,
+                       seen: int | None = None) -> None:
         """Report start (`after` the outcome that freed the slot), run the handler, flush its progress, report the outcome."""
         key, correlation, start, outcome_sent = ctx.key, task.correlation_id, None, None
         try:
@@ -298,7 +302,7 @@ class Agent:
                     # other attempts' reports, share one produce: one batch. Batches are
                     # what a Tansu Fetch scans. The outcome goes `after` it: it never lands
                     # without its start, and a start that failed fails the report.
-                    start = self._log.submit([self.reporter.started(key, correlation)],  # type: ignore[union-attr]
+                    start = self._log.submit([self.reporter.started(key, correlation, seen)],  # type: ignore[union-attr]
                                              after=after)
                     log.info("started %s (%s)", key, task.task_type)
                 outcome = await run_attempt(handler, ctx, grace_s=self.cancel_grace)

@@ -21,6 +21,7 @@ from taskfold.audit import rules
 from taskfold.audit.shadow import Books
 from taskfold.audit.deadline import compare_states, end_of_log
 from taskfold.audit.order import StartOrder
+from taskfold.audit.priority import PriorityStarts
 from taskfold.audit.report import AuditReport, Violation
 from taskfold.core.events import Event
 from taskfold.core.fold import Ledger
@@ -35,6 +36,7 @@ class Auditor:
         self.report = AuditReport()
         self._accepted_ids: set[tuple[str, str]] = set()  # (queue, event id): the fold dedups per queue
         self.order = StartOrder()  # started-early is judged at the end: dependencies may be in other partitions
+        self.priority = PriorityStarts()  # priority-start needs positions: judged only when they are given
 
     def observe(self, event: Event, verdict: Verdict, position: str | None = None) -> list[Violation]:
         """Judge one event with the verdict it was given; the violations it caused."""
@@ -50,11 +52,11 @@ class Auditor:
             return []
         report.accepted += 1
         self.order.observe(event, position)
-        found = _at(self._judge(event), position)
+        found = _at(self._judge(event, position), position)
         report.violations.extend(found)
         return found
 
-    def _judge(self, event: Event) -> list[Violation]:
+    def _judge(self, event: Event, position: str | None = None) -> list[Violation]:
         if (event.queue, event.event_id) in self._accepted_ids:
             # The redelivery is the fault; what it then did to the books would only repeat it.
             self.books.apply(event)
@@ -62,6 +64,8 @@ class Auditor:
                               "again", event.task, event.agent)]
         self._accepted_ids.add((event.queue, event.event_id))
         specific = rules.promises(self.books, event)
+        inversion = self.priority.judge(self.books, event, position)
+        specific += [inversion] if inversion is not None else []
         illegal = rules.transition(self.books, event)
         specific += rules.terminal_twice(self.books.apply(event), event)
         return specific or ([illegal] if illegal else [])

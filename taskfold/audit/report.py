@@ -13,6 +13,8 @@ RULES: dict[str, str] = {
     "unfenced-report": "a report was accepted from an agent that did not hold the task's current attempt",
     "over-slots": "an assignment gave an agent more tasks of a queue than its slots and prefetch allow (or it had no seat)",
     "over-running": "an agent started a task of a queue while already running as many as its slots",
+    "priority-start": "an agent started a task while it held, unstarted, a task of strictly higher priority whose "
+                      "assignment it had already read (TaskStarted v2 `seen`; judged on a log read with positions)",
     "over-concurrency": "an assignment put more tasks of a concurrency key in flight than its limit",
     "illegal-transition": "an accepted event is not a legal transition of the task (or seat) state machine",
     "accepted-twice": "the same event id was accepted twice (a redelivery counted)",

@@ -183,6 +183,7 @@ class TaskStarted(Event):
     task_id: str
     attempt: Attempt
     agent_id: str
+    seen: Annotated[int, Field(ge=0)] | None = None  # v2: offset of the last record its agent had read
 
 
 class TaskCompleted(Event):

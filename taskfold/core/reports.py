@@ -90,9 +90,10 @@ class Reporter:
         return {**self._envelope(key.queue, report_id(key, step), correlation_id),
                 "task_id": key.task_id, "attempt": key.attempt, "agent_id": self.agent_id}
 
-    def started(self, key: AttemptKey, correlation_id: str | None = None) -> TaskStarted:
-        """TaskStarted for an attempt this agent holds."""
-        return TaskStarted(**self._attempt(key, STARTED, correlation_id))
+    def started(self, key: AttemptKey, correlation_id: str | None = None, seen: int | None = None) -> TaskStarted:
+        """TaskStarted for an attempt this agent holds; `seen`: the offset of the last record
+        of the queue's partition the agent had read when it chose to start it."""
+        return TaskStarted(**self._attempt(key, STARTED, correlation_id), seen=seen)
 
     def outcome(self, key: AttemptKey, outcome: AttemptEnd, correlation_id: str | None = None) -> Event | None:
         """The report that ends an attempt (completed, failed or cancelled); None when revoked."""

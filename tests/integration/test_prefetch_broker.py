@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from taskfold.audit.logaudit import audit_log
 from taskfold.core.events import TaskAssigned, TaskCompleted, TaskStarted
 from taskfold.core.state import TaskState
 
@@ -50,6 +51,10 @@ async def test_no_low_task_starts_on_an_agent_while_a_critical_one_waits_for_it(
     completed = {e.task_id for e in run.accepted(TaskCompleted)} - set(warm)
     assert len(completed) == 10
     run.audited()
+    # The log's own audit, with positions, judges each start by what its agent had read.
+    audit = await audit_log(run.log)
+    assert [str(v) for v in audit.fold.violations] == []
+    assert all(e.seen is not None for e in run.accepted(TaskStarted))
 
 
 async def test_a_prefetched_task_whose_start_lease_expires_runs_once_only(run: Run) -> None:  # noqa: F811

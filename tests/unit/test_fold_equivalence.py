@@ -6,6 +6,8 @@ decisions and every encoded byte are hashed. The digests were computed on the co
 the optimisation (commit 9962e15) and are frozen here: a faster fold must not move them.
 They moved once, with assign ahead (the prefetch bound, keyed tasks on free slots only,
 decide's early stop): the prefetch branch without the CPU work gives the same digests.
+The wire digest moved once more with TaskStarted v2 (`seen`, null here): every TaskStarted
+is written with the v2 schema; verdicts, rows, states and decisions did not move.
 
 If a deliberate change of behaviour moves a digest, print the new ones (`FOLD_DIGESTS=1
 pytest -s tests/unit/test_fold_equivalence.py`) and say in the commit which rule changed.
@@ -52,7 +54,7 @@ EXPECTED = {
     "verdicts": "310bf237548b5255dd1be07793c93bd20213f31f48e9b87fe2af160e61f13bee",
     "rows": "a5ded883df29102c28b31f08cbad537bdb26679427eb85c926a83c0f70c5f26f",
     "states": "cbd95a827af5d24bdb7347cfdd99c52c05c9ab62226cf3e44c5a675651dc78ce",
-    "wire": "8c1295440810b224e5dbf19f5389cf9f7ddd929d9a8334ed619eed565de3c184",
+    "wire": "0292af3bc79b89c9343c79dd9af5c8430778dd0759b81c0688b9dbce7c24c6a0",
 }
 
 
