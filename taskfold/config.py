@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskfold.core.fold.limits import PAYLOAD_HARD_MAX_BYTES
@@ -129,6 +129,23 @@ class ClusterSettings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: no such file {path}")
         return self
+
+
+def first_error(exc: ValidationError) -> str:
+    """The first problem of a settings error, naming its environment variable."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "settings"
+    return f"TASKFOLD_{where.upper()}: {error['msg']}" if error["loc"] else error["msg"]
+
+
+def environment_problem() -> str | None:
+    """Why the TASKFOLD_* environment is not valid, or None: every command checks it first."""
+    try:
+        Settings()
+        ClusterSettings()
+    except ValidationError as exc:
+        return first_error(exc)
+    return None
 
 
 def gateway_store(settings: Settings, name: str) -> Path:

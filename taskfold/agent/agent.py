@@ -194,8 +194,7 @@ class Agent:
                 # assignment read together, the critical one runs first.
                 for record in records:
                     self._act_all(self._fold(record), start_held=False)
-                for queue in sorted({k.queue for k in self._held}):
-                    self._run_held(queue)
+                self._start_held({k.queue for k in self._held})
 
     def _fold(self, record: ConsumedRecord) -> list[Action]:
         """Fold one record of our partitions; return what it calls for."""
@@ -241,8 +240,11 @@ class Agent:
                                                   self.prefetch)
                     self._spawn(self._report(joined, "rejoined"))
         if start_held:
-            for queue in sorted(runs):
-                self._run_held(queue)
+            self._start_held(runs)
+
+    def _start_held(self, queues: set[str]) -> None:
+        for queue in sorted(queues):
+            self._run_held(queue)
 
     def _run_held(self, queue: str, freed_by: asyncio.Future | None = None) -> None:
         """Start held attempts of the queue while fewer than its slots run: highest priority, then arrival.

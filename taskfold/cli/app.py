@@ -18,6 +18,7 @@ from taskfold.cli.top import top
 from taskfold.cli.topics import topics_app
 from taskfold.cli.worker import worker
 from taskfold.cli.workflow import workflow_app
+from taskfold.config import environment_problem
 from taskfold.ops import logs
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -60,4 +61,10 @@ GC_THRESHOLDS = (700, 10, 1000)
 def main() -> None:
     """Console-script entry point."""
     gc.set_threshold(*GC_THRESHOLDS)
+    # A bad TASKFOLD_* value must name its variable, not surface as a traceback from
+    # whichever component reads that setting first (an agent's append window, say).
+    problem = environment_problem()
+    if problem is not None:
+        typer.echo(f"invalid environment: {problem}", err=True)
+        raise SystemExit(2)
     app()

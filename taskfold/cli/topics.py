@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from taskfold.broker.topiccheck import Mismatch, check, create_missing, topic_specs
 from taskfold.cli.connect import resolve
-from taskfold.config import ClusterSettings, Settings
+from taskfold.config import ClusterSettings, Settings, first_error
 
 topics_app = typer.Typer(no_args_is_help=True, help="Check or create taskfold's topics on a cluster.")
 
@@ -46,7 +46,7 @@ def _run(partitions: int | None, bootstrap: str | None, *, create: bool) -> None
     try:
         settings, cluster = Settings(), ClusterSettings()
     except ValidationError as exc:
-        raise typer.BadParameter(_first_error(exc)) from None
+        raise typer.BadParameter(first_error(exc)) from None
     target = resolve(bootstrap, settings)
     specs = topic_specs(target.topics, partitions or settings.partitions, cluster)
     created, mismatches = asyncio.run(_apply(target.bootstrap, specs, target.topics, cluster, create))
@@ -67,8 +67,3 @@ async def _apply(bootstrap: str, specs, names, cluster: ClusterSettings,  # noqa
     created = await create_missing(bootstrap, specs) if create else []
     return created, await check(bootstrap, specs, names, cluster)
 
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "settings"
-    return f"TASKFOLD_{where.upper()}: {error['msg']}" if error["loc"] else error["msg"]
